@@ -1,0 +1,62 @@
+"""ztensor_array: the zTensor (.zt) tensor file format for NumPy, PyTorch, xarray and Dask.
+
+Importing this package loads only numpy and cbor2; torch, scipy, dask, xarray, numcodecs and
+ml_dtypes are imported when first needed.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ChecksumError,
+    DecodeError,
+    FormatError,
+    TensorNotFoundError,
+    TornFileError,
+    UnsupportedError,
+    ZTensorError,
+)
+from .reader import Reader, TensorMetadata
+from .writer import Writer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChecksumError",
+    "DecodeError",
+    "FormatError",
+    "Reader",
+    "TensorMetadata",
+    "TensorNotFoundError",
+    "TornFileError",
+    "UnsupportedError",
+    "Writer",
+    "ZTensorError",
+    "from_ztensor",
+    "load_file",
+    "save_file",
+    "to_ztensor",
+]
+
+_LAZY = {
+    "save_file": ("numpy", "save_file"),
+    "load_file": ("numpy", "load_file"),
+    "save": ("numpy", "save"),
+    "load": ("numpy", "load"),
+    "from_ztensor": ("backends.dask", "from_ztensor"),
+    "to_ztensor": ("api", "to_ztensor"),
+    "repair": ("maintenance", "repair"),
+    "compact": ("maintenance", "compact"),
+    "backends": ("backends", None),
+}
+
+
+def __getattr__(name: str):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'ztensor_array' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(f".{target[0]}", __name__)
+    value = module if target[1] is None else getattr(module, target[1])
+    globals()[name] = value
+    return value

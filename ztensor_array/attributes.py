@@ -1,0 +1,59 @@
+"""Global attributes: text values are stored as they are; anything else goes under one
+reserved text key as base64-encoded CBOR, because the reference 1.1.1 reader refuses a file
+whose root attributes are not all text. Object attributes hold any CBOR value directly.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import cbor2
+
+from .errors import FormatError, ZTensorError
+
+RESERVED_KEY = "__ztensor_array_cbor__"
+
+
+def encode_root(attributes: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """Root attributes in a form every 1.x reader accepts (text -> text)."""
+    if not attributes:
+        return None
+    text: dict[str, str] = {}
+    other: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str):
+            raise ZTensorError(f"attribute names must be text, got {key!r}")
+        if key == RESERVED_KEY:
+            raise ZTensorError(f"attribute name {RESERVED_KEY!r} is reserved")
+        if isinstance(value, str):
+            text[key] = value
+        else:
+            other[key] = value
+    if other:
+        try:
+            packed = cbor2.dumps(other)
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}") from None
+        text[RESERVED_KEY] = base64.b64encode(packed).decode("ascii")
+    return text
+
+
+def decode_root(stored: Mapping[str, Any] | None, path=None) -> dict[str, Any]:
+    """The user's view of stored root attributes (inverse of ``encode_root``)."""
+    if not stored:
+        return {}
+    out = {k: v for k, v in stored.items() if k != RESERVED_KEY}
+    packed = stored.get(RESERVED_KEY)
+    if packed is not None:
+        try:
+            extra = cbor2.loads(base64.b64decode(packed, validate=True))
+        except Exception as exc:  # any corruption of the reserved key is a format error
+            raise FormatError(
+                f"reserved attribute {RESERVED_KEY!r} is corrupt ({exc})", path=path
+            ) from None
+        if not isinstance(extra, Mapping):
+            raise FormatError(f"reserved attribute {RESERVED_KEY!r} is not a map", path=path)
+        out.update(extra)
+    return out

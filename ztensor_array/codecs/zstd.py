@@ -1,0 +1,123 @@
+"""zstd encoding: one frame per component, decoded with a hard bound on the output size.
+
+The reference writes streaming frames without a content-size field. We write the same frames
+(``compressobj`` gives byte-identical output to the reference at every level) and decode in
+streaming mode straight into the destination buffer, so a frame can never produce more bytes
+than the manifest promised: a decompression bomb costs at most the declared size.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import zstandard
+from numcodecs.abc import Codec
+
+DEFAULT_LEVEL = 3
+MIN_LEVEL, MAX_LEVEL = 1, 22
+
+_local = threading.local()
+
+
+class ZstdFrameError(ValueError):
+    """A frame that is corrupt or decodes to a size other than the expected one."""
+
+
+def check_level(level: int) -> int:
+    if type(level) is not int or not MIN_LEVEL <= level <= MAX_LEVEL:
+        raise ValueError(f"zstd level must be an int in {MIN_LEVEL}..{MAX_LEVEL}, got {level!r}")
+    return level
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level)
+    return c
+
+
+def compress(data, level: int = DEFAULT_LEVEL) -> bytes:
+    """One frame without content size, exactly as the reference writes it."""
+    cobj = _compressor(check_level(level)).compressobj()
+    return cobj.compress(data) + cobj.flush()
+
+
+def stream_compressor(level: int = DEFAULT_LEVEL):
+    """A streaming compressor object (``compress(chunk)`` then ``flush()``)."""
+    return zstandard.ZstdCompressor(level=check_level(level)).compressobj()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def decompress_into(src, out) -> None:
+    """Decode ``src`` into the writable buffer ``out``, which it must fill exactly."""
+    dest = memoryview(out).cast("B")
+    want = dest.nbytes
+    got = 0
+    try:
+        reader = _decompressor().stream_reader(src, read_across_frames=True, closefd=False)
+        with reader:
+            while got < want:
+                n = reader.readinto(dest[got:])
+                if n == 0:
+                    break
+                got += n
+            extra = reader.read(1) if got == want else b""
+    except zstandard.ZstdError as exc:
+        raise ZstdFrameError(f"corrupt zstd frame ({exc})") from None
+    if got != want or extra:
+        more = "more than" if extra else f"only {got} of"
+        raise ZstdFrameError(f"zstd frame decodes to {more} the expected {want} bytes")
+
+
+def decompress(src, nbytes: int) -> np.ndarray:
+    """Decode ``src`` into a fresh uint8 array of exactly ``nbytes`` bytes."""
+    out = np.empty(nbytes, dtype=np.uint8)
+    decompress_into(src, out)
+    return out
+
+
+def decompress_unbounded(src, limit: int) -> bytes:
+    """Decode a frame whose size the manifest does not give, refusing more than ``limit``."""
+    parts = []
+    total = 0
+    try:
+        with _decompressor().stream_reader(src, read_across_frames=True, closefd=False) as r:
+            while True:
+                chunk = r.read(min(limit + 1 - total, 1 << 24) or 1)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise ZstdFrameError(f"zstd frame decodes to more than {limit} bytes")
+    except zstandard.ZstdError as exc:
+        raise ZstdFrameError(f"corrupt zstd frame ({exc})") from None
+    return b"".join(parts)
+
+
+class ZstdCodec(Codec):
+    """numcodecs codec for the zTensor ``zstd`` encoding (frames without content size)."""
+
+    codec_id = "ztensor.zstd"
+
+    def __init__(self, level: int = DEFAULT_LEVEL) -> None:
+        self.level = check_level(level)
+
+    def encode(self, buf):
+        return compress(memoryview(np.ascontiguousarray(buf)).cast("B"), self.level)
+
+    def decode(self, buf, out=None):
+        if out is None:
+            return _decompressor().decompressobj().decompress(bytes(buf))
+        decompress_into(buf, out)
+        return out

@@ -1,0 +1,84 @@
+"""The exception hierarchy: one base class users catch, subclasses that say what went wrong.
+
+Every message names where the problem is: the file, the object (tensor) and the component,
+whichever are known, so a user with a thousand-tensor checkpoint knows where to look.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _where(path: str | os.PathLike | None, obj: str | None, component: str | None) -> str:
+    parts = []
+    if path is not None:
+        parts.append(os.fspath(path))
+    if obj is not None:
+        parts.append(f"object {obj!r}")
+    if component is not None:
+        parts.append(f"component {component!r}")
+    return ", ".join(parts)
+
+
+class ZTensorError(Exception):
+    """Base class of every error this package raises on bad input or misuse."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike | None = None,
+        obj: str | None = None,
+        component: str | None = None,
+    ) -> None:
+        self.path = None if path is None else os.fspath(path)
+        self.obj = obj
+        self.component = component
+        self.reason = message
+        where = _where(path, obj, component)
+        super().__init__(f"{where}: {message}" if where else message)
+
+    def __reduce__(self):  # keep pickling (e.g. across dask workers) lossless
+        return (
+            _rebuild,
+            (type(self), self.reason, self.path, self.obj, self.component),
+        )
+
+
+def _rebuild(cls, reason, path, obj, component):
+    return cls(reason, path=path, obj=obj, component=component)
+
+
+class FormatError(ZTensorError, ValueError):
+    """The bytes do not form a valid zTensor file (bad magic, manifest, offsets, structure)."""
+
+
+class TornFileError(FormatError):
+    """The file ends in an incomplete write (a torn tail); `ztensor_array.repair` can fix it."""
+
+
+class ChecksumError(ZTensorError, ValueError):
+    """A component's stored bytes do not match its recorded digest."""
+
+
+class DecodeError(FormatError):
+    """A component failed to decode (corrupt zstd frame, wrong decoded size)."""
+
+
+class TensorNotFoundError(ZTensorError, KeyError):
+    """The requested object name is not in the file."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return Exception.__str__(self)
+
+
+class MissingFileError(ZTensorError, FileNotFoundError):
+    """The file to read does not exist."""
+
+
+class FileExistsZTError(ZTensorError, FileExistsError):
+    """``mode="x"`` (or a command without ``--force``) met an existing path."""
+
+
+class UnsupportedError(ZTensorError, NotImplementedError):
+    """Valid input that this version cannot handle (unknown format, dtype without numpy type)."""

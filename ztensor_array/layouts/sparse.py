@@ -1,0 +1,127 @@
+"""`sparse_csr` (values, indices, indptr) and `sparse_coo` (values, coords) <-> scipy.sparse.
+
+Index components are written as u64 as the reference does; any integer dtype is read. The
+manifest layer checks component sizes; here we check the index data itself, since a bad
+index would otherwise surface as a wrong value or an error deep inside scipy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError
+from ..manifest import Object
+from .dense import as_logical
+
+
+def _as_index(arr: np.ndarray, what: str, fail) -> np.ndarray:
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        fail(f"{what} value exceeds the int64 range")
+    return arr.astype(np.int64, copy=False)
+
+
+def _values(obj: Object, get) -> np.ndarray:
+    return as_logical(get("values"), obj.components["values"])
+
+
+def read_csr(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=None):
+    """scipy.sparse.csr_matrix, after checking indptr and indices."""
+    import scipy.sparse
+
+    def fail(msg: str, role: str | None = None):
+        raise FormatError(msg, path=path, obj=name, component=role)
+
+    rows, cols = obj.shape
+    values = _values(obj, get)
+    indptr = _as_index(get("indptr"), "indptr", fail)
+    indices = _as_index(get("indices"), "indices", fail)
+    if indptr.shape != (rows + 1,):
+        fail(f"indptr has {indptr.size} entries, expected {rows + 1}", "indptr")
+    if indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        fail("indptr does not start at 0 and never decrease", "indptr")
+    nnz = int(indptr[-1])
+    if nnz != values.size or nnz != indices.size:
+        fail(f"indptr ends at {nnz} but there are {values.size} values and {indices.size} indices")
+    if indices.size and (indices.min() < 0 or indices.max() >= cols):
+        fail(f"column index out of range [0, {cols})", "indices")
+    return scipy.sparse.csr_matrix((values, indices, indptr), shape=(rows, cols), copy=False)
+
+
+def read_coo(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=None):
+    """scipy.sparse.coo_matrix in 2-D, coo_array in n-D, after checking the coordinates."""
+    import scipy.sparse
+
+    def fail(msg: str, role: str | None = None):
+        raise FormatError(msg, path=path, obj=name, component=role)
+
+    ndim = len(obj.shape)
+    values = _values(obj, get)
+    coords = _as_index(get("coords"), "coords", fail)
+    if coords.size != ndim * values.size:
+        fail(
+            f"coords has {coords.size} entries, expected ndim x nnz = {ndim * values.size}",
+            "coords",
+        )
+    coords = coords.reshape(ndim, values.size)
+    for axis, extent in enumerate(obj.shape):
+        row = coords[axis]
+        if row.size and (row.min() < 0 or row.max() >= extent):
+            fail(f"coordinate on axis {axis} out of range [0, {extent})", "coords")
+    if ndim == 2:
+        return scipy.sparse.coo_matrix((values, (coords[0], coords[1])), shape=obj.shape)
+    return scipy.sparse.coo_array((values, tuple(coords)), shape=obj.shape)
+
+
+def _u64(a: Any) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"sparse indices must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+        raise ValueError("sparse indices must not be negative")
+    return np.ascontiguousarray(arr, dtype="<u8").reshape(-1)
+
+
+def encode_csr(values, indices, indptr, shape) -> dict[str, np.ndarray]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2:
+        raise ValueError(f"CSR shape must be 2-D, got {shape}")
+    out = {
+        "values": np.asarray(values).reshape(-1),
+        "indices": _u64(indices),
+        "indptr": _u64(indptr),
+    }
+    if out["indptr"].size != shape[0] + 1:
+        raise ValueError(f"indptr has {out['indptr'].size} entries, expected {shape[0] + 1}")
+    if out["indices"].size != out["values"].size:
+        raise ValueError("values and indices differ in length")
+    return out
+
+
+def encode_coo(values, indices, shape) -> dict[str, np.ndarray]:
+    """Components of a COO tensor; ``indices`` is (ndim, nnz) or its flat SoA form."""
+    shape = tuple(int(s) for s in shape)
+    vals = np.asarray(values).reshape(-1)
+    coords = _u64(indices)
+    if coords.size != len(shape) * vals.size:
+        raise ValueError(
+            f"indices hold {coords.size} entries, expected ndim x nnz = {len(shape) * vals.size}"
+        )
+    return {"values": vals, "coords": coords}
+
+
+def from_scipy(matrix) -> tuple[str, dict[str, np.ndarray], tuple[int, ...]]:
+    """(format, components, shape) of any scipy.sparse array or matrix."""
+    fmt = matrix.format
+    if fmt == "csr":
+        m = matrix
+        return "sparse_csr", encode_csr(m.data, m.indices, m.indptr, m.shape), m.shape
+    coo = matrix.tocoo()
+    coords = (
+        np.stack([np.asarray(c) for c in coo.coords])
+        if hasattr(coo, "coords")
+        else np.stack([coo.row, coo.col])
+    )
+    return "sparse_coo", encode_coo(coo.data, coords, coo.shape), tuple(coo.shape)

@@ -1,0 +1,418 @@
+"""The manifest: frozen dataclasses, CBOR to and from them, and every structural validation.
+
+Encoding reproduces the reference writer's CBOR byte for byte (definite lengths, shortest
+integers, keys in its field order, object and component names sorted bytewise). Decoding
+accepts any valid CBOR spelling of the same map. ``validate`` checks everything that can be
+checked without reading tensor data; the layouts check the data itself.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import cbor2
+
+from . import dtypes
+from .errors import FormatError, TornFileError, UnsupportedError, ZTensorError
+
+MAGIC = b"ZTEN1000"
+LEGACY_MAGIC = b"ZTEN0001"
+ALIGNMENT = 64
+FOOTER_SIZE = 16  # u64 manifest size + magic
+MAX_MANIFEST_SIZE = 1 << 30
+WRITE_VERSION = "1.1.0"
+ENCODINGS = frozenset({"raw", "zstd"})
+# Highest decoded/encoded ratio a zstd frame can reach (RLE blocks: ~3 bytes per 128 KiB);
+# a declared size beyond this many times the stored length is a lie or a bomb.
+MAX_ZSTD_RATIO = 1 << 16
+_MAX_NBYTES = (1 << 63) - 1
+
+Path = str | os.PathLike
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """One stored blob: where it is, its storage dtype, encoding and optional digest."""
+
+    dtype: str
+    offset: int
+    length: int
+    encoding: str = "raw"
+    digest: str | None = None
+    uncompressed_length: int | None = None  # written by v1.2 writers; we read it
+    type: str | None = None  # v1.2 logical type over the storage dtype (f8, complex)
+    byte_order: str = "little"  # only legacy v0.1 files can say "big"; never written
+
+    def moved(self, offset: int) -> Component:
+        return replace(self, offset=offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Object:
+    """One named tensor: logical shape, layout `format`, its components and attributes."""
+
+    shape: tuple[int, ...]
+    format: str
+    components: Mapping[str, Component]
+    attributes: Mapping[str, Any] | None = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    objects: Mapping[str, Object] = field(default_factory=dict)
+    attributes: Mapping[str, Any] | None = None
+    version: str = WRITE_VERSION
+
+    def blob_end(self) -> int:
+        """First byte after the last component (where the manifest goes)."""
+        ends = [c.offset + c.length for o in self.objects.values() for c in o.components.values()]
+        return max(ends, default=len(MAGIC))
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _sorted_bytewise(names) -> list[str]:
+    return sorted(names, key=lambda s: s.encode("utf-8"))
+
+
+def _component_to_cbor(c: Component) -> dict[str, Any]:
+    out: dict[str, Any] = {"dtype": c.dtype, "offset": c.offset, "length": c.length}
+    if c.encoding != "raw":
+        out["encoding"] = c.encoding
+    if c.digest is not None:
+        out["digest"] = c.digest
+    if c.uncompressed_length is not None:
+        out["uncompressed_length"] = c.uncompressed_length
+    if c.type is not None:
+        out["type"] = c.type
+    return out
+
+
+def encode(manifest: Manifest) -> bytes:
+    """CBOR bytes of the manifest, in the reference writer's exact shape."""
+    objects = {}
+    for name in _sorted_bytewise(manifest.objects):
+        obj = manifest.objects[name]
+        o: dict[str, Any] = {"shape": list(obj.shape), "format": obj.format}
+        if obj.attributes:
+            o["attributes"] = dict(obj.attributes)
+        o["components"] = {
+            role: _component_to_cbor(obj.components[role])
+            for role in _sorted_bytewise(obj.components)
+        }
+        objects[name] = o
+    root: dict[str, Any] = {"version": manifest.version}
+    if manifest.attributes:
+        root["attributes"] = dict(manifest.attributes)
+    root["objects"] = objects
+    try:
+        return cbor2.dumps(root)
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}") from None
+
+
+def footer(manifest_bytes: bytes) -> bytes:
+    return len(manifest_bytes).to_bytes(8, "little") + MAGIC
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def locate(size: int, tail: bytes, path: Path | None) -> tuple[int, int]:
+    """(offset, length) of the manifest from the file size and its last 16 bytes."""
+    if size < len(MAGIC) + FOOTER_SIZE:
+        raise TornFileError(
+            f"file of {size} bytes is too short to be a zTensor file "
+            "(torn write? see ztensor_array.repair)",
+            path=path,
+        )
+    if tail[8:16] != MAGIC:
+        raise TornFileError(
+            "footer magic is missing: the file is truncated or its last write was torn; "
+            "ztensor_array.repair(path) restores the last complete state",
+            path=path,
+        )
+    length = int.from_bytes(tail[:8], "little")
+    if length > MAX_MANIFEST_SIZE:
+        raise FormatError(f"manifest size {length} exceeds the 1 GiB limit", path=path)
+    start = size - FOOTER_SIZE - length
+    if start < len(MAGIC):
+        raise FormatError(
+            f"manifest size {length} does not fit in a file of {size} bytes", path=path
+        )
+    return start, length
+
+
+def _expect(cond: bool, message: str, path, obj=None, component=None) -> None:
+    if not cond:
+        raise FormatError(message, path=path, obj=obj, component=component)
+
+
+def _is_uint(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _parse_component(raw: Any, path, obj: str, role: str) -> Component:
+    _expect(isinstance(raw, Mapping), "component is not a map", path, obj, role)
+    dtype = raw.get("dtype")
+    offset = raw.get("offset")
+    length = raw.get("length")
+    encoding = raw.get("encoding", "raw")
+    digest = raw.get("digest")
+    ulen = raw.get("uncompressed_length")
+    ltype = raw.get("type")
+    _expect(isinstance(dtype, str), f"dtype {dtype!r} is not text", path, obj, role)
+    _expect(_is_uint(offset), f"offset {offset!r} is not an unsigned integer", path, obj, role)
+    _expect(_is_uint(length), f"length {length!r} is not an unsigned integer", path, obj, role)
+    _expect(isinstance(encoding, str), f"encoding {encoding!r} is not text", path, obj, role)
+    _expect(digest is None or isinstance(digest, str), "digest is not text", path, obj, role)
+    _expect(ulen is None or _is_uint(ulen), "uncompressed_length is invalid", path, obj, role)
+    _expect(ltype is None or isinstance(ltype, str), "type is not text", path, obj, role)
+    if dtype not in dtypes.BY_NAME:
+        raise UnsupportedError(f"unknown dtype {dtype!r}", path=path, obj=obj, component=role)
+    if ltype is not None:
+        try:
+            dtypes.logical_name(dtype, ltype)
+        except UnsupportedError as exc:
+            raise UnsupportedError(exc.reason, path=path, obj=obj, component=role) from None
+    if encoding not in ENCODINGS:
+        raise UnsupportedError(f"unknown encoding {encoding!r}", path=path, obj=obj, component=role)
+    return Component(dtype, offset, length, encoding, digest, ulen, ltype)
+
+
+def _parse_object(raw: Any, path, name: str) -> Object:
+    _expect(isinstance(raw, Mapping), "object is not a map", path, name)
+    shape = raw.get("shape")
+    fmt = raw.get("format")
+    comps = raw.get("components")
+    attrs = raw.get("attributes")
+    _expect(isinstance(shape, list), f"shape {shape!r} is not an array", path, name)
+    _expect(all(_is_uint(d) for d in shape), f"shape {shape!r} has a non-uint entry", path, name)
+    _expect(isinstance(fmt, str), f"format {fmt!r} is not text", path, name)
+    _expect(isinstance(comps, Mapping), "components is not a map", path, name)
+    _expect(attrs is None or isinstance(attrs, Mapping), "attributes is not a map", path, name)
+    components = {}
+    for role, c in comps.items():
+        _expect(isinstance(role, str), f"component name {role!r} is not text", path, name)
+        components[role] = _parse_component(c, path, name, role)
+    return Object(tuple(shape), fmt, components, attrs)
+
+
+def _load_cbor(data: bytes, path) -> Any:
+    stream = io.BytesIO(data)
+    try:
+        value = cbor2.CBORDecoder(stream).decode()
+    except RecursionError:
+        raise FormatError("manifest CBOR is nested too deeply", path=path) from None
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise FormatError(f"manifest is not valid CBOR ({exc})", path=path) from None
+    if stream.tell() != len(data):
+        raise FormatError(
+            f"manifest has {len(data) - stream.tell()} trailing bytes after its CBOR item",
+            path=path,
+        )
+    return value
+
+
+def decode(data: bytes, *, path: Path | None = None) -> Manifest:
+    """Manifest from CBOR bytes, checking every field's type (not yet offsets)."""
+    root = _load_cbor(data, path)
+    _expect(isinstance(root, Mapping), "manifest root is not a map", path)
+    version = root.get("version", WRITE_VERSION)
+    _expect(isinstance(version, str), f"version {version!r} is not text", path)
+    major = version.split(".", 1)[0]
+    if major != "1":
+        raise UnsupportedError(f"manifest version {version!r} is not 1.x", path=path)
+    attrs = root.get("attributes")
+    _expect(attrs is None or isinstance(attrs, Mapping), "attributes is not a map", path)
+    raw_objects = root.get("objects", {})
+    _expect(isinstance(raw_objects, Mapping), "objects is not a map", path)
+    objects = {}
+    for name, raw in raw_objects.items():
+        _expect(isinstance(name, str), f"object name {name!r} is not text", path)
+        objects[name] = _parse_object(raw, path, name)
+    return Manifest(objects, attrs, version)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def stored_dtype(comp: Component) -> dtypes.DType:
+    return dtypes.lookup(comp.dtype)
+
+
+def expected_nbytes(obj: Object, role: str) -> int | None:
+    """Decoded byte size of a component when the manifest alone determines it."""
+    comp = obj.components[role]
+    if comp.uncompressed_length is not None:
+        return comp.uncompressed_length
+    isz = dtypes.itemsize(comp.dtype)
+    if obj.format == "dense" and role == "data":
+        return obj.numel * dtypes.itemsize(dtypes.logical_name(comp.dtype, comp.type))
+    if obj.format == "sparse_csr" and role == "indptr":
+        return (obj.shape[0] + 1) * isz if obj.shape else None
+    if comp.encoding == "raw":
+        return comp.length
+    return None
+
+
+def _check_dense(name: str, obj: Object, path) -> None:
+    comp = obj.components.get("data")
+    _expect(comp is not None, "dense object has no 'data' component", path, name)
+    nbytes = expected_nbytes(obj, "data")
+    if comp.encoding == "raw":
+        _expect(
+            comp.length == nbytes,
+            f"raw length {comp.length} != {nbytes} bytes for shape {list(obj.shape)} "
+            f"of {comp.dtype}",
+            path,
+            name,
+            "data",
+        )
+    else:
+        _check_ratio(name, "data", comp, nbytes, path)
+
+
+def _check_ratio(name: str, role: str, comp: Component, nbytes: int | None, path) -> None:
+    if nbytes is None:
+        return
+    _expect(
+        nbytes <= max(comp.length, 1) * MAX_ZSTD_RATIO,
+        f"declared decoded size {nbytes} is impossible for {comp.length} compressed bytes",
+        path,
+        name,
+        role,
+    )
+
+
+def _check_sparse_csr(name: str, obj: Object, path) -> None:
+    for role in ("values", "indices", "indptr"):
+        _expect(role in obj.components, f"sparse_csr object has no {role!r} component", path, name)
+    _expect(len(obj.shape) == 2, f"sparse_csr shape {list(obj.shape)} is not 2-D", path, name)
+    for role in ("indices", "indptr"):
+        dt = obj.components[role].dtype
+        _expect(
+            dt[0] in "iu" and dt != "bool", f"index dtype {dt} is not an integer", path, name, role
+        )
+    indptr = obj.components["indptr"]
+    want = expected_nbytes(obj, "indptr")
+    if indptr.encoding == "raw":
+        _expect(
+            indptr.length == want,
+            f"indptr length {indptr.length} != {want} bytes",
+            path,
+            name,
+            "indptr",
+        )
+    values, indices = obj.components["values"], obj.components["indices"]
+    if values.encoding == "raw" and indices.encoding == "raw":
+        nv = values.length // dtypes.itemsize(values.dtype)
+        ni = indices.length // dtypes.itemsize(indices.dtype)
+        _expect(nv == ni, f"{nv} values but {ni} indices", path, name)
+
+
+def _check_sparse_coo(name: str, obj: Object, path) -> None:
+    for role in ("values", "coords"):
+        _expect(role in obj.components, f"sparse_coo object has no {role!r} component", path, name)
+    coords = obj.components["coords"]
+    _expect(
+        coords.dtype[0] in "iu" and coords.dtype != "bool",
+        f"coords dtype {coords.dtype} is not an integer",
+        path,
+        name,
+        "coords",
+    )
+    values = obj.components["values"]
+    if values.encoding == "raw" and coords.encoding == "raw":
+        nnz = values.length // dtypes.itemsize(values.dtype)
+        want = len(obj.shape) * nnz * dtypes.itemsize(coords.dtype)
+        _expect(
+            coords.length == want,
+            f"coords length {coords.length} != {want} bytes (ndim x nnz)",
+            path,
+            name,
+            "coords",
+        )
+
+
+STRUCTURE_CHECKS = {
+    "dense": _check_dense,
+    "sparse_csr": _check_sparse_csr,
+    "sparse_coo": _check_sparse_coo,
+}
+
+
+def register_structure_check(fmt: str, check) -> None:
+    """Layouts defined elsewhere (chunked, quantized) add their structural rules here."""
+    STRUCTURE_CHECKS[fmt] = check
+
+
+def validate(
+    manifest: Manifest, blob_end: int, *, path: Path | None = None, aligned: bool = True
+) -> None:
+    """Check offsets (alignment, bounds, overlap), sizes and each format's structure.
+
+    ``blob_end`` is where the manifest starts: every component must lie in [8, blob_end).
+    """
+    spans = []
+    for name, obj in manifest.objects.items():
+        nbytes = math.prod(obj.shape)
+        _expect(nbytes <= _MAX_NBYTES, f"shape {list(obj.shape)} is too large", path, name)
+        for role, comp in obj.components.items():
+            isz = dtypes.itemsize(comp.dtype)
+            _expect(
+                nbytes * isz * 2 <= _MAX_NBYTES,
+                f"shape {list(obj.shape)} overflows 63 bits",
+                path,
+                name,
+                role,
+            )
+            if aligned:
+                _expect(
+                    comp.offset % ALIGNMENT == 0,
+                    f"offset {comp.offset} is not a multiple of {ALIGNMENT}",
+                    path,
+                    name,
+                    role,
+                )
+            _expect(
+                len(MAGIC) <= comp.offset and comp.offset + comp.length <= blob_end,
+                f"bytes [{comp.offset}, {comp.offset + comp.length}) lie outside the blob "
+                f"area [8, {blob_end})",
+                path,
+                name,
+                role,
+            )
+            if comp.encoding == "raw":
+                _expect(
+                    comp.length % isz == 0,
+                    f"raw length {comp.length} is not a multiple of the {comp.dtype} "
+                    f"item size {isz}",
+                    path,
+                    name,
+                    role,
+                )
+            if comp.length:
+                spans.append((comp.offset, comp.offset + comp.length, name, role))
+        check = STRUCTURE_CHECKS.get(obj.format)
+        if check is not None:
+            check(name, obj, path)
+    spans.sort()
+    for (_s0, e0, n0, r0), (s1, _e1, n1, r1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise FormatError(
+                f"bytes [{s1}, {e0}) are shared with object {n0!r} component {r0!r}",
+                path=path,
+                obj=n1,
+                component=r1,
+            )

@@ -1,0 +1,71 @@
+"""safetensors-style helpers for NumPy: ``save_file``, ``load_file``, ``save``, ``load``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .reader import Reader
+from .writer import Writer
+
+
+def save_file(
+    tensors: Mapping[str, Any],
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any] | None = None,
+    compress: bool | int = False,
+    *,
+    checksum: str | None = None,
+    compression: bool | int | None = None,
+) -> None:
+    """Write a dict of arrays (numpy, torch, scipy.sparse or array-like) to ``path``.
+
+    ``metadata`` becomes the file's global attributes. ``compression`` is the reference's
+    spelling of ``compress``.
+    """
+    if compression is not None:
+        compress = compression
+    with Writer(path) as w:
+        if metadata:
+            w.attributes.update(metadata)
+        for name, value in tensors.items():
+            if hasattr(value, "tocsr") and hasattr(value, "nnz"):  # scipy.sparse
+                w.add_sparse(name, value, compress=compress, checksum=checksum)
+            else:
+                w.add_tensor(name, value, compress=compress, checksum=checksum)
+
+
+def load_file(path: str | os.PathLike, *, verify_checksum: bool = False) -> dict[str, Any]:
+    """Every tensor of the file as an owned, writable numpy array (or scipy.sparse matrix).
+
+    Raw tensors are read with ``preadv`` straight into fresh arrays (no page-cache mapping
+    is kept), compressed ones are decoded in parallel.
+    """
+    with Reader(path) as r:
+        return r.to_dict(copy=True, verify_checksum=verify_checksum)
+
+
+def save(
+    tensors: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+    compress: bool | int = False,
+) -> bytes:
+    """The bytes of a .zt file holding ``tensors``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "buffer.zt")
+        save_file(tensors, path, metadata, compress)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def load(data: bytes) -> dict[str, np.ndarray]:
+    """Tensors from the bytes of a .zt file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "buffer.zt")
+        with open(path, "wb") as f:
+            f.write(data)
+        return load_file(path)

@@ -1,0 +1,427 @@
+"""Reader: the one place (with writer.py) that opens files, maps them and knows offsets.
+
+Opening reads only the footer and the manifest, and validates every offset before any data
+is touched. Dense raw tensors come back as read-only zero-copy views of a memory map; the map
+lives as long as any view of it, so views stay valid after ``close()``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import attributes as attrs_codec
+from . import dtypes, layouts, manifest
+from .errors import (
+    ChecksumError,
+    DecodeError,
+    FormatError,
+    MissingFileError,
+    TensorNotFoundError,
+    UnsupportedError,
+    ZTensorError,
+)
+from .layouts import dense
+from .manifest import Component, Manifest, Object
+
+_TO = ("numpy", "torch")
+
+
+@dataclass(frozen=True)
+class TensorMetadata:
+    """What the reference 1.1.1 reports per tensor, plus the full manifest object."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype | None
+    dtype_str: str
+    layout: str
+    encoding: str | None
+    offset: int
+    size: int
+    checksum: str | None
+    attributes: dict[str, Any]
+    object: Object
+    endianness: str | None = "little"
+
+    @property
+    def format(self) -> str:
+        return self.layout
+
+    @property
+    def components(self):
+        return self.object.components
+
+    def __repr__(self) -> str:
+        return (
+            f"<TensorMetadata name={self.name!r} shape={self.shape} "
+            f"dtype={self.dtype_str!r} layout={self.layout!r}>"
+        )
+
+
+def _primary(obj: Object) -> Component | None:
+    for role in ("data", "values", "packed_weight"):
+        if role in obj.components:
+            return obj.components[role]
+    return next(iter(obj.components.values()), None)
+
+
+def _metadata(name: str, obj: Object) -> TensorMetadata:
+    comp = _primary(obj)
+    dtype = None
+    dtype_str = ""
+    if comp is not None:
+        logical = dtypes.logical_name(comp.dtype, comp.type)
+        dtype_str = dtypes.to_legacy(logical)
+        try:
+            dtype = dtypes.to_numpy(logical)
+        except ImportError:  # pragma: no cover - ml_dtypes is a hard dependency
+            dtype = None
+    comps = list(obj.components.values())
+    encodings = {c.encoding for c in comps}
+    return TensorMetadata(
+        name=name,
+        shape=obj.shape,
+        dtype=dtype,
+        dtype_str=dtype_str,
+        layout=obj.format,
+        encoding=encodings.pop() if len(encodings) == 1 else None,
+        offset=min((c.offset for c in comps), default=0),
+        size=sum(c.length for c in comps),
+        checksum=comp.digest if comp is not None else None,
+        attributes=dict(obj.attributes or {}),
+        object=obj,
+        endianness=comp.byte_order if comp is not None else None,
+    )
+
+
+class Reader:
+    """Read a .zt file (v1.x, and legacy v0.1). Use as a context manager.
+
+    ``verify=True`` makes every read check component digests by default.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, verify: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.verify = verify
+        self._lock = threading.Lock()
+        self._maps: dict[int, mmap.mmap] = {}
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise MissingFileError("no such file", path=self.path) from None
+        except OSError as exc:
+            raise ZTensorError(f"cannot open: {exc.strerror}", path=self.path) from None
+        try:
+            self.size = os.fstat(self._fd).st_size
+            self.manifest, self.manifest_offset = self._load_manifest()
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            raise
+        self._names = sorted(self.manifest.objects)
+        self._attributes = attrs_codec.decode_root(self.manifest.attributes, self.path)
+
+    # ------------------------------------------------------------------ opening
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            chunk = os.pread(self._fd, n - len(out), offset + len(out))
+            if not chunk:
+                raise FormatError(
+                    f"unexpected end of file at byte {offset + len(out)}", path=self.path
+                )
+            out += chunk
+        return bytes(out)
+
+    def _load_manifest(self) -> tuple[Manifest, int]:
+        head = os.pread(self._fd, 8, 0)
+        if head == manifest.LEGACY_MAGIC:
+            from . import legacy
+
+            return legacy.read_manifest(self._pread, self.size, self.path)
+        if head != manifest.MAGIC:
+            raise FormatError(f"not a zTensor file (magic {head[:8]!r})", path=self.path)
+        tail = (
+            self._pread(manifest.FOOTER_SIZE, self.size - manifest.FOOTER_SIZE)
+            if self.size >= manifest.FOOTER_SIZE
+            else b""
+        )
+        start, length = manifest.locate(self.size, tail, self.path)
+        m = manifest.decode(self._pread(length, start), path=self.path)
+        manifest.validate(m, start, path=self.path)
+        return m, start
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Release the file. Arrays already returned stay valid (they keep the map alive)."""
+        with self._lock:
+            maps, self._maps = self._maps, {}
+            fd, self._fd = self._fd, -1
+        for mm in maps.values():
+            try:
+                mm.close()
+            except BufferError:
+                pass  # views are alive: the map is unmapped when the last one goes
+        if fd >= 0:
+            os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise ZTensorError("reader is closed", path=self.path)
+
+    def _map(self, access: int) -> mmap.mmap:
+        mm = self._maps.get(access)
+        if mm is None:
+            with self._lock:
+                self._check_open()
+                mm = self._maps.get(access)
+                if mm is None:
+                    mm = self._maps[access] = mmap.mmap(self._fd, 0, access=access)
+        return mm
+
+    # ------------------------------------------------------------------ listing
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """Global attributes (text ones as stored, others decoded from their reserved key)."""
+        return dict(self._attributes)
+
+    @property
+    def tensor_names(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.manifest.objects
+
+    def __iter__(self) -> Iterator[TensorMetadata]:
+        return (self.metadata(n) for n in self._names)
+
+    def __getitem__(self, key: int | str):
+        if isinstance(key, str):
+            return self.read_tensor(key)
+        if isinstance(key, int):
+            return self.metadata(self._names[key])
+        raise TypeError(f"reader indices must be str or int, not {type(key).__name__}")
+
+    def _object(self, name: str) -> Object:
+        try:
+            return self.manifest.objects[name]
+        except (KeyError, TypeError):
+            raise TensorNotFoundError("no such object", path=self.path, obj=name) from None
+
+    def metadata(self, name: str) -> TensorMetadata:
+        return _metadata(name, self._object(name))
+
+    @property
+    def tensors(self) -> list[TensorMetadata]:
+        return list(self)
+
+    # aliases from the reference's surface
+    def list_tensors(self) -> list[TensorMetadata]:
+        return self.tensors
+
+    def get_tensor_names(self) -> list[str]:
+        return self.tensor_names
+
+    def get_metadata(self, name: str) -> TensorMetadata:
+        return self.metadata(name)
+
+    def keys(self) -> list[str]:
+        return self.tensor_names
+
+    # ------------------------------------------------------------------ components
+
+    def _stored(self, comp: Component, access: int = mmap.ACCESS_READ) -> memoryview:
+        """Zero-copy view of a component's stored bytes."""
+        mm = self._map(access)
+        return memoryview(mm)[comp.offset : comp.offset + comp.length]
+
+    def _verify(self, name: str, role: str, comp: Component, stored) -> None:
+        if comp.digest is None:
+            return
+        from .codecs import digests
+
+        ok = digests.matches(comp.digest, stored)
+        if ok is False:
+            raise ChecksumError(
+                f"digest mismatch (expected {comp.digest})",
+                path=self.path,
+                obj=name,
+                component=role,
+            )
+
+    def read_component(
+        self,
+        name: str,
+        role: str,
+        *,
+        verify: bool | None = None,
+        copy: bool = False,
+        writable_view: bool = False,
+    ) -> np.ndarray:
+        """A component decoded to a 1-D array of its storage dtype (little-endian, native).
+
+        Raw components are zero-copy read-only views unless ``copy`` is set.
+        """
+        self._check_open()
+        obj = self._object(name)
+        try:
+            comp = obj.components[role]
+        except KeyError:
+            raise TensorNotFoundError(
+                "no such component", path=self.path, obj=name, component=role
+            ) from None
+        verify = self.verify if verify is None else verify
+        dt = dtypes.to_numpy(comp.dtype)
+        stored_dt = dt.newbyteorder(">") if comp.byte_order == "big" else dt
+        if comp.encoding == "raw":
+            if copy and not verify:
+                out = np.empty(comp.length // dt.itemsize, dtype=stored_dt)
+                self._readinto(out, comp.offset, name, role)
+            else:
+                stored = self._stored(comp, mmap.ACCESS_COPY if writable_view else mmap.ACCESS_READ)
+                if verify:
+                    self._verify(name, role, comp, stored)
+                out = np.frombuffer(stored, dtype=stored_dt)
+                if copy:
+                    out = out.copy()
+        else:
+            stored = self._stored(comp)
+            if verify:
+                self._verify(name, role, comp, stored)
+            out = self._decode(name, role, obj, comp, stored).view(stored_dt)
+        if comp.byte_order == "big":
+            out = out.astype(dt)
+        return out
+
+    def _readinto(self, out: np.ndarray, offset: int, name: str, role: str) -> None:
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        done = 0
+        while done < buf.nbytes:
+            n = os.preadv(self._fd, [buf[done:]], offset + done)
+            if n <= 0:
+                raise FormatError(
+                    "file ended inside the component", path=self.path, obj=name, component=role
+                )
+            done += n
+
+    def _decode(self, name: str, role: str, obj: Object, comp: Component, stored) -> np.ndarray:
+        from .codecs import zstd
+
+        nbytes = manifest.expected_nbytes(obj, role)
+        try:
+            if nbytes is not None:
+                return zstd.decompress(stored, nbytes)
+            limit = min(
+                comp.length * manifest.MAX_ZSTD_RATIO,
+                max(obj.numel, 1) * dtypes.itemsize(comp.dtype) * max(len(obj.shape), 1),
+            )
+            data = np.frombuffer(zstd.decompress_unbounded(stored, limit), dtype=np.uint8)
+        except zstd.ZstdFrameError as exc:
+            raise DecodeError(str(exc), path=self.path, obj=name, component=role) from None
+        if data.size % dtypes.itemsize(comp.dtype):
+            raise DecodeError(
+                f"decoded size {data.size} is not a multiple of the item size",
+                path=self.path,
+                obj=name,
+                component=role,
+            )
+        return data
+
+    # ------------------------------------------------------------------ tensors
+
+    def read_tensor(
+        self,
+        name: str,
+        to: str = "numpy",
+        verify_checksum: bool | None = None,
+        *,
+        copy: bool = False,
+    ):
+        """The tensor as a numpy array (zero-copy and read-only when raw), a torch tensor,
+        or a scipy.sparse matrix for sparse layouts."""
+        if to not in _TO:
+            raise ValueError(f"to= must be one of {_TO}, not {to!r}")
+        self._check_open()
+        obj = self._object(name)
+        torch_view = to == "torch" and not copy
+
+        def get(role: str) -> np.ndarray:
+            return self.read_component(
+                name, role, verify=verify_checksum, copy=copy, writable_view=torch_view
+            )
+
+        if obj.format == "dense":  # the hot path skips the registry
+            value = dense.read(obj, get)
+        else:
+            read = layouts.reader_for(obj.format)
+            if read is None:
+                raise UnsupportedError(
+                    f"format {obj.format!r} is not supported by this reader",
+                    path=self.path,
+                    obj=name,
+                )
+            value = read(obj, get, path=self.path, name=name)
+        if to == "torch":
+            from .torch import to_torch
+
+            return to_torch(value)
+        return value
+
+    def read_tensors(
+        self,
+        names: Iterable[str],
+        to: str = "numpy",
+        verify_checksum: bool | None = None,
+        *,
+        copy: bool = False,
+        workers: int | None = None,
+    ) -> list:
+        """Several tensors; compressed ones are decoded in parallel (zstd releases the GIL)."""
+        names = list(names)
+        for n in names:
+            self._object(n)
+        if workers == 1 or len(names) < 2:
+            return [self.read_tensor(n, to, verify_checksum, copy=copy) for n in names]
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            return list(
+                pool.map(lambda n: self.read_tensor(n, to, verify_checksum, copy=copy), names)
+            )
+
+    def to_dict(self, *, copy: bool = True, verify_checksum: bool | None = None) -> dict:
+        """Every tensor as an owned numpy array (or scipy.sparse), read in parallel."""
+        names = self.tensor_names
+        return dict(
+            zip(names, self.read_tensors(names, verify_checksum=verify_checksum, copy=copy))
+        )

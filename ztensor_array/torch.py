@@ -1,0 +1,168 @@
+"""PyTorch helpers: conversions, and safetensors-style ``save_file`` / ``load_file`` /
+``save_model`` / ``load_model``. Importing this module imports torch."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import dtypes
+from . import numpy as zt_numpy
+from .errors import ZTensorError
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """numpy array sharing memory with a CPU tensor (a CPU copy for other devices)."""
+    if tensor.layout != torch.strided:
+        raise ZTensorError(
+            f"torch {tensor.layout} tensors are not supported; pass dense "
+            "tensors or use add_sparse_* with their parts"
+        )
+    name = dtypes.from_torch(tensor.dtype)
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.resolve_conj().resolve_neg().contiguous()
+    shape = tuple(t.shape)
+    raw = t.reshape(-1).view(torch.uint8).numpy()
+    return raw.view(dtypes.to_numpy(name)).reshape(shape)
+
+
+def to_torch(value: Any) -> Any:
+    """torch tensor from a numpy array (sharing memory) or scipy.sparse matrix."""
+    if isinstance(value, np.ndarray):
+        name = dtypes.from_numpy(value.dtype)
+        tdtype = dtypes.to_torch(name)
+        shape = value.shape
+        flat = np.ascontiguousarray(value).reshape(-1)
+        if not flat.flags.writeable:  # torch has no read-only tensors: copy instead of lie
+            flat = flat.copy()
+        t = torch.from_numpy(flat.view(np.uint8)).view(tdtype)
+        return t.reshape(shape)
+    fmt = getattr(value, "format", None)
+    if fmt == "csr":
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(value.indptr.astype(np.int64)),
+            torch.from_numpy(value.indices.astype(np.int64)),
+            to_torch(value.data),
+            size=value.shape,
+        )
+    if fmt == "coo":
+        coords = np.stack([np.asarray(c, dtype=np.int64) for c in value.coords])
+        return torch.sparse_coo_tensor(
+            torch.from_numpy(coords), to_torch(value.data), size=value.shape
+        )
+    raise TypeError(f"cannot convert {type(value).__name__} to torch")
+
+
+def _storage_key(t: torch.Tensor):
+    if t.device.type == "meta":
+        return None
+    return (t.device, t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+
+
+def _shared_groups(tensors: Mapping[str, torch.Tensor]) -> list[list[str]]:
+    groups: dict[Any, list[str]] = defaultdict(list)
+    for name, t in tensors.items():
+        key = _storage_key(t)
+        if key is not None and t.numel():
+            groups[key].append(name)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
+def save_file(
+    tensors: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any] | None = None,
+    compress: bool | int = False,
+    *,
+    checksum: str | None = None,
+) -> None:
+    """Write a dict of tensors. Tensors that share storage are refused (use save_model)."""
+    shared = _shared_groups(tensors)
+    if shared:
+        raise ZTensorError(
+            f"tensors share memory: {shared}; saving them would duplicate or split their "
+            "storage. Use save_model(), or clone() the ones you need separately"
+        )
+    zt_numpy.save_file(tensors, path, metadata, compress, checksum=checksum)
+
+
+def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """Every tensor as a torch tensor on ``device``."""
+    out = {k: to_torch(v) for k, v in zt_numpy.load_file(path).items()}
+    if str(device) != "cpu":
+        out = {k: v.to(device) for k, v in out.items()}
+    return out
+
+
+def save(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None) -> bytes:
+    return zt_numpy.save(tensors, metadata)
+
+
+def load(data: bytes) -> dict:
+    return {k: to_torch(v) for k, v in zt_numpy.load(data).items()}
+
+
+def _dedupe(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str, list[str]]]:
+    """Keep one name per group of tensors sharing storage (tied weights).
+
+    The kept name is the first, in sorted order, among those that cover the whole storage;
+    the other names are restored by ``load_model`` through the model's own tying.
+    """
+    kept = dict(state)
+    dropped: dict[str, list[str]] = {}
+    for group in _shared_groups(state):
+        full = [
+            n
+            for n in group
+            if state[n].untyped_storage().nbytes() == state[n].nbytes and state[n].is_contiguous()
+        ]
+        keep = (full or group)[0]
+        dropped[keep] = [n for n in group if n != keep]
+        for n in dropped[keep]:
+            del kept[n]
+    return kept, dropped
+
+
+def save_model(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any] | None = None,
+    force_contiguous: bool = False,
+    compress: bool | int = False,
+) -> None:
+    """Save ``model.state_dict()``, storing tied (shared) tensors once."""
+    state, _ = _dedupe(model.state_dict())
+    if force_contiguous:
+        state = {k: v.contiguous() for k, v in state.items()}
+    zt_numpy.save_file(state, path, metadata, compress)
+
+
+def load_model(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    strict: bool = True,
+    device: str | torch.device = "cpu",
+) -> tuple[list[str], list[str]]:
+    """Load into ``model``; returns (missing, unexpected) like ``load_state_dict``.
+
+    Names left out by ``save_model`` because they share storage with a saved one are not
+    reported missing.
+    """
+    state = load_file(path, device=device)
+    result = model.load_state_dict(state, strict=False)
+    _, dropped = _dedupe(model.state_dict())
+    tied = {n for names in dropped.values() for n in names}
+    missing = [k for k in result.missing_keys if k not in tied]
+    unexpected = list(result.unexpected_keys)
+    if strict and (missing or unexpected):
+        raise ZTensorError(
+            f"state mismatch loading {os.fspath(path)}: missing {missing}, unexpected {unexpected}"
+        )
+    return missing, unexpected

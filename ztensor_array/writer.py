@@ -1,0 +1,484 @@
+"""Writer: streams blobs to disk in add order, then writes the manifest and footer.
+
+``mode="w"`` and ``"x"`` write into an unnamed temporary file in the target folder
+(O_TMPFILE, or a hidden named file where that is unavailable) that only becomes visible at
+the path when finalized, so an exception or a kill never leaves a half-written file and
+never harms a previous file at the path. ``mode="a"`` appends blobs after the current end of
+a finalized file and then a new manifest and footer: the previous state stays readable
+until the new footer is complete (see SPEC.md, "Appending").
+
+Compressed components are encoded on a small thread pool (zstd releases the GIL) while
+earlier blobs are written, and are written strictly in add order, so the bytes are exactly
+the reference writer's.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import attributes as attrs_codec
+from . import manifest
+from .errors import FileExistsZTError, ZTensorError
+from .layouts import dense, sparse
+from .manifest import Component, Manifest, Object
+
+_MODES = ("w", "x", "a")
+_CHECKSUMS = (None, "crc32c", "sha256")
+
+
+def normalize_compress(compress: bool | int) -> int:
+    """0 for raw, else the zstd level (True -> 3)."""
+    if compress is True:
+        return 3
+    if compress is False or compress is None:
+        return 0
+    if type(compress) is int and (compress == 0 or 1 <= compress <= 22):
+        return compress
+    raise ValueError(f"compress must be False, True or a zstd level 1..22, got {compress!r}")
+
+
+def normalize_checksum(checksum: str | None) -> str | None:
+    if checksum == "none":
+        return None
+    if checksum not in _CHECKSUMS:
+        raise ValueError(f"checksum must be None, 'crc32c' or 'sha256', got {checksum!r}")
+    return checksum
+
+
+def as_array(value: Any) -> np.ndarray:
+    """numpy view of a numpy array, torch tensor or array-like (any byte order)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.split(".", 1)[0] == "torch":
+        from .torch import to_numpy
+
+        return to_numpy(value)
+    return np.asarray(value)
+
+
+def _byte_view(array: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array without copying (works for ml_dtypes too)."""
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+@dataclass
+class _Pending:
+    """A component whose blob is queued: raw bytes or a future of encoded bytes."""
+
+    name: str
+    role: str
+    dtype: str
+    type: str | None
+    encoding: str
+    checksum: str | None
+    payload: Future | memoryview
+
+
+def _encode(data: np.ndarray, level: int, checksum: str | None) -> tuple[bytes, str | None]:
+    from .codecs import digests, zstd
+
+    frame = zstd.compress(_byte_view(data), level)
+    return frame, digests.compute(checksum, frame) if checksum else None
+
+
+class Writer:
+    """Write a .zt file. Use as a context manager; ``finalize()`` runs on clean exit.
+
+    mode: "w" create or replace, "x" fail if the path exists, "a" append to a finalized file.
+    durable: fsync blobs, then the manifest, then the folder (power-loss safety).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        mode: str = "w",
+        *,
+        durable: bool = False,
+        workers: int | None = None,
+    ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        self.path = os.fspath(path)
+        self.mode = mode
+        self.durable = durable
+        self.attributes: dict[str, Any] = {}
+        self._workers = workers or min(4, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._queue: deque[_Pending] = deque()
+        self._objects: dict[str, Object] = {}
+        self._incoming: dict[str, dict[str, Component]] = {}
+        self._planned: dict[str, tuple] = {}  # name -> (shape, format, attributes, roles)
+        self._pos = 0
+        self._lock = threading.RLock()
+        self._fd = -1
+        self._tmp_name: str | None = None
+        self._done = False
+        self._append_base = 0
+        self._base_objects: dict[str, Object] = {}
+        if mode == "a":
+            self._open_append()
+        else:
+            self._open_new()
+
+    # ------------------------------------------------------------------ file handling
+
+    def _open_new(self) -> None:
+        if self.mode == "x" and os.path.lexists(self.path):
+            raise FileExistsZTError("path exists (mode='x')", path=self.path)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:
+            self._fd = os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666)
+        except (AttributeError, OSError):
+            self._tmp_name = os.path.join(
+                folder, f".{os.path.basename(self.path)}.tmp-{secrets.token_hex(6)}"
+            )
+            try:
+                self._fd = os.open(
+                    self._tmp_name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666
+                )
+            except OSError as exc:
+                raise ZTensorError(f"cannot create: {exc.strerror}", path=self.path) from None
+        self._pos = 0
+        self._write_all(manifest.MAGIC)
+
+    def _open_append(self) -> None:
+        from .reader import Reader
+
+        with Reader(self.path) as r:
+            if r.manifest_offset is None or r.version.split(".")[0] != "1":
+                raise ZTensorError(
+                    "only v1.x files can be appended to (migrate first)", path=self.path
+                )
+            self._objects = dict(r.manifest.objects)
+            self.attributes = r.attributes
+            size = r.size
+        self._base_objects = dict(self._objects)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        if os.fstat(self._fd).st_size != size:
+            os.close(self._fd)
+            raise ZTensorError("file changed while opening for append", path=self.path)
+        self._pos = self._append_base = size
+
+    def _write_all(self, data) -> None:
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            n = os.pwrite(self._fd, view, self._pos)
+            view = view[n:]
+            self._pos += n
+
+    def _pad(self) -> None:
+        gap = -self._pos % manifest.ALIGNMENT
+        if gap:
+            self._write_all(bytes(gap))
+
+    # ------------------------------------------------------------------ adding
+
+    def _check_name(self, name: str, *, replacing: bool = False) -> None:
+        if self._done:
+            raise ZTensorError("writer is finalized or closed", path=self.path)
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names must be str, not {type(name).__name__}")
+        exists = name in self._objects or name in self._incoming
+        if exists and not replacing:
+            raise ZTensorError(
+                "an object of this name already exists (use replace() in append mode)",
+                path=self.path,
+                obj=name,
+            )
+
+    def add_tensor(
+        self,
+        name: str,
+        array: Any,
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add a dense tensor (numpy, torch or array-like; any dtype of the table)."""
+        self._check_name(name)
+        arr = as_array(array)
+        try:
+            storage, type_, data = dense.encode(arr)
+        except ZTensorError as exc:
+            raise ZTensorError(exc.reason, path=self.path, obj=name) from None
+        self._add_object(
+            name,
+            "dense",
+            arr.shape,
+            {"data": (storage, type_, data)},
+            compress,
+            checksum,
+            attributes,
+        )
+
+    def add_sparse_csr(
+        self,
+        name: str,
+        values,
+        indices,
+        indptr,
+        shape,
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._check_name(name)
+        comps = sparse.encode_csr(as_array(values), as_array(indices), as_array(indptr), shape)
+        self._add_sparse(name, "sparse_csr", shape, comps, compress, checksum, attributes)
+
+    def add_sparse_coo(
+        self,
+        name: str,
+        values,
+        indices,
+        shape,
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``indices``: (ndim, nnz) or the flat structure-of-arrays form."""
+        self._check_name(name)
+        comps = sparse.encode_coo(as_array(values), as_array(indices), shape)
+        self._add_sparse(name, "sparse_coo", shape, comps, compress, checksum, attributes)
+
+    def add_sparse(
+        self,
+        name: str,
+        matrix,
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add any scipy.sparse array or matrix (CSR stays CSR, everything else as COO)."""
+        self._check_name(name)
+        fmt, comps, shape = sparse.from_scipy(matrix)
+        self._add_sparse(name, fmt, shape, comps, compress, checksum, attributes)
+
+    def _add_sparse(self, name, fmt, shape, comps, compress, checksum, attributes) -> None:
+        parts = {}
+        for role, arr in comps.items():
+            storage, type_, data = dense.encode(arr)
+            parts[role] = (storage, type_, data)
+        self._add_object(
+            name, fmt, tuple(int(s) for s in shape), parts, compress, checksum, attributes
+        )
+
+    def add_object(
+        self,
+        name: str,
+        fmt: str,
+        shape,
+        components: Mapping[str, np.ndarray],
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Low-level: an object of any format from its component arrays (written in the
+        given order). Layout modules (chunked, quantized) build on this."""
+        self._check_name(name)
+        parts = {role: dense.encode(as_array(a)) for role, a in components.items()}
+        self._add_object(
+            name, fmt, tuple(int(s) for s in shape), parts, compress, checksum, attributes
+        )
+
+    def _add_object(self, name, fmt, shape, parts, compress, checksum, attributes) -> None:
+        level = normalize_compress(compress)
+        checksum = normalize_checksum(checksum)
+        attrs = dict(attributes) if attributes else None
+        with self._lock:
+            self._incoming[name] = {}
+            self._planned[name] = (tuple(int(s) for s in shape), fmt, attrs, list(parts))
+            for role, (storage, type_, data) in parts.items():
+                self._queue_component(name, role, storage, type_, data, level, checksum)
+
+    def _queue_component(
+        self, name, role, storage, type_, data: np.ndarray, level: int, checksum: str | None
+    ) -> None:
+        if level:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self._workers, thread_name_prefix="ztensor-compress"
+                )
+            # The caller may reuse its buffer as soon as we return: encode from a copy.
+            src = data.copy() if data.flags.writeable else data
+            fut = self._pool.submit(_encode, src, level, checksum)
+            self._queue.append(_Pending(name, role, storage, type_, "zstd", checksum, fut))
+            self._drain(limit=2 * self._workers)
+        else:
+            self._drain(limit=0)
+            self._write_component(
+                name, role, storage, type_, "raw", _byte_view(data), checksum, None
+            )
+
+    def _drain(self, limit: int) -> None:
+        """Write queued blobs in order until at most ``limit`` remain (or none is ready)."""
+        while self._queue and (len(self._queue) > limit or self._queue[0].payload.done()):
+            item = self._queue.popleft()
+            frame, digest = item.payload.result()
+            self._write_component(
+                item.name, item.role, item.dtype, item.type, "zstd", frame, None, digest
+            )
+
+    def _write_component(
+        self, name, role, storage, type_, encoding, blob, checksum, digest
+    ) -> None:
+        if checksum and digest is None:
+            from .codecs import digests
+
+            digest = digests.compute(checksum, blob)
+        self._pad()
+        offset = self._pos
+        self._write_all(blob)
+        self._incoming[name][role] = Component(
+            storage, offset, memoryview(blob).nbytes, encoding, digest, None, type_
+        )
+        shape, fmt, attrs, roles = self._planned[name]
+        if len(self._incoming[name]) == len(roles):
+            comps = self._incoming.pop(name)
+            self._objects[name] = Object(shape, fmt, {r: comps[r] for r in roles}, attrs)
+
+    # ------------------------------------------------------------------ append-mode edits
+
+    def remove(self, name: str) -> None:
+        """Drop an object (append mode). Its bytes stay until ``compact``."""
+        self._flush()
+        if name not in self._objects:
+            raise ZTensorError("no such object to remove", path=self.path, obj=name)
+        del self._objects[name]
+
+    def replace(self, name: str, array: Any, **kwargs) -> None:
+        """Write a new blob for an existing name; the old blob is orphaned."""
+        self._flush()
+        if name not in self._objects:
+            raise ZTensorError("no such object to replace", path=self.path, obj=name)
+        del self._objects[name]
+        self.add_tensor(name, array, **kwargs)
+
+    # ------------------------------------------------------------------ finishing
+
+    def _flush(self) -> None:
+        self._drain(limit=0)
+
+    def finalize(self) -> int:
+        """Write the manifest and footer and make the file visible. Returns its size."""
+        if self._done:
+            raise ZTensorError("writer is already finalized or closed", path=self.path)
+        try:
+            self._flush()
+            m = Manifest(self._objects, attrs_codec.encode_root(self.attributes))
+            mbytes = manifest.encode(m)
+            if self.durable:
+                os.fsync(self._fd)
+            self._write_all(mbytes + manifest.footer(mbytes))
+            size = self._pos
+            if self.durable:
+                os.fsync(self._fd)
+            self._commit()
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        self._release()
+        return size
+
+    def _commit(self) -> None:
+        if self.mode == "a":
+            return
+        if self._tmp_name is None:  # O_TMPFILE: give it a name, then move it in place
+            folder = os.path.dirname(os.path.abspath(self.path))
+            base = f".{os.path.basename(self.path)}.tmp-{secrets.token_hex(6)}"
+            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:  # a dir fd makes os.link use linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd
+                os.link(f"/proc/self/fd/{self._fd}", base, dst_dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
+            self._tmp_name = os.path.join(folder, base)
+        try:
+            if self.mode == "x":
+                try:
+                    os.link(self._tmp_name, self.path)
+                except FileExistsError:
+                    raise FileExistsZTError("path exists (mode='x')", path=self.path) from None
+                os.unlink(self._tmp_name)
+            else:
+                os.replace(self._tmp_name, self.path)
+        except BaseException:
+            _unlink_quietly(self._tmp_name)
+            raise
+        self._tmp_name = None
+        if self.durable:
+            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+    def abort(self) -> None:
+        """Discard everything added since opening; the file at the path is untouched."""
+        if self._done:
+            return
+        self._done = True
+        for item in self._queue:
+            item.payload.cancel()
+        self._queue.clear()
+        if self.mode == "a" and self._fd >= 0:
+            try:
+                os.ftruncate(self._fd, self._append_base)
+            except OSError:
+                pass  # repair() cuts a torn tail back to the last footer
+        if self._tmp_name is not None:
+            _unlink_quietly(self._tmp_name)
+            self._tmp_name = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def close(self) -> None:
+        """Finalize if not done yet (as the reference does on close)."""
+        if not self._done:
+            self.finalize()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if not self._done:
+                self.finalize()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0 and not self._done:
+            self.abort()
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
