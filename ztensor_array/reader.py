@@ -267,6 +267,15 @@ class Reader:
         mm = self._map(access)
         return memoryview(mm)[comp.offset : comp.offset + comp.length]
 
+    def stored_bytes(self, name: str, role: str) -> memoryview:
+        """The stored (possibly compressed) bytes of a component, zero-copy."""
+        self._check_open()
+        comp = self._object(name).components.get(role)
+        if comp is None:
+            raise TensorNotFoundError("no such component", path=self.path, obj=name,
+                                      component=role)
+        return self._stored(comp)
+
     def _verify(self, name: str, role: str, comp: Component, stored) -> None:
         if comp.digest is None:
             return
@@ -343,10 +352,7 @@ class Reader:
         try:
             if nbytes is not None:
                 return zstd.decompress(stored, nbytes)
-            limit = min(
-                comp.length * manifest.MAX_ZSTD_RATIO,
-                max(obj.numel, 1) * dtypes.itemsize(comp.dtype) * max(len(obj.shape), 1),
-            )
+            limit = manifest.decoded_limit(obj, role)
             data = np.frombuffer(zstd.decompress_unbounded(stored, limit), dtype=np.uint8)
         except zstd.ZstdFrameError as exc:
             raise DecodeError(str(exc), path=self.path, obj=name, component=role) from None
@@ -425,3 +431,33 @@ class Reader:
         return dict(
             zip(names, self.read_tensors(names, verify_checksum=verify_checksum, copy=copy))
         )
+
+
+def last_complete_state(path: str | os.PathLike) -> tuple[int, Manifest] | None:
+    """(end offset, manifest) of the last complete file state within ``path``.
+
+    Scans backwards for footer magics and returns the first one whose manifest decodes and
+    validates: after a crashed append, that is the state before it. None if there is none.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < len(manifest.MAGIC) + manifest.FOOTER_SIZE:
+            return None
+        if f.read(8) != manifest.MAGIC:
+            raise FormatError("not a zTensor v1 file (repair handles v1.x only)", path=path)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            hit = size
+            while True:
+                hit = mm.rfind(manifest.MAGIC, len(manifest.MAGIC), hit)
+                if hit < 0:
+                    return None
+                end = hit + len(manifest.MAGIC)
+                try:
+                    start, length = manifest.locate(end, mm[end - manifest.FOOTER_SIZE:end],
+                                                    path)
+                    m = manifest.decode(mm[start:start + length], path=path)
+                    manifest.validate(m, start, path=path)
+                except ZTensorError:
+                    continue
+                return end, m

@@ -14,6 +14,7 @@ the reference writer's.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import threading
@@ -26,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import manifest
-from .errors import FileExistsZTError, ZTensorError
+from . import dtypes, manifest
+from .errors import FileExistsZTError, MissingFileError, UnsupportedError, ZTensorError
 from .layouts import dense, sparse
 from .manifest import Component, Manifest, Object
 
@@ -123,6 +124,7 @@ class Writer:
         self._tmp_name: str | None = None
         self._done = False
         self._append_base = 0
+        self._streaming: str | None = None
         self._base_objects: dict[str, Object] = {}
         if mode == "a":
             self._open_append()
@@ -153,20 +155,36 @@ class Writer:
     def _open_append(self) -> None:
         from .reader import Reader
 
-        with Reader(self.path) as r:
-            if r.manifest_offset is None or r.version.split(".")[0] != "1":
-                raise ZTensorError(
-                    "only v1.x files can be appended to (migrate first)", path=self.path
-                )
-            self._objects = dict(r.manifest.objects)
-            self.attributes = r.attributes
-            size = r.size
-        self._base_objects = dict(self._objects)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        if os.fstat(self._fd).st_size != size:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise MissingFileError("no such file to append to", path=self.path) from None
+        try:  # one appender at a time: two would interleave blobs and lose a manifest
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._close_fd()
+            raise ZTensorError("another writer is appending to this file", path=self.path) \
+                from None
+        try:
+            st = os.fstat(self._fd)
+            with Reader(self.path) as r:
+                if r.manifest_offset is None:
+                    raise UnsupportedError("legacy v0.1 files cannot be appended to; "
+                                           "migrate them first", path=self.path)
+                self._objects = dict(r.manifest.objects)
+                self.attributes = r.attributes
+                same = r.size == st.st_size and os.stat(self.path).st_ino == st.st_ino
+            if not same:
+                raise ZTensorError("file changed while opening for append", path=self.path)
+        except BaseException:
+            self._close_fd()
+            raise
+        self._pos = self._append_base = st.st_size
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
             os.close(self._fd)
-            raise ZTensorError("file changed while opening for append", path=self.path)
-        self._pos = self._append_base = size
+            self._fd = -1
 
     def _write_all(self, data) -> None:
         view = memoryview(data).cast("B")
@@ -185,6 +203,8 @@ class Writer:
     def _check_name(self, name: str, *, replacing: bool = False) -> None:
         if self._done:
             raise ZTensorError("writer is finalized or closed", path=self.path)
+        if self._streaming is not None:
+            raise ZTensorError(f"stream of {self._streaming!r} is still open", path=self.path)
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be str, not {type(name).__name__}")
         exists = name in self._objects or name in self._incoming
@@ -361,12 +381,58 @@ class Writer:
         del self._objects[name]
 
     def replace(self, name: str, array: Any, **kwargs) -> None:
-        """Write a new blob for an existing name; the old blob is orphaned."""
+        """Write a new blob for an existing name; the old blob is orphaned until compact."""
         self._flush()
-        if name not in self._objects:
+        old = self._objects.pop(name, None)
+        if old is None:
             raise ZTensorError("no such object to replace", path=self.path, obj=name)
-        del self._objects[name]
-        self.add_tensor(name, array, **kwargs)
+        try:
+            self.add_tensor(name, array, **kwargs)
+            self._flush()
+        except BaseException:
+            self._objects[name] = old
+            raise
+
+    def copy_object(self, name: str, obj: Object, stored: Mapping[str, Any]) -> None:
+        """Write an object's stored component bytes verbatim (encoding, digest and all).
+
+        ``stored`` maps each role to its stored bytes; used by compact, merge and rewrite
+        tools that must keep compressed blobs and digests exactly as they are.
+        """
+        self._check_name(name)
+        self._flush()
+        comps = {}
+        for role in sorted(obj.components, key=lambda r: obj.components[r].offset):
+            comp = obj.components[role]
+            blob = memoryview(stored[role]).cast("B")
+            if blob.nbytes != comp.length:
+                raise ZTensorError(f"stored bytes are {blob.nbytes} long, manifest says "
+                                   f"{comp.length}", path=self.path, obj=name, component=role)
+            self._pad()
+            offset = self._pos
+            self._write_all(blob)
+            comps[role] = comp.moved(offset)
+        self._objects[name] = Object(obj.shape, obj.format,
+                                     {r: comps[r] for r in obj.components}, obj.attributes)
+
+    def stream_tensor(self, name: str, shape, dtype, *, compress: bool | int = False,
+                      checksum: str | None = None,
+                      attributes: Mapping[str, Any] | None = None) -> TensorStream:
+        """Write a dense tensor block by block (C order) without holding it in memory.
+
+        Use as a context manager: ``with w.stream_tensor(...) as s: s.write(block)``. If the
+        blocks do not add up to the shape, or an exception escapes, the partial blob is cut
+        away and the file keeps its previous state.
+        """
+        self._check_name(name)
+        self._flush()
+        return TensorStream(self, name, shape, dtype, normalize_compress(compress),
+                            normalize_checksum(checksum), attributes)
+
+    def _rewind(self, pos: int) -> None:
+        """Cut everything written after ``pos`` (a failed stream)."""
+        self._pos = pos
+        os.ftruncate(self._fd, pos)
 
     # ------------------------------------------------------------------ finishing
 
@@ -469,6 +535,38 @@ class Writer:
             self.abort()
 
 
+def truncate_file(path: str, size: int) -> None:
+    """Cut a file to ``size`` bytes and make that durable (used by repair)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except BlockingIOError:
+        raise ZTensorError("a writer is appending to this file", path=path) from None
+    finally:
+        os.close(fd)
+
+
+def copy_prefix(src: str, dst: str, size: int) -> None:
+    """Write the first ``size`` bytes of ``src`` to ``dst`` atomically."""
+    folder = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(folder, f".{os.path.basename(dst)}.tmp-{secrets.token_hex(6)}")
+    try:
+        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+            done = 0
+            while done < size:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done, done, done)
+                if n == 0:
+                    raise ZTensorError("source ended early", path=src)
+                done += n
+            os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
 def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -482,3 +580,95 @@ def _fsync_dir(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class TensorStream:
+    """A dense tensor being written block by block; see ``Writer.stream_tensor``."""
+
+    def __init__(self, writer: Writer, name: str, shape, dtype, level: int,
+                 checksum: str | None, attributes: Mapping[str, Any] | None) -> None:
+        from .codecs import digests
+
+        self._w = writer
+        self.name = name
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = dtypes.little_endian(np.dtype(dtype))
+        self._dtype_name = dtypes.from_numpy(self.dtype)
+        self.nbytes = int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+        self.written = 0
+        self._attrs = dict(attributes) if attributes else None
+        self._hasher = digests.Hasher(checksum) if checksum else None
+        self._compressor = None
+        if level:
+            from .codecs import zstd
+
+            self._compressor = zstd.stream_compressor(level)
+        self._w._pad()
+        self._start = self._w._pos
+        self._w._streaming = name
+        self._open = True
+
+    def write(self, block: Any) -> None:
+        """Append the next elements in C order (any shape; only the element count matters)."""
+        if not self._open:
+            raise ZTensorError("stream is closed", path=self._w.path, obj=self.name)
+        arr = as_array(block)
+        if dtypes.little_endian(arr.dtype) != self.dtype:
+            raise ZTensorError(f"block dtype {arr.dtype} does not match the stream's "
+                               f"{self.dtype}", path=self._w.path, obj=self.name)
+        data = np.ascontiguousarray(arr.astype(self.dtype, copy=False))
+        view = _byte_view(data)
+        if self.written + view.nbytes > self.nbytes:
+            raise ZTensorError(f"more data than shape {list(self.shape)} holds "
+                               f"({self.written + view.nbytes} > {self.nbytes} bytes)",
+                               path=self._w.path, obj=self.name)
+        if self._compressor is not None:
+            self._emit(self._compressor.compress(view))
+        else:
+            self._emit(view)
+        self.written += view.nbytes
+
+    def _emit(self, chunk) -> None:
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+        self._w._write_all(chunk)
+
+    def close(self) -> None:
+        """Check the size and record the tensor in the manifest."""
+        if not self._open:
+            return
+        if self.written != self.nbytes:
+            raise ZTensorError(f"stream ended after {self.written} of {self.nbytes} bytes "
+                               f"for shape {list(self.shape)}", path=self._w.path,
+                               obj=self.name)
+        if self._compressor is not None:
+            self._emit(self._compressor.flush())
+        storage, type_ = dtypes.storage_spelling(self._dtype_name)
+        comp = Component(storage, self._start, self._w._pos - self._start,
+                         "zstd" if self._compressor is not None else "raw",
+                         self._hasher.text() if self._hasher else None, None, type_)
+        self._w._objects[self.name] = Object(self.shape, "dense", {"data": comp}, self._attrs)
+        self._finish()
+
+    def discard(self) -> None:
+        """Drop the partial tensor; the writer continues as if it was never started."""
+        if self._open:
+            self._w._rewind(self._start)
+            self._finish()
+
+    def _finish(self) -> None:
+        self._open = False
+        self._w._streaming = None
+
+    def __enter__(self) -> TensorStream:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.discard()
+            return
+        try:
+            self.close()
+        except BaseException:
+            self.discard()
+            raise

@@ -1,14 +1,16 @@
 """Component digests in the reference's text form: ``crc32c:0xXXXXXXXX`` or ``sha256:<hex>``.
 
 A digest always covers the stored bytes of a component (the compressed frame for zstd).
-CRC32C comes from google-crc32c (hardware accelerated), SHA-256 from hashlib.
+CRC32C comes from the `crc32c` package (hardware accelerated, reads any buffer without a
+copy, releases the GIL); SHA-256 from hashlib. (google-crc32c's C entry points accept only
+``bytes``, which would force a copy of every memory-mapped component before hashing.)
 """
 
 from __future__ import annotations
 
 import hashlib
 
-import google_crc32c
+import crc32c
 
 ALGORITHMS = ("crc32c", "sha256")
 
@@ -27,18 +29,12 @@ class Hasher:
         if self._sha is not None:
             self._sha.update(chunk)
         else:
-            self._crc = google_crc32c.extend(self._crc, _readonly(chunk))
+            self._crc = crc32c.crc32c(chunk, self._crc)
 
     def text(self) -> str:
         if self._sha is not None:
             return "sha256:" + self._sha.hexdigest()
         return f"crc32c:0x{self._crc:08X}"
-
-
-def _readonly(chunk):
-    # google-crc32c wants a read-only buffer; a memoryview of a writable array is not one.
-    mv = memoryview(chunk)
-    return mv.toreadonly() if not mv.readonly else mv
 
 
 def compute(algorithm: str, data) -> str:
