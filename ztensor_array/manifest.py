@@ -224,6 +224,11 @@ def _load_cbor(data: bytes, path) -> Any:
     return value
 
 
+def load_cbor(data: bytes, path: Path | None = None) -> Any:
+    """Exactly one CBOR item filling ``data`` (also used for the v0.1 index)."""
+    return _load_cbor(data, path)
+
+
 def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     """Manifest from CBOR bytes, checking every field's type (not yet offsets)."""
     root = _load_cbor(data, path)
@@ -261,9 +266,31 @@ def expected_nbytes(obj: Object, role: str) -> int | None:
         return obj.numel * dtypes.itemsize(dtypes.logical_name(comp.dtype, comp.type))
     if obj.format == "sparse_csr" and role == "indptr":
         return (obj.shape[0] + 1) * isz if obj.shape else None
+    if obj.format == "chunked":
+        return chunk_nbytes(obj, role)
     if comp.encoding == "raw":
         return comp.length
     return None
+
+
+# format -> fn(obj, role) giving the most bytes a component of that format can decode to
+DECODED_BOUNDS: dict[str, Any] = {}
+
+
+def register_decoded_bound(fmt: str, bound) -> None:
+    """Formats whose components may decode larger than shape x itemsize x ndim say so here."""
+    DECODED_BOUNDS[fmt] = bound
+
+
+def decoded_limit(obj: Object, role: str) -> int:
+    """Most bytes a compressed component without a known decoded size may decode to."""
+    comp = obj.components[role]
+    bound = DECODED_BOUNDS.get(obj.format)
+    if bound is not None:
+        most = bound(obj, role)
+    else:
+        most = max(obj.numel, 1) * dtypes.itemsize(comp.dtype) * max(len(obj.shape), 1)
+    return min(comp.length * MAX_ZSTD_RATIO, most)
 
 
 def _check_dense(name: str, obj: Object, path) -> None:
@@ -345,10 +372,127 @@ def _check_sparse_coo(name: str, obj: Object, path) -> None:
         )
 
 
+# ------------------------------------------------------------------ chunked (our extension)
+
+CHUNK_GRID_KEY = "chunk_grid"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkGrid:
+    """The ``chunk_grid`` object attribute of a ``chunked`` object, parsed (see SPEC.md)."""
+
+    shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+    dtype: str  # logical zTensor dtype name of every chunk
+    fill_value: Any  # bool, int, float, or [re, im] for complex dtypes
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Number of chunks along each axis."""
+        return tuple(-(-s // c) for s, c in zip(self.shape, self.chunk_shape))
+
+    def extent(self, index: tuple[int, ...]) -> tuple[int, ...]:
+        """In-bounds shape of the chunk at a grid index (edge chunks are cut)."""
+        return tuple(min(c, s - i * c) for s, c, i in zip(self.shape, self.chunk_shape, index))
+
+    def nbytes(self, index: tuple[int, ...]) -> int:
+        return math.prod(self.extent(index)) * dtypes.itemsize(self.dtype)
+
+
+def chunk_role(index) -> str:
+    """Component role of the chunk at a grid index: ``c.<i0>.<i1>...`` (``c`` when 0-d)."""
+    return ".".join(["c", *(str(int(i)) for i in index)])
+
+
+def parse_chunk_role(role: str, ndim: int) -> tuple[int, ...] | None:
+    """Grid index named by a role, or None when the role is not ``c`` + ndim indices."""
+    parts = role.split(".")
+    if parts[0] != "c" or len(parts) != ndim + 1:
+        return None
+    out = []
+    for p in parts[1:]:
+        if not (p.isascii() and p.isdigit()) or (len(p) > 1 and p[0] == "0"):
+            return None
+        out.append(int(p))
+    return tuple(out)
+
+
+def _is_fill(v: Any) -> bool:
+    if isinstance(v, (bool, int, float)):
+        return True
+    return isinstance(v, list) and len(v) == 2 and all(_is_fill(x) for x in v)
+
+
+def chunk_grid(obj: Object, path: Path | None = None, name: str | None = None) -> ChunkGrid:
+    """Parse and check the grid attribute of a ``chunked`` object."""
+    raw = (obj.attributes or {}).get(CHUNK_GRID_KEY)
+    _expect(isinstance(raw, Mapping), f"chunked object lacks a {CHUNK_GRID_KEY!r} map", path, name)
+    cs = raw.get("chunk_shape")
+    _expect(
+        isinstance(cs, list)
+        and len(cs) == len(obj.shape)
+        and all(_is_uint(c) and c >= 1 for c in cs),
+        f"chunk_shape {cs!r} is not {len(obj.shape)} positive integers",
+        path,
+        name,
+    )
+    dt = raw.get("dtype")
+    _expect(isinstance(dt, str), f"chunk dtype {dt!r} is not text", path, name)
+    if dt not in dtypes.BY_NAME:
+        raise UnsupportedError(f"unknown chunk dtype {dt!r}", path=path, obj=name)
+    fill = raw.get("fill_value", 0)
+    _expect(_is_fill(fill), f"fill_value {fill!r} is not a number", path, name)
+    return ChunkGrid(tuple(obj.shape), tuple(cs), dt, fill)
+
+
+def chunk_nbytes(obj: Object, role: str) -> int | None:
+    """Decoded size of a chunk component, or None when the object is malformed."""
+    try:
+        grid = chunk_grid(obj)
+    except ZTensorError:
+        return None
+    index = parse_chunk_role(role, len(obj.shape))
+    return None if index is None else grid.nbytes(index)
+
+
+def _check_chunked(name: str, obj: Object, path) -> None:
+    grid = chunk_grid(obj, path, name)
+    extents = grid.grid
+    for role, comp in obj.components.items():
+        index = parse_chunk_role(role, len(obj.shape))
+        _expect(index is not None, "role is not a chunk role c.<i>...", path, name, role)
+        _expect(
+            all(i < n for i, n in zip(index, extents)),
+            f"chunk index {list(index)} lies outside the grid {list(extents)}",
+            path,
+            name,
+            role,
+        )
+        _expect(
+            dtypes.logical_name(comp.dtype, comp.type) == grid.dtype,
+            f"chunk dtype {comp.dtype} differs from the grid dtype {grid.dtype}",
+            path,
+            name,
+            role,
+        )
+        nbytes = grid.nbytes(index)
+        if comp.encoding == "raw":
+            _expect(
+                comp.length == nbytes,
+                f"raw chunk length {comp.length} != {nbytes} bytes of its in-bounds part",
+                path,
+                name,
+                role,
+            )
+        else:
+            _check_ratio(name, role, comp, nbytes, path)
+
+
 STRUCTURE_CHECKS = {
     "dense": _check_dense,
     "sparse_csr": _check_sparse_csr,
     "sparse_coo": _check_sparse_coo,
+    "chunked": _check_chunked,
 }
 
 
