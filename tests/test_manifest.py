@@ -1,0 +1,493 @@
+"""Manifest encoding/decoding and every structural validation at open.
+
+Malformed files are built by hand (cbor2 + struct, see conftest.build_file), never through our
+writer, and each must raise the right ZTensorError subclass naming file, object, component.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import cbor2
+import numpy as np
+import pytest
+from conftest import MAGIC, build_file, component, dense_file
+
+from ztensor_array import Reader, manifest
+from ztensor_array.errors import (
+    FormatError,
+    TornFileError,
+    UnsupportedError,
+    ZTensorError,
+)
+from ztensor_array.manifest import Component, Manifest, Object
+
+
+def _dense(dtype, offset, length, shape, **extra):
+    return {
+        "shape": list(shape),
+        "format": "dense",
+        "components": {"data": component(dtype, offset, length, **extra)},
+    }
+
+
+def _open_fails(path, cls, *names):
+    """Open must raise ``cls``; its message names the file and each of ``names``."""
+    with pytest.raises(cls) as info:
+        Reader(path)
+    msg = str(info.value)
+    assert str(path) in msg, msg
+    for n in names:
+        assert repr(n) in msg, (n, msg)
+    return info.value
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+def test_dataclasses_are_frozen():
+    c = Component("f32", 64, 4)
+    o = Object((1,), "dense", {"data": c})
+    m = Manifest({"t": o})
+    for obj, field in ((c, "offset"), (o, "shape"), (m, "version")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, field, 0)
+
+
+def test_encode_decode_roundtrip():
+    c = Component("u8", 64, 10, "zstd", "crc32c:0x0000ABCD", 16, "f8_e4m3fn")
+    o = Object((4, 4), "dense", {"data": c}, {"k": [1, 2.5, "x"]})
+    m = Manifest({"b": o, "a": Object((0,), "dense", {"data": Component("f32", 128, 0)})})
+    back = manifest.decode(manifest.encode(m))
+    assert back.version == "1.1.0"
+    assert set(back.objects) == {"a", "b"}
+    assert back.objects["b"] == o
+    assert back.objects["a"].components["data"] == Component("f32", 128, 0)
+
+
+def test_encoding_shape_is_the_reference_writers():
+    # field order, sorted names, encoding omitted when raw, shortest ints: compare with
+    # cbor2's own canonical-free encoding of the dict built in that order
+    m = Manifest(
+        {
+            "z": Object((2,), "dense", {"data": Component("f32", 64, 8)}),
+            "a": Object((3,), "sparse_coo", {"values": Component("f32", 128, 12, "zstd")}),
+        }
+    )
+    want = cbor2.dumps(
+        {
+            "version": "1.1.0",
+            "objects": {
+                "a": {
+                    "shape": [3],
+                    "format": "sparse_coo",
+                    "components": {
+                        "values": {"dtype": "f32", "offset": 128, "length": 12, "encoding": "zstd"}
+                    },
+                },
+                "z": {
+                    "shape": [2],
+                    "format": "dense",
+                    "components": {"data": {"dtype": "f32", "offset": 64, "length": 8}},
+                },
+            },
+        }
+    )
+    assert manifest.encode(m) == want
+
+
+def test_names_sort_bytewise_not_by_code_point():
+    # U+FF21 sorts after U+10000 by UTF-16 but before it by UTF-8 bytes; ASCII first
+    names = ["\U00010000", "\uff21", "b", "B", "a"]
+    m = Manifest({n: Object((0,), "dense", {"data": Component("u8", 64, 0)}) for n in names})
+    order = list(cbor2.loads(manifest.encode(m))["objects"])
+    assert order == sorted(names, key=lambda s: s.encode("utf-8"))
+    assert order[:3] == ["B", "a", "b"]
+
+
+def test_decode_accepts_any_cbor_layout(tmp_path):
+    # indefinite-length maps and arrays, keys in a different order, non-shortest integers
+    def indef_map(items):
+        return b"\xbf" + b"".join(cbor2.dumps(k) + v for k, v in items) + b"\xff"
+
+    comp = indef_map(
+        [
+            ("length", b"\x1b" + (8).to_bytes(8, "big")),  # 8 as a u64
+            ("offset", b"\x19\x00\x40"),  # 64 as a u16
+            ("dtype", cbor2.dumps("f32")),
+        ]
+    )
+    obj = indef_map(
+        [
+            ("components", indef_map([("data", comp)])),
+            ("format", cbor2.dumps("dense")),
+            ("shape", b"\x9f\x02\xff"),
+        ]
+    )
+    root = indef_map([("objects", indef_map([("t", obj)])), ("version", cbor2.dumps("1.1.0"))])
+    data = np.array([1.5, -2.0], "<f4").tobytes()
+    build_file(tmp_path / "a.zt", {}, {64: data}, manifest_bytes=root)
+    with Reader(tmp_path / "a.zt") as r:
+        np.testing.assert_array_equal(r.read_tensor("t"), [1.5, -2.0])
+
+
+def test_unknown_keys_are_ignored(tmp_path):
+    obj = _dense("u8", 64, 2, [2], future_field={"x": 1})
+    obj["also_new"] = [1, 2]
+    build_file(tmp_path / "a.zt", {"t": obj}, {64: b"\x07\x09"})
+    with Reader(tmp_path / "a.zt") as r:
+        assert r.read_tensor("t").tolist() == [7, 9]
+
+
+def test_empty_file_is_48_bytes_and_valid(tmp_path):
+    data = build_file(tmp_path / "e.zt", {}, {})
+    assert len(data) == 8 + len(cbor2.dumps({"version": "1.1.0", "objects": {}})) + 16
+    with Reader(tmp_path / "e.zt") as r:
+        assert len(r) == 0
+
+
+# --------------------------------------------------------------------------- container
+
+
+def test_bad_leading_magic(tmp_path):
+    p = tmp_path / "a.zt"
+    dense_file(p, {"t": np.zeros(2, "<f4")}, head=b"ZTEN9999")
+    err = _open_fails(p, FormatError)
+    assert "magic" in str(err)
+
+
+def test_bad_trailing_magic(tmp_path):
+    p = tmp_path / "a.zt"
+    dense_file(p, {"t": np.zeros(2, "<f4")}, tail=b"ZTENxxxx")
+    _open_fails(p, TornFileError)
+
+
+@pytest.mark.parametrize("size", [0, 5, 8, 23])
+def test_too_short_files(tmp_path, size):
+    p = tmp_path / "a.zt"
+    p.write_bytes((MAGIC * 4)[:size])
+    _open_fails(p, FormatError)
+
+
+def test_manifest_size_above_1_gib(tmp_path):
+    p = tmp_path / "a.zt"
+    dense_file(p, {"t": np.zeros(2, "<f4")}, declared_size=(1 << 30) + 1)
+    err = _open_fails(p, FormatError)
+    assert "1 GiB" in str(err)
+
+
+@pytest.mark.parametrize("delta", [1, 100, 1 << 20])
+def test_manifest_reaching_before_byte_8(tmp_path, delta):
+    p = tmp_path / "a.zt"
+    data = dense_file(p, {"t": np.zeros(2, "<f4")})
+    too_big = len(data) - 16 - 8 + delta  # would start inside the header magic
+    p.write_bytes(data[:-16] + struct.pack("<Q", too_big) + MAGIC)
+    _open_fails(p, FormatError)
+
+
+def test_manifest_size_too_small_is_rejected(tmp_path):
+    # declared size shorter than the real CBOR: the range holds a partial item
+    p = tmp_path / "a.zt"
+    data = dense_file(p, {"t": np.zeros(2, "<f4")})
+    real = struct.unpack("<Q", data[-16:-8])[0]
+    p.write_bytes(data[:-16] + struct.pack("<Q", real - 3) + MAGIC)
+    _open_fails(p, FormatError)
+
+
+def test_trailing_bytes_after_cbor_item(tmp_path):
+    p = tmp_path / "a.zt"
+    mb = cbor2.dumps({"version": "1.1.0", "objects": {}}) + b"\x00"
+    build_file(p, {}, {}, manifest_bytes=mb)
+    err = _open_fails(p, FormatError)
+    assert "trailing" in str(err)
+
+
+@pytest.mark.parametrize("prefix", [b"\x81" * 5000, b"\xa1\x61k" * 3000, b"\x9f" * 5000])
+def test_deep_cbor_nesting(tmp_path, prefix):
+    p = tmp_path / "a.zt"
+    build_file(p, {}, {}, manifest_bytes=prefix + b"\x00")
+    _open_fails(p, FormatError)
+
+
+@pytest.mark.parametrize(
+    "mb",
+    [
+        b"\x9b" + (1 << 60).to_bytes(8, "big"),  # array of 2**60 items
+        b"\x5b" + (1 << 62).to_bytes(8, "big"),  # byte string of 2**62 bytes
+        b"\xbb" + (1 << 40).to_bytes(8, "big"),  # map of 2**40 pairs
+        b"\xff",
+        b"",
+    ],
+)
+def test_cbor_headers_claiming_huge_sizes(tmp_path, mb):
+    p = tmp_path / "a.zt"
+    build_file(p, {}, {}, manifest_bytes=mb)
+    _open_fails(p, FormatError)
+
+
+@pytest.mark.parametrize(
+    "root",
+    [
+        [],
+        {"version": 1, "objects": {}},
+        {"version": "1.1.0", "objects": []},
+        {"version": "1.1.0", "objects": {1: {}}},
+        {"version": "1.1.0", "objects": {}, "attributes": [1]},
+    ],
+)
+def test_wrong_root_types(tmp_path, root):
+    p = tmp_path / "a.zt"
+    build_file(p, {}, {}, manifest_bytes=cbor2.dumps(root))
+    _open_fails(p, FormatError)
+
+
+def test_unsupported_major_version(tmp_path):
+    p = tmp_path / "a.zt"
+    build_file(p, {}, {}, version="2.0.0")
+    _open_fails(p, UnsupportedError)
+
+
+# --------------------------------------------------------------------------- objects
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"shape": "2", "format": "dense", "components": {}},
+        {"shape": [-1], "format": "dense", "components": {}},
+        {"shape": [1.5], "format": "dense", "components": {}},
+        {"shape": [2], "format": 7, "components": {}},
+        {"shape": [2], "format": "dense", "components": []},
+        {"shape": [2], "format": "dense", "components": {"data": [1]}},
+        {"shape": [2], "format": "dense", "components": {"data": {"dtype": "u8"}}},
+        {"shape": [2], "format": "dense", "components": {"data": component("u8", -64, 2)}},
+        {"shape": [2], "format": "dense", "components": {"data": component("u8", 64, 2.0)}},
+        {"shape": [2], "format": "dense", "components": {"data": component(8, 64, 2)}},
+        {"shape": [2], "format": "dense", "components": {}},  # no 'data'
+    ],
+)
+def test_malformed_objects(tmp_path, obj):
+    p = tmp_path / "a.zt"
+    build_file(p, {"bad": obj}, {64: b"\x01\x02"})
+    _open_fails(p, FormatError, "bad")
+
+
+def test_misaligned_component(tmp_path):
+    p = tmp_path / "a.zt"
+    build_file(p, {"t": _dense("u8", 72, 4, [4])}, {72: b"abcd"})
+    err = _open_fails(p, FormatError, "t", "data")
+    assert err.obj == "t" and err.component == "data"
+    assert "multiple of 64" in str(err)
+
+
+@pytest.mark.parametrize("offset,length", [(0, 4), (4, 4), (64, 10_000), (1 << 62, 4)])
+def test_component_out_of_bounds(tmp_path, offset, length):
+    p = tmp_path / "a.zt"
+    obj = _dense("u8", offset, length, [length])
+    build_file(p, {"t": obj}, {64: b"abcd"}, pad_to=128)
+    # offsets 0 and 4 are unaligned too; either rule may fire, both are FormatErrors
+    err = _open_fails(p, FormatError, "t", "data")
+    assert err.component == "data"
+
+
+def test_component_reaching_into_manifest(tmp_path):
+    p = tmp_path / "a.zt"
+    # blob area ends at 68 (manifest follows immediately); claim 8 bytes from 64
+    build_file(p, {"t": _dense("u8", 64, 8, [8])}, {64: b"abcd"})
+    _open_fails(p, FormatError, "t", "data")
+
+
+def test_overlapping_components(tmp_path):
+    p = tmp_path / "a.zt"
+    objects = {
+        "a": _dense("u8", 64, 100, [100]),
+        "b": _dense("u8", 128, 8, [8]),  # inside a's bytes [64, 164)
+    }
+    build_file(p, objects, {64: bytes(200)})
+    err = _open_fails(p, FormatError, "a", "b", "data")
+    assert "shared" in str(err)
+
+
+def test_overlap_between_roles_of_one_object(tmp_path):
+    p = tmp_path / "a.zt"
+    obj = {
+        "shape": [2, 2],
+        "format": "sparse_csr",
+        "components": {
+            "values": component("f32", 64, 8),
+            "indices": component("u64", 64, 16),
+            "indptr": component("u64", 128, 24),
+        },
+    }
+    build_file(p, {"m": obj}, {64: bytes(88)})
+    _open_fails(p, FormatError, "m")
+
+
+def test_zero_length_components_may_share_an_offset(tmp_path):
+    p = tmp_path / "a.zt"
+    objects = {"a": _dense("f32", 64, 0, [0, 3]), "b": _dense("u8", 64, 0, [0])}
+    build_file(p, objects, {}, pad_to=64)
+    with Reader(p) as r:
+        assert r.read_tensor("a").shape == (0, 3)
+        assert r.read_tensor("b").shape == (0,)
+
+
+@pytest.mark.parametrize("length", [12, 20, 0])
+def test_raw_length_differs_from_shape_times_itemsize(tmp_path, length):
+    p = tmp_path / "a.zt"
+    build_file(p, {"t": _dense("f32", 64, length, [2, 2])}, {64: bytes(32)})
+    err = _open_fails(p, FormatError, "t", "data")
+    assert "16" in str(err)
+
+
+def test_raw_length_not_multiple_of_itemsize(tmp_path):
+    p = tmp_path / "a.zt"
+    obj = {
+        "shape": [2],
+        "format": "sparse_coo",
+        "components": {"values": component("f32", 64, 6), "coords": component("u64", 128, 8)},
+    }
+    build_file(p, {"s": obj}, {64: bytes(80)})
+    _open_fails(p, FormatError, "s")
+
+
+@pytest.mark.parametrize(
+    "shape", [[1 << 32, 1 << 32], [1 << 63], [1 << 64, 0, 1 << 64], [2] * 70, [(1 << 64) - 1]]
+)
+def test_shape_product_overflow(tmp_path, shape):
+    p = tmp_path / "a.zt"
+    build_file(p, {"t": _dense("f32", 64, 16, shape)}, {64: bytes(16)})
+    _open_fails(p, FormatError, "t")
+
+
+def test_huge_zstd_declared_size_is_refused(tmp_path):
+    # a 16-byte frame cannot decode to 2**40 bytes: refused before any allocation
+    p = tmp_path / "a.zt"
+    build_file(p, {"t": _dense("u8", 64, 16, [1 << 40], encoding="zstd")}, {64: bytes(16)})
+    _open_fails(p, FormatError, "t", "data")
+
+
+def test_unknown_dtype(tmp_path):
+    p = tmp_path / "a.zt"
+    build_file(p, {"t": _dense("f4_e2m1", 64, 2, [4])}, {64: b"ab"})
+    err = _open_fails(p, UnsupportedError, "t", "data")
+    assert isinstance(err, ZTensorError)
+    assert "f4_e2m1" in str(err)
+
+
+def test_unknown_logical_type(tmp_path):
+    p = tmp_path / "a.zt"
+    build_file(p, {"t": _dense("u8", 64, 2, [2], type="f4_e2m1")}, {64: b"ab"})
+    _open_fails(p, UnsupportedError, "t", "data")
+
+
+def test_unknown_encoding(tmp_path):
+    p = tmp_path / "a.zt"
+    build_file(p, {"t": _dense("u8", 64, 2, [2], encoding="lz4")}, {64: b"ab"})
+    err = _open_fails(p, UnsupportedError, "t", "data")
+    assert "lz4" in str(err)
+
+
+def test_unknown_format_is_listed_but_not_readable(tmp_path):
+    p = tmp_path / "a.zt"
+    objects = {
+        "odd": {
+            "shape": [4],
+            "format": "hologram",
+            "components": {"blob": component("u8", 64, 4)},
+        },
+        "ok": _dense("u8", 128, 2, [2]),
+    }
+    build_file(p, objects, {64: b"abcd", 128: b"\x05\x06"})
+    with Reader(p) as r:
+        assert r.tensor_names == ["odd", "ok"]
+        assert r.metadata("odd").layout == "hologram"
+        assert r.read_tensor("ok").tolist() == [5, 6]
+        with pytest.raises(UnsupportedError) as info:
+            r.read_tensor("odd")
+        assert str(p) in str(info.value) and "'odd'" in str(info.value)
+        assert "hologram" in str(info.value)
+
+
+# --------------------------------------------------------------------------- sparse structure
+
+
+def _csr(rows, cols, nnz, idx="u64", indptr_len=None):
+    n_ptr = rows + 1 if indptr_len is None else indptr_len
+    isz = {"u64": 8, "i32": 4, "u8": 1}[idx]
+    v_len, i_len, p_len = nnz * 4, nnz * isz, n_ptr * isz
+    return {
+        "shape": [rows, cols],
+        "format": "sparse_csr",
+        "components": {
+            "values": component("f32", 64, v_len),
+            "indices": component(idx, 64 + 64 * (1 + v_len // 64), i_len),
+            "indptr": component(idx, 1024, p_len),
+        },
+    }
+
+
+def test_csr_indptr_wrong_length_at_open(tmp_path):
+    p = tmp_path / "a.zt"
+    build_file(p, {"m": _csr(3, 3, 2, indptr_len=3)}, {}, pad_to=2048)
+    _open_fails(p, FormatError, "m", "indptr")
+
+
+def test_csr_values_indices_count_mismatch_at_open(tmp_path):
+    p = tmp_path / "a.zt"
+    obj = _csr(3, 3, 2)
+    obj["components"]["values"]["length"] = 12
+    build_file(p, {"m": obj}, {}, pad_to=2048)
+    _open_fails(p, FormatError, "m")
+
+
+def test_csr_index_dtype_must_be_integer(tmp_path):
+    p = tmp_path / "a.zt"
+    obj = _csr(3, 3, 2)
+    obj["components"]["indices"]["dtype"] = "f64"
+    build_file(p, {"m": obj}, {}, pad_to=2048)
+    _open_fails(p, FormatError, "m", "indices")
+
+
+def test_csr_not_2d(tmp_path):
+    p = tmp_path / "a.zt"
+    obj = _csr(3, 3, 2)
+    obj["shape"] = [3, 3, 1]
+    build_file(p, {"m": obj}, {}, pad_to=2048)
+    _open_fails(p, FormatError, "m")
+
+
+def test_coo_coords_wrong_length_at_open(tmp_path):
+    p = tmp_path / "a.zt"
+    obj = {
+        "shape": [4, 4],
+        "format": "sparse_coo",
+        "components": {"values": component("f32", 64, 12), "coords": component("u64", 128, 40)},
+    }
+    build_file(p, {"c": obj}, {}, pad_to=256)
+    _open_fails(p, FormatError, "c", "coords")
+
+
+def test_register_structure_check_is_used(tmp_path):
+    calls = []
+
+    def check(name, obj, path):
+        calls.append(name)
+        if obj.attributes.get("bad"):
+            raise FormatError("custom rule broken", path=path, obj=name)
+
+    manifest.register_structure_check("test_custom", check)
+    try:
+        p = tmp_path / "a.zt"
+        obj = {
+            "shape": [1],
+            "format": "test_custom",
+            "attributes": {"bad": True},
+            "components": {"x": component("u8", 64, 1)},
+        }
+        build_file(p, {"q": obj}, {64: b"\x01"})
+        _open_fails(p, FormatError, "q")
+        assert calls == ["q"]
+    finally:
+        manifest.STRUCTURE_CHECKS.pop("test_custom", None)
