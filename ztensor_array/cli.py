@@ -1,0 +1,541 @@
+"""The ``ztensor`` command: a thin click layer over convert/, inspection and maintenance.
+
+Every command prints one line and exits non-zero on bad input (set ZTENSOR_DEBUG=1 for the
+traceback), writes its output atomically, refuses to overwrite without ``--force``, and shows
+rich progress bars on stderr only when stderr is a terminal and ``-q`` is not given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .convert import FORMATS, Progress
+
+LARGE = 50  # objects above which `info` prints a summary instead of one row per object
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+class RichProgress(Progress):
+    """A rich progress bar on stderr, or nothing when quiet or stderr is not a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> RichProgress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import (
+                Progress as Bar,
+            )
+
+            self._bar = Bar(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=_stderr(),
+                transient=True,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def start(self, description: str, total: int | None) -> None:
+        if self._bar is not None:
+            self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, n)
+
+    def message(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text)
+
+
+class Group(click.Group):
+    """Turns every error into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # the last line of defence: never a traceback
+            if os.environ.get("ZTENSOR_DEBUG"):
+                raise
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    from .errors import ZTensorError
+
+    if isinstance(exc, ZTensorError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def quiet_option(f: Callable) -> Callable:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
+
+
+def force_option(f: Callable) -> Callable:
+    return click.option("--force", is_flag=True, help="Overwrite an existing output.")(f)
+
+
+def compress_options(f: Callable) -> Callable:
+    f = click.option(
+        "-l",
+        "--level",
+        type=click.IntRange(1, 22),
+        default=None,
+        help="zstd level 1..22 (implies -c).",
+    )(f)
+    return click.option(
+        "-c", "--compress", is_flag=True, help="Compress with zstd (level 3 unless -l)."
+    )(f)
+
+
+def checksum_option(f: Callable) -> Callable:
+    return click.option(
+        "--checksum",
+        type=click.Choice(["crc32c", "sha256", "none"]),
+        default=None,
+        help="Digest to store with every component.",
+    )(f)
+
+
+def _level(compress: bool, level: int | None) -> int:
+    if level is not None:
+        return level
+    return 3 if compress else 0
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        click.echo(text)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ztensor-array", prog_name="ztensor")
+def cli() -> None:
+    """Inspect, convert and maintain zTensor (.zt) files."""
+
+
+# --------------------------------------------------------------------------- info / verify
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+@click.option("--full", is_flag=True, help="List every object even in large files.")
+def info(file: str, as_json: bool, full: bool) -> None:
+    """Show a file's version, global attributes and objects (v1.x and legacy v0.1)."""
+    from .inspection import describe
+
+    d = describe(file)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    objs = d["objects"]
+    stored = sum(o["stored_bytes"] for o in objs)
+    raw = sum(o["raw_bytes"] or 0 for o in objs)
+    console.print(
+        f"[bold]{d['path']}[/]: zTensor {d['version']}, {len(objs)} objects, "
+        f"{_size(d['file_bytes'])} on disk ({_size(stored)} stored, {_size(raw)} raw)"
+    )
+    if d["attributes"]:
+        console.print("global attributes:")
+        for k, v in d["attributes"].items():
+            console.print(f"  {k} = {_short(v)}", markup=False)
+    if len(objs) > LARGE and not full:
+        _summary(console, objs)
+        return
+    table = Table(show_edge=False)
+    for col in (
+        "name",
+        "format",
+        "dtype",
+        "shape",
+        "encoding",
+        "stored",
+        "raw",
+        "digest",
+        "attributes",
+    ):
+        table.add_column(col, overflow="fold")
+    for o in objs:
+        table.add_row(
+            o["name"],
+            o["format"],
+            str(o["dtype"]),
+            str(o["shape"]),
+            str(o["encoding"]),
+            _size(o["stored_bytes"]),
+            _size(o["raw_bytes"]),
+            o["digest"] or "",
+            _short(o["attributes"]) if o["attributes"] else "",
+        )
+    console.print(table)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _summary(console, objs: list[dict]) -> None:
+    from rich.table import Table
+
+    groups: dict[tuple, list] = {}
+    for o in objs:
+        groups.setdefault((o["format"], o["dtype"], o["encoding"]), []).append(o)
+    table = Table(show_edge=False, title=f"{len(objs)} objects (use --full for each)")
+    for col in ("format", "dtype", "encoding", "objects", "elements", "stored", "raw"):
+        table.add_column(col)
+    for (fmt, dt, enc), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        elements = 0
+        for o in members:
+            n = 1
+            for s in o["shape"]:
+                n *= s
+            elements += n
+        table.add_row(
+            fmt,
+            str(dt),
+            str(enc),
+            str(len(members)),
+            f"{elements:,}",
+            _size(sum(o["stored_bytes"] for o in members)),
+            _size(sum(o["raw_bytes"] or 0 for o in members)),
+        )
+    console.print(table)
+    biggest = sorted(objs, key=lambda o: -o["stored_bytes"])[:10]
+    console.print(
+        "largest: "
+        + ", ".join(f"{o['name']} {o['shape']} {_size(o['stored_bytes'])}" for o in biggest),
+        markup=False,
+    )
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--deep", is_flag=True, help="Also decode every component and object.")
+@quiet_option
+def verify(file: str, deep: bool, quiet: bool) -> None:
+    """Check structure and every digest; exit 0 when clean, 1 listing each problem."""
+    from .inspection import verify as run
+
+    size = os.path.getsize(file) if os.path.exists(file) else None
+    with RichProgress(quiet) as bar:
+        bar.start(f"verify {os.path.basename(file)}", size)
+        problems = run(file, deep=deep, progress=bar.advance)
+    if problems:
+        for p in problems:
+            click.echo(f"{file}: {p}", err=True)
+        click.echo(f"{file}: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    _say(quiet, f"{file}: OK{' (deep)' if deep else ''}")
+
+
+# --------------------------------------------------------------------------- convert
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The .zt file to write.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", *FORMATS]),
+    default="auto",
+    show_default=True,
+    help="Input format (auto: from content, then extension).",
+)
+@compress_options
+@checksum_option
+@click.option(
+    "--dequantize", is_flag=True, help="GGUF: store quantized tensors dequantized to float32."
+)
+@click.option(
+    "--prefix-with-filename",
+    is_flag=True,
+    help="Prefix tensor names with their file's stem (for colliding names).",
+)
+@click.option(
+    "--delete-original",
+    is_flag=True,
+    help="Delete the inputs once the output is written and verified.",
+)
+@force_option
+@quiet_option
+def convert(
+    inputs,
+    out,
+    fmt,
+    compress,
+    level,
+    checksum,
+    dequantize,
+    prefix_with_filename,
+    delete_original,
+    force,
+    quiet,
+) -> None:
+    """Convert safetensors, GGUF, PyTorch pickles or xarray datasets into one .zt file."""
+    from .convert import convert as run
+
+    with RichProgress(quiet) as bar:
+        report = run(
+            list(inputs),
+            out,
+            fmt=fmt,
+            compress=_level(compress, level),
+            checksum=None if checksum == "none" else checksum,
+            dequantize=dequantize,
+            prefix_with_filename=prefix_with_filename,
+            overwrite=force,
+            delete_original=delete_original,
+            progress=bar,
+        )
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    _say(
+        quiet,
+        f"{out}: {report.tensors} tensors, {_size(report.bytes_in)} -> {_size(report.bytes_out)}",
+    )
+    for path in report.deleted:
+        _say(quiet, f"deleted {path}")
+
+
+# --------------------------------------------------------------------------- rewriting
+
+
+@cli.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "-l",
+    "--level",
+    type=click.IntRange(1, 22),
+    default=3,
+    show_default=True,
+    help="zstd level 1..22.",
+)
+@checksum_option
+@force_option
+@quiet_option
+def compress(src, out, level, checksum, force, quiet) -> None:
+    """Rewrite a file with every component zstd-compressed (all objects kept)."""
+    from .convert.rewrite import rewrite
+
+    with RichProgress(quiet) as bar:
+        report = rewrite(
+            src, out, compress=level, checksum=checksum or "keep", overwrite=force, progress=bar
+        )
+    _say(
+        quiet,
+        f"{out}: {report.tensors} objects, {_size(report.bytes_in)} -> {_size(report.bytes_out)}",
+    )
+
+
+@cli.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@checksum_option
+@force_option
+@quiet_option
+def decompress(src, out, checksum, force, quiet) -> None:
+    """Rewrite a file with every component stored raw (all objects kept)."""
+    from .convert.rewrite import rewrite
+
+    with RichProgress(quiet) as bar:
+        report = rewrite(
+            src, out, compress=False, checksum=checksum or "keep", overwrite=force, progress=bar
+        )
+    _say(
+        quiet,
+        f"{out}: {report.tensors} objects, {_size(report.bytes_in)} -> {_size(report.bytes_out)}",
+    )
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--prefix-with-filename",
+    is_flag=True,
+    help="Prefix object names with their file's stem (for colliding names).",
+)
+@force_option
+@quiet_option
+def merge(inputs, out, prefix_with_filename, force, quiet) -> None:
+    """Merge .zt files (v1.x and legacy v0.1) into one, keeping every object as stored."""
+    from .convert.rewrite import merge as run
+
+    with RichProgress(quiet) as bar:
+        report = run(
+            list(inputs),
+            out,
+            prefix_with_filename=prefix_with_filename,
+            overwrite=force,
+            progress=bar,
+        )
+    _say(quiet, f"{out}: {report.tensors} objects from {len(inputs)} files")
+
+
+@cli.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@compress_options
+@checksum_option
+@force_option
+@quiet_option
+def migrate(src, out, compress, level, checksum, force, quiet) -> None:
+    """Convert a legacy v0.1 file to v1.1 (its legacy checksums are verified first)."""
+    from .convert.legacy import migrate as run
+
+    with RichProgress(quiet) as bar:
+        bar.start(f"migrate -> {os.path.basename(out)}", None)
+        result = run(
+            src,
+            out,
+            compress=compress or level is not None,
+            level=level,
+            checksum=None if checksum == "none" else checksum,
+            overwrite=force,
+        )
+    _say(quiet, f"{out}: migrated" + (f" ({result})" if result is not None else ""))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the repaired file here instead of repairing in place.",
+)
+@force_option
+@quiet_option
+def repair(file, out, force, quiet) -> None:
+    """Cut a torn tail back to the last complete state and report what was cut."""
+    from .maintenance import repair as run
+
+    if out is not None:
+        from .convert import check_output
+
+        check_output(out, [file], force)
+    report = run(file, out)
+    click.echo(str(report))
+
+
+# --------------------------------------------------------------------------- hub
+
+
+@cli.command("download-hf")
+@click.argument("repo")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder to write the .zt files into.",
+)
+@click.option("--revision", default=None, help="Branch, tag or commit.")
+@click.option("--token", default=None, help="Hub token (default: HF_TOKEN / saved login).")
+@compress_options
+@checksum_option
+@click.option("--single-file", is_flag=True, help="Merge all shards into one .zt file.")
+@force_option
+@quiet_option
+def download_hf(
+    repo, out, revision, token, compress, level, checksum, single_file, force, quiet
+) -> None:
+    """Download a Hugging Face repo's safetensors and convert them to .zt."""
+    from .convert.hf import download
+
+    with RichProgress(quiet) as bar:
+        written = download(
+            repo,
+            out,
+            revision=revision,
+            token=token,
+            compress=_level(compress, level),
+            checksum=None if checksum == "none" else checksum,
+            single_file=single_file,
+            overwrite=force,
+            progress=bar,
+            quiet=quiet or not bar.enabled,
+        )
+    for path in written:
+        _say(quiet, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="ztensor")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""Foreign formats in: safetensors, GGUF, PyTorch pickles, anything xarray opens.
+
+Each converter module opens its input as a ``Source``: global attributes plus a stream of
+``Item``s, one per tensor, each knowing how to write itself to a ``Writer``. ``convert`` runs
+the shared part: format detection, name collisions, the atomic output, verification and the
+deletion of originals. Nothing here imports a converter's dependency until it is needed.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import FileExistsZTError, FormatError, UnsupportedError, ZTensorError
+
+FORMATS = ("safetensors", "gguf", "pickle", "xarray")
+
+_EXTENSIONS = {
+    ".safetensors": "safetensors",
+    ".gguf": "gguf",
+    ".pt": "pickle",
+    ".pth": "pickle",
+    ".bin": "pickle",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".ckpt": "pickle",
+    ".nc": "xarray",
+    ".nc4": "xarray",
+    ".cdf": "xarray",
+    ".h5": "xarray",
+    ".hdf5": "xarray",
+    ".he5": "xarray",
+    ".zarr": "xarray",
+    ".grib": "xarray",
+}
+
+
+class Progress:
+    """Where long operations report progress; this base class reports nowhere."""
+
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class Item:
+    """One tensor of a source: its name, size and how to write it to a Writer.
+
+    ``write(writer, out_name, level, checksum, attributes=None)``.
+    """
+
+    name: str
+    nbytes: int
+    write: Callable[..., None]
+    attributes: dict[str, Any] | None = None
+
+
+@dataclass
+class Source:
+    """An opened foreign file: global attributes and its tensors, in file order."""
+
+    path: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def items(self) -> Iterator[Item]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def release_pages(mm: mmap.mmap, offset: int, length: int) -> None:
+    """Drop a written range of a read-only file map from this process's resident set."""
+    page = mmap.PAGESIZE
+    start = offset - offset % page
+    end = min(len(mm), offset + length)
+    if end > start and hasattr(mm, "madvise"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (OSError, ValueError):
+            pass  # only a memory optimisation
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def detect_format(path: str) -> str:
+    """The input format from its content first, then from its extension."""
+    if os.path.isdir(path):
+        entries = set(os.listdir(path))
+        if entries & {".zgroup", ".zarray", "zarr.json", ".zattrs"}:
+            return "xarray"
+        raise UnsupportedError("a folder that is not a zarr store cannot be converted", path=path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        raise ZTensorError("no such file", path=path) from None
+    except OSError as exc:
+        raise ZTensorError(f"cannot read: {exc.strerror}", path=path) from None
+    from . import safetensors
+
+    if head[:8] in (b"ZTEN1000", b"ZTEN0001"):
+        raise UnsupportedError("already a zTensor file (use merge, compress or migrate)", path=path)
+    if head[:4] == b"GGUF":
+        return "gguf"
+    if head[:4] == b"PK\x03\x04":
+        return "pickle"  # torch zip checkpoint
+    if head[:8] == b"\x89HDF\r\n\x1a\n" or head[:4] in (b"CDF\x01", b"CDF\x02", b"CDF\x05"):
+        return "xarray"
+    if safetensors.sniff(head, size):
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "pickle"
+    ext = os.path.splitext(path)[1].lower()
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    raise UnsupportedError(
+        "cannot tell the input format from its content or extension (give -f)", path=path
+    )
+
+
+def open_source(path: str, fmt: str = "auto", *, dequantize: bool = False) -> Source:
+    """Open one input as a Source of tensors."""
+    path = os.fspath(path)
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "safetensors":
+        from .safetensors import SafetensorsSource
+
+        return SafetensorsSource(path)
+    if fmt == "gguf":
+        from .gguf import GGUFSource
+
+        return GGUFSource(path, dequantize=dequantize)
+    if fmt == "pickle":
+        from .pickle import PickleSource
+
+        return PickleSource(path)
+    if fmt == "xarray":
+        from .xarray import XarraySource
+
+        return XarraySource(path)
+    raise UnsupportedError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
+
+
+# --------------------------------------------------------------------------- convert
+
+
+@dataclass
+class Report:
+    """What a conversion wrote."""
+
+    output: str
+    tensors: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    deleted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_output(out: str, inputs: Sequence[str], overwrite: bool) -> None:
+    """Refuse an existing output without ``overwrite`` and an output that is also an input."""
+    real_out = os.path.realpath(out)
+    for src in inputs:
+        if os.path.realpath(src) == real_out:
+            raise ZTensorError("the output is also an input", path=out)
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsZTError("output exists (use --force to overwrite)", path=out)
+    if os.path.isdir(out):
+        raise ZTensorError("output is a folder", path=out)
+
+
+def input_size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(
+            os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files
+        )
+    return os.path.getsize(path)
+
+
+def _prefix(path: str) -> str:
+    base = os.path.basename(os.path.normpath(path))
+    for ext in _EXTENSIONS:
+        if base.lower().endswith(ext):
+            return base[: -len(ext)]
+    return os.path.splitext(base)[0]
+
+
+def convert(
+    inputs: Sequence[str],
+    out: str,
+    *,
+    fmt: str = "auto",
+    compress: bool | int = False,
+    checksum: str | None = None,
+    dequantize: bool = False,
+    prefix_with_filename: bool = False,
+    overwrite: bool = False,
+    delete_original: bool = False,
+    progress: Progress | None = None,
+) -> Report:
+    """Convert one or more foreign files into one .zt, atomically.
+
+    Tensor names must be unique across inputs unless ``prefix_with_filename`` prefixes each
+    with its file's stem. Global attributes of the inputs are merged (a conflicting value is
+    an error). Originals are deleted only after the output is finalized and verified.
+    """
+    from ..writer import Writer, normalize_checksum, normalize_compress
+
+    inputs = [os.fspath(p) for p in inputs]
+    out = os.fspath(out)
+    if not inputs:
+        raise ZTensorError("no input files given")
+    level = normalize_compress(compress)
+    checksum = normalize_checksum(checksum)
+    progress = progress or Progress()
+    check_output(out, inputs, overwrite)
+    fmts = [detect_format(p) if fmt == "auto" else fmt for p in inputs]
+    prefixes = [_prefix(p) + "/" if prefix_with_filename else "" for p in inputs]
+    if prefix_with_filename and len(set(prefixes)) != len(prefixes):
+        raise ZTensorError(
+            "two inputs have the same file name; --prefix-with-filename is ambiguous"
+        )
+    report = Report(out)
+    report.bytes_in = sum(input_size(p) for p in inputs)
+    progress.start(f"convert -> {os.path.basename(out)}", report.bytes_in)
+    expected: dict[str, tuple[str, str]] = {}  # out name -> (input, tensor name)
+    attributes: dict[str, Any] = {}
+    writer = Writer(out, "w" if overwrite else "x")
+    try:
+        for path, f, prefix in zip(inputs, fmts, prefixes):
+            with open_source(path, f, dequantize=dequantize) as src:
+                _merge_attributes(attributes, src.attributes, path)
+                for item in src.items():
+                    name = prefix + item.name
+                    if name in expected:
+                        other = expected[name][0]
+                        raise ZTensorError(
+                            f"tensor name collides with one from {other} "
+                            "(use --prefix-with-filename)",
+                            path=path,
+                            obj=item.name,
+                        )
+                    expected[name] = (path, item.name)
+                    item.write(writer, name, level, checksum, item.attributes)
+                    progress.advance(item.nbytes)
+                report.notes.extend(getattr(src, "notes", []))
+        writer.attributes.update(attributes)
+        report.bytes_out = writer.finalize()
+    except BaseException:
+        writer.abort()
+        raise
+    report.tensors = len(expected)
+    if delete_original:
+        verify_written(out, expected)
+        for path in inputs:
+            _delete(path)
+            report.deleted.append(path)
+    return report
+
+
+def _merge_attributes(into: dict[str, Any], new: dict[str, Any], path: str) -> None:
+    for key, value in new.items():
+        if key in into and into[key] != value:
+            raise ZTensorError(f"global attribute {key!r} differs between inputs", path=path)
+        into[key] = value
+
+
+def verify_written(out: str, expected) -> None:
+    """Re-open an output, check every digest and structure and that it holds ``expected``."""
+    from ..inspection import verify
+
+    problems = verify(out)
+    if problems:
+        raise FormatError(f"output failed verification: {problems[0]}", path=out)
+    from ..reader import Reader
+
+    with Reader(out) as r:
+        missing = [n for n in expected if n not in r]
+    if missing:
+        raise FormatError(f"output lacks {len(missing)} tensors, e.g. {missing[0]!r}", path=out)
+
+
+def _delete(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)

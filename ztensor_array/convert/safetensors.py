@@ -1,0 +1,147 @@
+"""safetensors in: the header is parsed and checked here, tensors are mmap views of the file.
+
+Nothing is read into memory up front: each tensor is a zero-copy view written straight to the
+Writer, and its pages are dropped from this process once written, so converting a file far
+larger than RAM keeps the resident set flat.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import FormatError, UnsupportedError, ZTensorError
+from . import Item, Source, release_pages
+
+# The safetensors library refuses headers above 100 MB; so do we (a header is JSON text).
+MAX_HEADER = 100_000_000
+
+
+def sniff(head: bytes, size: int) -> bool:
+    """Whether the first bytes look like a safetensors header (u64 length, then '{')."""
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 2 <= n <= size - 8
+
+
+def parse_header(raw: bytes, data_len: int, path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Validated {name: (dtype, shape, begin, end)} and the __metadata__ map."""
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"safetensors header is not valid JSON ({exc})", path=path) from None
+    if not isinstance(header, dict):
+        raise FormatError("safetensors header is not a JSON object", path=path)
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+    ):
+        raise FormatError("safetensors __metadata__ is not a map of text to text", path=path)
+    entries: dict[str, Any] = {}
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            raise FormatError("tensor entry is not a JSON object", path=path, obj=name)
+        st_dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        try:
+            zname = dtypes.from_safetensors(st_dtype)
+        except UnsupportedError as exc:
+            raise UnsupportedError(exc.reason, path=path, obj=name) from None
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise FormatError(f"shape {shape!r} is not a list of sizes", path=path, obj=name)
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(o) is int and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise FormatError(f"data_offsets {offsets!r} are invalid", path=path, obj=name)
+        begin, end = offsets
+        if end > data_len:
+            raise FormatError(
+                f"data_offsets [{begin}, {end}) lie beyond the {data_len} data bytes of the file",
+                path=path,
+                obj=name,
+            )
+        want = math.prod(shape) * dtypes.itemsize(zname)
+        if end - begin != want:
+            raise FormatError(
+                f"{end - begin} bytes stored but shape {shape} of {st_dtype} needs {want}",
+                path=path,
+                obj=name,
+            )
+        entries[name] = (zname, tuple(shape), begin, end)
+    spans = sorted((b, e, n) for n, (_, _, b, e) in entries.items() if e > b)
+    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise FormatError(
+                f"data bytes [{b1}, {e0}) overlap those of tensor {n0!r}", path=path, obj=n1
+            )
+    return entries, meta
+
+
+class SafetensorsSource(Source):
+    """One safetensors file, opened and validated; tensors come out as mmap views."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise ZTensorError(f"cannot open: {exc.strerror}", path=path) from None
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+            head = self._file.read(8)
+            if len(head) < 8:
+                raise FormatError("file is too short for a safetensors header", path=path)
+            n = int.from_bytes(head, "little")
+            if n > MAX_HEADER or n > size - 8:
+                raise FormatError(
+                    f"safetensors header claims {n} bytes but the file has {size} "
+                    f"(limit {MAX_HEADER})",
+                    path=path,
+                )
+            self._data_start = 8 + n
+            entries, meta = parse_header(self._file.read(n), size - self._data_start, path)
+            self.attributes = dict(meta)
+            self._entries = dict(sorted(entries.items(), key=lambda kv: kv[1][2]))
+            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        except BaseException:
+            self._file.close()
+            raise
+
+    def items(self):
+        for name, (zname, shape, begin, end) in self._entries.items():
+            yield Item(name, end - begin, self._writer_of(name, zname, shape, begin, end))
+
+    def _writer_of(self, name, zname, shape, begin, end):
+        def write(writer, out_name, level, checksum, attributes=None) -> None:
+            start = self._data_start + begin
+            count = (end - begin) // dtypes.itemsize(zname)
+            if count == 0:
+                array = np.zeros(shape, dtype=dtypes.to_numpy(zname))
+            else:
+                array = np.frombuffer(
+                    self._map, dtype=dtypes.to_numpy(zname), count=count, offset=start
+                ).reshape(shape)
+            writer.add_tensor(
+                out_name, array, compress=level, checksum=checksum, attributes=attributes
+            )
+            if count:
+                release_pages(self._map, start, end - begin)
+
+        return write
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a view is still queued in a writer; the map goes with it
+        self._file.close()
