@@ -217,4 +217,37 @@ def logical_name(dtype: str, type_: str | None) -> str:
     entry = _LOGICAL_TYPES.get(type_)
     if entry is None:
         raise UnsupportedError(f"unknown logical type {type_!r}")
-    return entry[1]
+    storage, logical = entry
+    # The documented storage, the logical dtype itself (a spec-literal writer that also
+    # sets `type`), or a same-size integer of the other signedness (i8 under f8).
+    same_int = dtype[:1] in "iu" and dtype[1:] == storage[1:] and storage[:1] in "iu"
+    if dtype not in (storage, logical) and not same_int:
+        raise UnsupportedError(f"logical type {type_!r} cannot be stored as dtype {dtype!r}")
+    return logical
+
+
+def ggml_block(type_name: str) -> tuple[int, int]:
+    """(elements, bytes) of one block of a GGML quantization type, from the gguf package."""
+    try:
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+    except ImportError:
+        raise UnsupportedError("GGML block types need the 'gguf' package") from None
+    try:
+        qtype = GGMLQuantizationType[type_name]
+        return GGML_QUANT_SIZES[qtype]
+    except (KeyError, TypeError):
+        raise UnsupportedError(f"unknown GGML type {type_name!r}") from None
+
+
+def ggml_type_name(value: Any) -> str:
+    """Canonical GGML type name ("Q4_0") of a name, enum member or integer type id."""
+    try:
+        from gguf.constants import GGMLQuantizationType
+    except ImportError:
+        raise UnsupportedError("GGML block types need the 'gguf' package") from None
+    try:
+        if isinstance(value, str):
+            return GGMLQuantizationType[value.upper()].name
+        return GGMLQuantizationType(int(value)).name
+    except (KeyError, ValueError, TypeError):
+        raise UnsupportedError(f"unknown GGML type {value!r}") from None

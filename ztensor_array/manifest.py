@@ -86,15 +86,19 @@ def _sorted_bytewise(names) -> list[str]:
 
 
 def _component_to_cbor(c: Component) -> dict[str, Any]:
-    out: dict[str, Any] = {"dtype": c.dtype, "offset": c.offset, "length": c.length}
+    # Key order of the reference writers: 1.1.1's fields, with v1.2's `type` right after
+    # `dtype` and `uncompressed_length` right after `length`, as ztensor 1.2.3 writes them.
+    out: dict[str, Any] = {"dtype": c.dtype}
+    if c.type is not None:
+        out["type"] = c.type
+    out["offset"] = c.offset
+    out["length"] = c.length
+    if c.uncompressed_length is not None:
+        out["uncompressed_length"] = c.uncompressed_length
     if c.encoding != "raw":
         out["encoding"] = c.encoding
     if c.digest is not None:
         out["digest"] = c.digest
-    if c.uncompressed_length is not None:
-        out["uncompressed_length"] = c.uncompressed_length
-    if c.type is not None:
-        out["type"] = c.type
     return out
 
 
@@ -261,6 +265,14 @@ def expected_nbytes(obj: Object, role: str) -> int | None:
     comp = obj.components[role]
     if comp.uncompressed_length is not None:
         return comp.uncompressed_length
+    sizer = _EXPECTED_SIZES.get(obj.format)
+    if sizer is not None:
+        try:
+            known = sizer(obj).get(role)
+        except ZTensorError:
+            known = None  # a variant this version cannot read: fall back to the generic rule
+        if known is not None:
+            return known
     isz = dtypes.itemsize(comp.dtype)
     if obj.format == "dense" and role == "data":
         return obj.numel * dtypes.itemsize(dtypes.logical_name(comp.dtype, comp.type))
@@ -488,10 +500,170 @@ def _check_chunked(name: str, obj: Object, path) -> None:
             _check_ratio(name, role, comp, nbytes, path)
 
 
+# --------------------------------------------------------------------------- quantized
+
+QUANT_BITS = range(1, 9)
+_FLOATS = ("f16", "bf16", "f32", "f64")
+_WORD_BITS = {"i8": 8, "u8": 8, "i16": 16, "u16": 16, "i32": 32, "u32": 32, "i64": 64, "u64": 64}
+
+
+def gptq_packing(bits: int, container: str) -> str:
+    """The `packing` attribute naming how `bits`-wide values fill `container` words:
+    "8_per_i32" for 4 bits, "32_per_3xi32" for 3 bits (32 values in 3 words)."""
+    span = math.lcm(bits, _WORD_BITS[container])
+    values, words = span // bits, span // _WORD_BITS[container]
+    return f"{values}_per_{container}" if words == 1 else f"{values}_per_{words}x{container}"
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizedGroup:
+    """Geometry of a `quantized_group` object (see SPEC.md): logical [rows, cols] =
+    [out_features, in_features]; packed values run along cols (the input dimension)."""
+
+    rows: int
+    cols: int
+    bits: int
+    group_size: int
+    groups: int
+    zero_offset: int
+    nbytes: Mapping[str, int]  # decoded byte size of each component
+
+
+def _logical(obj: Object, role: str) -> str:
+    comp = obj.components[role]
+    return dtypes.logical_name(comp.dtype, comp.type)
+
+
+def quantized_group(obj: Object, path=None, name=None) -> QuantizedGroup:
+    """Geometry of a GPTQ-style `quantized_group` object, or FormatError/UnsupportedError."""
+
+    def bad(msg, role=None, unsupported=False):
+        cls = UnsupportedError if unsupported else FormatError
+        raise cls(msg, path=path, obj=name, component=role)
+
+    comps = obj.components
+    missing = [r for r in ("packed_weight", "scales", "zeros") if r not in comps]
+    if missing:
+        bad(f"quantized_group without {missing}: only the GPTQ layout is known", unsupported=True)
+    attrs = obj.attributes or {}
+    bits, group_size = attrs.get("bits"), attrs.get("group_size")
+    zero_offset = attrs.get("zero_offset", 0)
+    for key, val in (("bits", bits), ("group_size", group_size), ("zero_offset", zero_offset)):
+        if type(val) is not int:
+            bad(f"quantized_group attribute {key!r} is {val!r}, not an integer")
+    if bits not in QUANT_BITS:
+        bad(f"{bits}-bit quantized_group is not supported (1..8 bits)", unsupported=True)
+    if len(obj.shape) != 2:
+        bad(f"quantized_group shape {list(obj.shape)} is not 2-D [out, in]", unsupported=True)
+    rows, cols = obj.shape
+    if group_size == -1:
+        group_size = max(cols, 1)
+    if group_size <= 0:
+        bad(f"group_size {group_size} must be positive (or -1 for one group)")
+    groups = -(-cols // group_size)
+    packed = comps["packed_weight"].dtype
+    if packed not in _WORD_BITS or comps["packed_weight"].type not in (None, packed):
+        bad(f"packed_weight dtype {packed} is not an integer container", "packed_weight")
+    packing = attrs.get("packing", gptq_packing(bits, packed))
+    if packing != gptq_packing(bits, packed):
+        bad(
+            f"packing {packing!r} is not the GPTQ packing {gptq_packing(bits, packed)!r} of "
+            f"{bits}-bit values in {packed}",
+            unsupported=True,
+        )
+    if (cols * bits) % _WORD_BITS[packed]:
+        bad(f"{cols} input columns x {bits} bits do not fill whole {packed} words")
+    nbytes = {"packed_weight": rows * cols * bits // 8}
+    scales = _logical(obj, "scales")
+    if scales not in _FLOATS:
+        bad(f"scales dtype {scales} is not a float type", "scales")
+    nbytes["scales"] = groups * rows * dtypes.itemsize(scales)
+    zeros = _logical(obj, "zeros")
+    if zeros in _FLOATS:
+        nbytes["zeros"] = groups * rows * dtypes.itemsize(zeros)
+    elif zeros in _WORD_BITS and comps["zeros"].type in (None, zeros):
+        if (rows * bits) % _WORD_BITS[zeros]:
+            bad(f"{rows} rows x {bits} bits do not fill whole {zeros} words", "zeros")
+        nbytes["zeros"] = groups * rows * bits // 8
+    else:
+        bad(f"zeros dtype {zeros} is neither a float nor an integer container", "zeros")
+    if "g_idx" in comps:
+        g_idx = comps["g_idx"].dtype
+        if g_idx not in _WORD_BITS:
+            bad(f"g_idx dtype {g_idx} is not an integer", "g_idx")
+        nbytes["g_idx"] = cols * dtypes.itemsize(g_idx)
+    extra = set(comps) - set(nbytes)
+    if extra:
+        bad(f"quantized_group has unknown components {sorted(extra)}", unsupported=True)
+    return QuantizedGroup(rows, cols, bits, group_size, groups, zero_offset, nbytes)
+
+
+def ggml_blocks(obj: Object, path=None, name=None) -> tuple[str, int, int]:
+    """(ggml type name, elements per block, decoded bytes) of a `ggml_quantized` object."""
+
+    def bad(msg, role=None, unsupported=False):
+        cls = UnsupportedError if unsupported else FormatError
+        raise cls(msg, path=path, obj=name, component=role)
+
+    blocks = obj.components.get("blocks")
+    if blocks is None or len(obj.components) != 1:
+        bad(f"ggml_quantized needs exactly one 'blocks' component, has {sorted(obj.components)}")
+    if blocks.dtype != "u8" or blocks.type not in (None, "u8"):
+        bad(f"blocks dtype {blocks.dtype} is not u8", "blocks")
+    qtype = (obj.attributes or {}).get("ggml_type")
+    if not isinstance(qtype, str):
+        bad(f"ggml_quantized attribute 'ggml_type' is {qtype!r}, not a type name")
+    try:
+        elems, size = dtypes.ggml_block(qtype)
+    except UnsupportedError as exc:
+        bad(exc.reason, unsupported=True)
+    if not obj.shape or obj.shape[-1] % elems:
+        bad(
+            f"last dimension of shape {list(obj.shape)} is not a multiple of the {qtype} "
+            f"block of {elems} elements"
+        )
+    return qtype, elems, obj.numel // elems * size
+
+
+def _check_sizes(name: str, obj: Object, nbytes: Mapping[str, int], path) -> None:
+    for role, want in nbytes.items():
+        comp = obj.components[role]
+        have = comp.length if comp.encoding == "raw" else comp.uncompressed_length
+        if have is None:
+            _check_ratio(name, role, comp, want, path)
+        else:
+            _expect(have == want, f"{have} bytes, expected {want} here", path, name, role)
+
+
+def _check_quantized_group(name: str, obj: Object, path) -> None:
+    try:
+        geo = quantized_group(obj, path, name)
+    except UnsupportedError:
+        return  # a variant we cannot read: the rest of the file stays readable
+    _check_sizes(name, obj, geo.nbytes, path)
+
+
+def _check_ggml_quantized(name: str, obj: Object, path) -> None:
+    try:
+        _, _, nbytes = ggml_blocks(obj, path, name)
+    except UnsupportedError:
+        return
+    _check_sizes(name, obj, {"blocks": nbytes}, path)
+
+
+# decoded sizes of every component, for formats whose geometry fixes them
+_EXPECTED_SIZES = {
+    "quantized_group": lambda obj: quantized_group(obj).nbytes,
+    "ggml_quantized": lambda obj: {"blocks": ggml_blocks(obj)[2]},
+}
+
+
 STRUCTURE_CHECKS = {
     "dense": _check_dense,
     "sparse_csr": _check_sparse_csr,
     "sparse_coo": _check_sparse_coo,
+    "quantized_group": _check_quantized_group,
+    "ggml_quantized": _check_ggml_quantized,
     "chunked": _check_chunked,
 }
 
