@@ -405,6 +405,21 @@ class Reader:
             return to_torch(value)
         return value
 
+    def read_components(
+        self, name: str, verify_checksum: bool | None = None, *, copy: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Every stored part of an object as it is in the file: role -> 1-D array in the
+        component's logical dtype (f8 and complex as such). For `quantized_group` this is
+        the packed weights, scales and zero points; for `ggml_quantized` the raw blocks."""
+        self._check_open()
+        obj = self._object(name)
+        return {
+            role: dense.as_logical(
+                self.read_component(name, role, verify=verify_checksum, copy=copy), comp
+            )
+            for role, comp in obj.components.items()
+        }
+
     def read_tensors(
         self,
         names: Iterable[str],

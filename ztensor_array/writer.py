@@ -315,6 +315,84 @@ class Writer:
             name, fmt, tuple(int(s) for s in shape), parts, compress, checksum, attributes
         )
 
+    def add_quantized_group(
+        self,
+        name: str,
+        packed_weight,
+        scales,
+        zeros,
+        shape,
+        *,
+        bits: int,
+        group_size: int,
+        packing: str | None = None,
+        g_idx=None,
+        zero_offset: int = 0,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A GPTQ-style `quantized_group` (SPEC.md): GPTQ's qweight, scales and qzeros (or
+        float zero points) as they are, ``shape`` = [out_features, in_features]. ``packing``
+        defaults to the GPTQ packing of ``bits`` in the qweight dtype ("8_per_i32" at 4 bits);
+        ``zero_offset=1`` for checkpoints that store zero points minus one (GPTQ v1)."""
+        from .layouts import quantized
+
+        self._check_name(name)
+        comps, attrs = quantized.encode(
+            name,
+            as_array(packed_weight),
+            as_array(scales),
+            as_array(zeros),
+            shape,
+            bits=bits,
+            group_size=group_size,
+            packing=packing,
+            g_idx=None if g_idx is None else as_array(g_idx),
+            zero_offset=zero_offset,
+            attributes=attributes,
+        )
+        self.add_object(
+            name,
+            "quantized_group",
+            shape,
+            comps,
+            compress=compress,
+            checksum=checksum,
+            attributes=attrs,
+        )
+
+    def add_ggml_quantized(
+        self,
+        name: str,
+        blocks,
+        ggml_type,
+        shape,
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """GGUF/GGML quantized blocks kept byte for byte (`ggml_quantized`, SPEC.md).
+
+        ``blocks``: the tensor's raw bytes as uint8 (any shape, e.g. gguf's ``tensor.data``);
+        ``ggml_type``: name ("Q4_0"), ``gguf.GGMLQuantizationType`` or its integer id;
+        ``shape``: the logical row-major shape (GGUF's dims reversed).
+        """
+        from .layouts import ggml
+
+        self._check_name(name)
+        comps, attrs = ggml.encode(name, as_array(blocks), ggml_type, shape, attributes)
+        self.add_object(
+            name,
+            "ggml_quantized",
+            shape,
+            comps,
+            compress=compress,
+            checksum=checksum,
+            attributes=attrs,
+        )
+
     def _add_object(self, name, fmt, shape, parts, compress, checksum, attributes) -> None:
         level = normalize_compress(compress)
         checksum = normalize_checksum(checksum)

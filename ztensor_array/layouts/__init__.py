@@ -16,6 +16,8 @@ _READERS: dict[str, tuple[str, str]] = {
     "dense": ("dense", "read_object"),
     "sparse_csr": ("sparse", "read_csr"),
     "sparse_coo": ("sparse", "read_coo"),
+    "quantized_group": ("quantized", "read_object"),
+    "ggml_quantized": ("ggml", "read_object"),
 }
 
 
