@@ -355,7 +355,7 @@ def _check_sparse_csr(name: str, obj: Object, path) -> None:
         )
     values, indices = obj.components["values"], obj.components["indices"]
     if values.encoding == "raw" and indices.encoding == "raw":
-        nv = values.length // dtypes.itemsize(values.dtype)
+        nv = values.length // dtypes.itemsize(_logical(obj, "values"))  # complex: 2 floats
         ni = indices.length // dtypes.itemsize(indices.dtype)
         _expect(nv == ni, f"{nv} values but {ni} indices", path, name)
 
@@ -373,7 +373,7 @@ def _check_sparse_coo(name: str, obj: Object, path) -> None:
     )
     values = obj.components["values"]
     if values.encoding == "raw" and coords.encoding == "raw":
-        nnz = values.length // dtypes.itemsize(values.dtype)
+        nnz = values.length // dtypes.itemsize(_logical(obj, "values"))
         want = len(obj.shape) * nnz * dtypes.itemsize(coords.dtype)
         _expect(
             coords.length == want,

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import FormatError
 from ..manifest import Object
 from .dense import as_logical
@@ -23,8 +24,16 @@ def _as_index(arr: np.ndarray, what: str, fail) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+_NARROW_FLOATS = frozenset({"f16", "bf16", "f8_e4m3", "f8_e5m2"})
+
+
 def _values(obj: Object, get) -> np.ndarray:
-    return as_logical(get("values"), obj.components["values"])
+    values = as_logical(get("values"), obj.components["values"])
+    if dtypes.from_numpy(values.dtype) in _NARROW_FLOATS:
+        # scipy.sparse holds no float type narrower than float32: widen exactly;
+        # Reader.read_components returns the values in their stored dtype
+        values = values.astype(np.float32)
+    return values
 
 
 def read_csr(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=None):
