@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -120,8 +121,17 @@ class Reader:
         except OSError as exc:
             raise ZTensorError(f"cannot open: {exc.strerror}", path=self.path) from None
         try:
-            self.size = os.fstat(self._fd).st_size
+            st = os.fstat(self._fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise ZTensorError("is a folder, not a .zt file", path=self.path)
+            self.size = st.st_size
             self.manifest, self.manifest_offset = self._load_manifest()
+        except OSError as exc:  # e.g. EIO while reading the footer
+            os.close(self._fd)
+            self._fd = -1
+            if isinstance(exc, ZTensorError):
+                raise
+            raise ZTensorError(f"cannot read: {exc.strerror}", path=self.path) from None
         except BaseException:
             os.close(self._fd)
             self._fd = -1
@@ -404,6 +414,20 @@ class Reader:
 
             return to_torch(value)
         return value
+
+    def read_slice(self, name: str, index: Any = (), verify_checksum: bool | None = None):
+        """``read_tensor(name)[index]`` for dense and chunked tensors; a chunked tensor
+        decodes only the chunks the selection touches (in parallel). Returns an owned array."""
+        self._check_open()
+        obj = self._object(name)
+        if obj.format != "chunked":
+            return np.array(self.read_tensor(name, verify_checksum=verify_checksum)[index])
+        from .layouts import chunked
+
+        def get(role: str) -> np.ndarray:
+            return self.read_component(name, role, verify=verify_checksum)
+
+        return chunked.read_region(obj, get, index, path=self.path, name=name)
 
     def read_components(
         self, name: str, verify_checksum: bool | None = None, *, copy: bool = False
