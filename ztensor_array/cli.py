@@ -184,7 +184,7 @@ def info(file: str, as_json: bool, full: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(soft_wrap=True)
+    console = Console(width=None if sys.stdout.isatty() else 240)
     objs = d["objects"]
     stored = sum(o["stored_bytes"] for o in objs)
     raw = sum(o["raw_bytes"] or 0 for o in objs)
@@ -222,7 +222,7 @@ def info(file: str, as_json: bool, full: bool) -> None:
             _size(o["stored_bytes"]),
             _size(o["raw_bytes"]),
             o["digest"] or "",
-            _short(o["attributes"]) if o["attributes"] else "",
+            _short(o["attributes"], 60) if o["attributes"] else "",
         )
     console.print(table)
 

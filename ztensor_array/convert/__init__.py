@@ -136,8 +136,16 @@ def detect_format(path: str) -> str:
     )
 
 
-def open_source(path: str, fmt: str = "auto", *, dequantize: bool = False) -> Source:
-    """Open one input as a Source of tensors."""
+def open_source(
+    path: str,
+    fmt: str = "auto",
+    *,
+    dequantize: bool = False,
+    compress: int = 0,
+    checksum: str | None = None,
+) -> Source:
+    """Open one input as a Source of tensors (``compress``/``checksum``: for inputs such as
+    xarray datasets that are encoded while they are opened)."""
     path = os.fspath(path)
     if fmt == "auto":
         fmt = detect_format(path)
@@ -156,7 +164,7 @@ def open_source(path: str, fmt: str = "auto", *, dequantize: bool = False) -> So
     if fmt == "xarray":
         from .xarray import XarraySource
 
-        return XarraySource(path)
+        return XarraySource(path, compress=compress, checksum=checksum)
     raise UnsupportedError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
 
 
@@ -246,7 +254,9 @@ def convert(
     writer = Writer(out, "w" if overwrite else "x")
     try:
         for path, f, prefix in zip(inputs, fmts, prefixes):
-            with open_source(path, f, dequantize=dequantize) as src:
+            with open_source(
+                path, f, dequantize=dequantize, compress=level, checksum=checksum
+            ) as src:
                 _merge_attributes(attributes, src.attributes, path)
                 for item in src.items():
                     name = prefix + item.name

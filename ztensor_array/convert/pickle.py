@@ -1,0 +1,492 @@
+"""PyTorch checkpoints and plain pickles in, without torch and without running their code.
+
+``RestrictedUnpickler.find_class`` resolves only an explicit allow-list of globals: torch's
+tensor-rebuilding helpers and storage/dtype names (answered by our own stand-ins, so torch is
+never imported), ``collections.OrderedDict`` and numpy's array reconstruction helpers.
+Anything else (``os.system``, a model class, ...) is refused with an error naming it before
+it can be called. Storages are read straight from the archive, one tensor at a time:
+
+- zip checkpoints (torch >= 1.6): ``<prefix>/data.pkl`` plus ``<prefix>/data/<key>`` entries;
+- legacy torch files: magic number, protocol, system info, the object pickle, the list of
+  storage keys, then each storage as an int64 element count followed by its bytes;
+- plain pickles of dicts, lists, tuples and numpy arrays.
+
+Nested containers are flattened to dotted names ("model.layer.0.weight"); scalars and text
+become global attributes.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import math
+import os
+import pickle
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import FormatError, UnsupportedError, ZTensorError
+from . import Item, Source
+
+TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+_INT64 = 8
+
+
+class _StorageType:
+    """Stand-in for a torch storage class (``torch.FloatStorage``, ``UntypedStorage``)."""
+
+    __slots__ = ("dtype", "name")
+
+    def __init__(self, name: str, dtype: str | None) -> None:
+        self.name, self.dtype = name, dtype
+
+    def __setstate__(self, state) -> None:
+        raise FormatError(f"pickle tries to modify {self.name}")
+
+
+class _TorchDType:
+    """Stand-in for a torch dtype object (``torch.float8_e4m3fn``)."""
+
+    __slots__ = ("dtype", "name")
+
+    def __init__(self, name: str, dtype: str) -> None:
+        self.name, self.dtype = name, dtype
+
+    def __setstate__(self, state) -> None:
+        raise FormatError(f"pickle tries to modify torch.{self.name}")
+
+
+class _Storage:
+    """A storage in the file: its key, element dtype (None: bytes) and declared size."""
+
+    __slots__ = ("dtype", "key", "numel")
+
+    def __init__(self, key: str, dtype: str | None, numel: int) -> None:
+        self.key, self.dtype, self.numel = key, dtype, numel
+
+    def __setstate__(self, state) -> None:
+        raise FormatError("pickle tries to modify a storage")
+
+
+class _Tensor:
+    """A tensor rebuilt from a storage view; materialised only when written."""
+
+    __slots__ = ("dtype", "offset", "shape", "storage", "stride")
+
+    def __init__(self, storage: _Storage, offset, size, stride, dtype: str | None) -> None:
+        if not isinstance(storage, _Storage):
+            raise FormatError("tensor is not backed by a storage of this file")
+        dtype = dtype or storage.dtype
+        if dtype is None:
+            raise FormatError("tensor has no dtype")
+        for value, what in ((offset, "storage offset"),):
+            if type(value) is not int or value < 0:
+                raise FormatError(f"tensor {what} {value!r} is invalid")
+        size, stride = tuple(size), tuple(stride)
+        if len(size) != len(stride) or not all(type(v) is int and v >= 0 for v in (*size, *stride)):
+            raise FormatError(f"tensor size {size!r} / stride {stride!r} are invalid")
+        self.storage, self.offset, self.shape, self.stride, self.dtype = (
+            storage,
+            offset,
+            size,
+            stride,
+            dtype,
+        )
+
+    def __setstate__(self, state) -> None:
+        raise FormatError("pickle tries to modify a tensor")
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * dtypes.itemsize(self.dtype)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _Tensor(storage, storage_offset, size, stride, None)
+
+
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
+    return _Tensor(storage, storage_offset, size, stride, None)
+
+
+def _rebuild_tensor_v3(
+    storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None
+):
+    if not isinstance(dtype, _TorchDType):
+        raise FormatError("tensor dtype is not a torch dtype")
+    return _Tensor(storage, storage_offset, size, stride, dtype.dtype)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    if not isinstance(data, _Tensor):
+        raise FormatError("parameter does not wrap a tensor")
+    return data
+
+
+def _codecs_encode(text, encoding="utf-8"):
+    """Protocol-2 pickles spell bytes as ``_codecs.encode(str, "latin1")``."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise FormatError("refusing _codecs.encode with unexpected arguments")
+    return text.encode("latin1")
+
+
+def _torch_size(values=()):
+    return tuple(values)
+
+
+_STORAGE_DTYPES = {
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+}
+_TORCH_DTYPE_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "long": "int64",
+    "int": "int32",
+    "short": "int16",
+    "cfloat": "complex64",
+    "cdouble": "complex128",
+}
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    out: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[(mod, "_reconstruct")] = np.ndarray.__reduce__(np.zeros(0))[0]
+        out[(mod, "scalar")] = np.float64(0).__reduce__()[0]
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        out[(mod, "_frombuffer")] = _frombuffer
+    for name in (
+        "float64",
+        "float32",
+        "float16",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool_",
+        "complex64",
+        "complex128",
+    ):
+        out[("numpy", name)] = getattr(np, name)
+    return out
+
+
+def _frombuffer(buf, dtype, shape, order):
+    if not isinstance(buf, (bytes, bytearray)) or not isinstance(dtype, np.dtype):
+        raise FormatError("refusing numpy _frombuffer with unexpected arguments")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+
+def _allowed() -> dict[tuple[str, str], Any]:
+    allowed: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "slice"): slice,
+        ("_codecs", "encode"): _codecs_encode,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+        ("torch", "Size"): _torch_size,
+        ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", None),
+        ("torch", "UntypedStorage"): _StorageType("UntypedStorage", None),
+    }
+    for cls, long_name in _STORAGE_DTYPES.items():
+        allowed[("torch", cls)] = _StorageType(cls, dtypes.from_legacy(long_name))
+    for name in dtypes.NAMES:
+        attr = dtypes.lookup(name).torch
+        if attr:
+            allowed[("torch", attr)] = _TorchDType(attr, name)
+    for alias, target in _TORCH_DTYPE_ALIASES.items():
+        allowed[("torch", alias)] = _TorchDType(alias, dtypes.from_legacy(target))
+    allowed.update(_numpy_globals())
+    return allowed
+
+
+_ALLOWED: dict[tuple[str, str], Any] | None = None
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An Unpickler that resolves only tensor-rebuilding globals; nothing else can run."""
+
+    def __init__(self, file, *, path: str, storages: dict[str, _Storage] | None) -> None:
+        super().__init__(file)
+        self._path = path
+        self._storages = storages
+
+    def find_class(self, module: str, name: str) -> Any:
+        global _ALLOWED
+        if _ALLOWED is None:
+            _ALLOWED = _allowed()
+        try:
+            return _ALLOWED[(module, name)]
+        except (KeyError, TypeError):
+            raise UnsupportedError(
+                f"refusing to load global '{module}.{name}': only tensor-rebuilding globals "
+                "are allowed (no code from the file is run)",
+                path=self._path,
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._storages is None:
+            raise FormatError("plain pickle refers to external storage", path=self._path)
+        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
+            raise FormatError(f"unknown persistent id {str(pid)[:60]!r}", path=self._path)
+        stype, key, _location, numel = pid[1:5]
+        if not isinstance(stype, _StorageType) or type(numel) is not int or numel < 0:
+            raise FormatError("malformed storage reference", path=self._path)
+        key = str(key)
+        known = self._storages.get(key)
+        if known is None:
+            known = self._storages[key] = _Storage(key, stype.dtype, numel)
+        return known
+
+
+def _load(data, path: str, storages) -> Any:
+    try:
+        return RestrictedUnpickler(data, path=path, storages=storages).load()
+    except ZTensorError:
+        raise
+    except RecursionError:
+        raise FormatError("pickle is nested too deeply", path=path) from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+    ) as exc:
+        raise FormatError(
+            f"not a loadable pickle ({type(exc).__name__}: {exc})", path=path
+        ) from None
+
+
+class PickleSource(Source):
+    """A torch zip checkpoint, a legacy torch file or a plain pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.attributes: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self._zip: zipfile.ZipFile | None = None
+        self._file = None
+        self._spans: dict[str, tuple[int, int]] = {}
+        self._cache: tuple[str, np.ndarray] | None = None
+        self._storages: dict[str, _Storage] = {}
+        self._big_endian = False
+        try:
+            if zipfile.is_zipfile(path):
+                self._root = self._open_zip()
+            else:
+                self._root = self._open_stream()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+
+    def _open_zip(self) -> Any:
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+            names = self._zip.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise FormatError(f"not a readable zip checkpoint ({exc})", path=self.path) from None
+        pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
+        if len(pkls) != 1:
+            raise FormatError(
+                "zip archive has no single data.pkl (not a torch checkpoint)", path=self.path
+            )
+        self._prefix = pkls[0][: -len("data.pkl")]
+        if self._prefix + "byteorder" in names:
+            order = self._zip.read(self._prefix + "byteorder").decode("ascii", "replace")
+            self._big_endian = order.strip() == "big"
+        with self._zip.open(pkls[0]) as f:
+            return _load(io.BufferedReader(f), self.path, self._storages)
+
+    def _open_stream(self) -> Any:
+        try:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise ZTensorError(f"cannot open: {exc.strerror}", path=self.path) from None
+        first = _load(self._file, self.path, None)
+        if not (type(first) is int and first == TORCH_MAGIC):
+            return first  # a plain pickle: the first object is the content
+        protocol = _load(self._file, self.path, None)
+        if protocol != 1001:
+            raise UnsupportedError(f"legacy torch protocol {protocol!r}", path=self.path)
+        sys_info = _load(self._file, self.path, None)
+        if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
+            self._big_endian = True
+        root = _load(self._file, self.path, self._storages)
+        keys = _load(self._file, self.path, None)
+        if not isinstance(keys, list):
+            raise FormatError("legacy torch file has no storage key list", path=self.path)
+        size = os.fstat(self._file.fileno()).st_size
+        pos = self._file.tell()
+        for key in keys:
+            st = self._storages.get(str(key))
+            if st is None:
+                raise FormatError(f"storage {key!r} is listed but never used", path=self.path)
+            head = os.pread(self._file.fileno(), _INT64, pos)
+            if len(head) != _INT64:
+                raise FormatError(f"file ends before storage {key!r}", path=self.path)
+            count = int.from_bytes(head, "little", signed=True)
+            nbytes = count * (dtypes.itemsize(st.dtype) if st.dtype else 1)
+            if count != st.numel or pos + _INT64 + nbytes > size:
+                raise FormatError(f"storage {key!r} is truncated or mis-sized", path=self.path)
+            self._spans[str(key)] = (pos + _INT64, nbytes)
+            pos += _INT64 + nbytes
+        return root
+
+    # ------------------------------------------------------------------ storages
+
+    def _storage_bytes(self, st: _Storage) -> np.ndarray:
+        if self._cache is not None and self._cache[0] == st.key:
+            return self._cache[1]
+        if self._zip is not None:
+            entry = f"{self._prefix}data/{st.key}"
+            try:
+                info = self._zip.getinfo(entry)
+            except KeyError:
+                raise FormatError(
+                    f"storage {st.key!r} is missing from the archive", path=self.path
+                ) from None
+            want = st.numel * (dtypes.itemsize(st.dtype) if st.dtype else 1)
+            if info.file_size != want:
+                raise FormatError(
+                    f"storage {st.key!r} holds {info.file_size} bytes, expected {want}",
+                    path=self.path,
+                )
+            try:
+                raw = np.frombuffer(self._zip.read(entry), dtype=np.uint8)
+            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+                raise FormatError(
+                    f"storage {st.key!r} is unreadable ({exc})", path=self.path
+                ) from None
+        else:
+            span = self._spans.get(st.key)
+            if span is None:
+                raise FormatError(f"storage {st.key!r} has no data", path=self.path)
+            raw = np.empty(span[1], dtype=np.uint8)
+            got = self._file.readinto(memoryview(raw)) if self._seek(span[0]) else 0
+            if got != span[1]:
+                raise FormatError(f"storage {st.key!r} is truncated", path=self.path)
+        self._cache = (st.key, raw)
+        return raw
+
+    def _seek(self, pos: int) -> bool:
+        self._file.seek(pos)
+        return True
+
+    def _materialize(self, t: _Tensor) -> np.ndarray:
+        dt = dtypes.to_numpy(t.dtype)
+        if self._big_endian:
+            dt = dt.newbyteorder(">")
+        raw = self._storage_bytes(t.storage)
+        n = raw.size // dt.itemsize
+        if math.prod(t.shape) == 0:
+            return np.zeros(t.shape, dtype=dtypes.to_numpy(t.dtype))
+        last = t.offset + sum((s - 1) * st for s, st in zip(t.shape, t.stride))
+        if last >= n:
+            raise FormatError(
+                f"tensor view reaches element {last} of a storage of {n}", path=self.path
+            )
+        base = raw[: n * dt.itemsize].view(dt)
+        view = np.lib.stride_tricks.as_strided(
+            base[t.offset :], t.shape, tuple(s * dt.itemsize for s in t.stride), writeable=False
+        )
+        return np.ascontiguousarray(view).astype(dtypes.to_numpy(t.dtype), copy=False)
+
+    # ------------------------------------------------------------------ items
+
+    def items(self) -> Iterator[Item]:
+        for name, value in _flatten(self._root, ""):
+            if isinstance(value, _Tensor):
+                yield Item(name or "tensor", value.nbytes, self._tensor_writer(value))
+            elif isinstance(value, np.ndarray):
+                if value.dtype.kind in "OUSV":
+                    self.notes.append(
+                        f"{self.path}: skipped {name!r} (numpy dtype "
+                        f"{value.dtype} has no zTensor equivalent)"
+                    )
+                    continue
+                yield Item(name or "array", value.nbytes, _array_writer(value))
+            elif isinstance(value, np.generic):
+                self.attributes[name or "value"] = value.item()
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                self.attributes[name or "value"] = value
+            else:
+                self.notes.append(
+                    f"{self.path}: skipped {name!r} ({type(value).__name__} is not a tensor)"
+                )
+
+    def _tensor_writer(self, t: _Tensor):
+        def write(writer, out_name, level, checksum, attributes=None) -> None:
+            writer.add_tensor(
+                out_name,
+                self._materialize(t),
+                compress=level,
+                checksum=checksum,
+                attributes=attributes,
+            )
+
+        return write
+
+    def close(self) -> None:
+        self._cache = None
+        if self._zip is not None:
+            self._zip.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _array_writer(array: np.ndarray):
+    def write(writer, out_name, level, checksum, attributes=None) -> None:
+        writer.add_tensor(out_name, array, compress=level, checksum=checksum, attributes=attributes)
+
+    return write
+
+
+def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(dotted name, leaf) pairs of nested dicts, lists and tuples, in their order."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(value, (list, tuple)) and not (
+        value and all(isinstance(v, (int, float, str, bool)) for v in value)
+    ):
+        for i, v in enumerate(value):
+            yield from _flatten(v, f"{prefix}.{i}" if prefix else str(i))
+    else:
+        yield prefix, value
