@@ -453,15 +453,19 @@ def migrate(src, out, compress, level, checksum, force, quiet) -> None:
 
     with RichProgress(quiet) as bar:
         bar.start(f"migrate -> {os.path.basename(out)}", None)
-        result = run(
+        report = run(
             src,
             out,
             compress=compress or level is not None,
             level=level,
-            checksum=None if checksum == "none" else checksum,
+            checksum=checksum,  # None keeps legacy checksums as crc32c, "none" drops them
             overwrite=force,
         )
-    _say(quiet, f"{out}: migrated" + (f" ({result})" if result is not None else ""))
+    _say(
+        quiet,
+        f"{out}: {report.tensors} tensors migrated to v1.1, "
+        f"{_size(report.bytes_in)} -> {_size(report.bytes_out)}",
+    )
 
 
 @cli.command()
