@@ -1,0 +1,376 @@
+"""Writer: atomic replace, modes, names, input kinds, padding and attributes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import cbor2
+import numpy as np
+import pytest
+from conftest import ALL_DTYPES, assert_same, sample
+
+import ztensor_array as za
+from ztensor_array.errors import FileExistsZTError, ZTensorError
+
+
+def _manifest(data: bytes) -> dict:
+    n = int.from_bytes(data[-16:-8], "little")
+    return cbor2.loads(data[-16 - n : -16])
+
+
+def _write(path, arrays, **kw):
+    with za.Writer(path, **kw) as w:
+        for n, a in arrays.items():
+            w.add_tensor(n, a)
+
+
+@pytest.fixture
+def previous(tmp_path):
+    path = tmp_path / "model.zt"
+    _write(path, {"old": np.arange(10, dtype=np.int32)})
+    return path, path.read_bytes(), sorted(os.listdir(tmp_path))
+
+
+# --------------------------------------------------------------------------- atomicity
+
+
+def test_exception_inside_with_keeps_previous_file(previous):
+    path, before, listing = previous
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with za.Writer(path) as w:
+            w.add_tensor("new", np.ones(1000, np.float64))
+            w.add_tensor("z", np.ones(1000, np.float64), compress=True)
+            raise Boom
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(path.parent)) == listing
+
+
+def test_abort_and_unfinalized_writer_leave_nothing(tmp_path, previous):
+    path, before, listing = previous
+    w = za.Writer(path)
+    w.add_tensor("x", np.ones(10))
+    w.abort()
+    assert path.read_bytes() == before
+    fresh = tmp_path / "never.zt"
+    w = za.Writer(fresh)
+    w.add_tensor("x", np.ones(10))
+    del w  # dropped without finalize
+    import gc
+
+    gc.collect()
+    assert not fresh.exists()
+    assert sorted(os.listdir(tmp_path)) == listing
+
+
+def test_sigkill_before_finalize_keeps_previous_file(previous):
+    path, before, listing = previous
+    script = textwrap.dedent(
+        f"""
+        import os, signal, numpy as np, ztensor_array as za
+        w = za.Writer({str(path)!r})
+        w.add_tensor("a", np.ones(1 << 20, np.float32))
+        w.add_tensor("b", np.ones(1 << 20, np.float32), compress=True)
+        w._flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(path.parent)) == listing
+    with za.Reader(path) as r:
+        assert r.tensor_names == ["old"]
+
+
+def test_successful_replace(previous):
+    path, _, listing = previous
+    _write(path, {"new": np.ones(3, np.float32)})
+    with za.Reader(path) as r:
+        assert r.tensor_names == ["new"]
+    assert sorted(os.listdir(path.parent)) == listing
+
+
+def test_reader_of_old_file_unaffected_by_replace(previous):
+    path, _, _ = previous
+    with za.Reader(path) as r:
+        old = r.read_tensor("old")
+        _write(path, {"new": np.zeros(3)})
+        assert_same(old, np.arange(10, dtype=np.int32))  # the old inode is still mapped
+        assert_same(r.read_tensor("old"), np.arange(10, dtype=np.int32))
+
+
+def test_mode_x_refuses_existing_path(previous):
+    path, before, listing = previous
+    with pytest.raises(FileExistsZTError) as info:
+        za.Writer(path, mode="x")
+    assert isinstance(info.value, FileExistsError) and str(path) in str(info.value)
+    assert path.read_bytes() == before
+
+
+def test_mode_x_loses_race_cleanly(tmp_path):
+    path = tmp_path / "race.zt"
+    w = za.Writer(path, mode="x")
+    w.add_tensor("mine", np.ones(4))
+    path.write_bytes(b"someone else")
+    with pytest.raises(FileExistsZTError):
+        w.finalize()
+    assert path.read_bytes() == b"someone else"
+    assert os.listdir(tmp_path) == ["race.zt"]
+
+
+def test_mode_x_creates_new(tmp_path):
+    path = tmp_path / "x.zt"
+    _write(path, {"a": np.ones(2)}, mode="x")
+    with za.Reader(path) as r:
+        assert r.tensor_names == ["a"]
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError):
+        za.Writer("whatever.zt", mode="r")
+
+
+def test_missing_folder_is_ztensor_error(tmp_path):
+    with pytest.raises(ZTensorError):
+        za.Writer(tmp_path / "no" / "such" / "dir.zt")
+
+
+# --------------------------------------------------------------------------- names and misuse
+
+
+def test_duplicate_names_error(tmp_path):
+    path = tmp_path / "d.zt"
+    with za.Writer(path) as w:
+        w.add_tensor("a", np.ones(2))
+        with pytest.raises(ZTensorError) as info:
+            w.add_tensor("a", np.zeros(2))
+        assert "'a'" in str(info.value)
+        with pytest.raises(ZTensorError):
+            w.add_sparse_coo("a", np.ones(1), np.array([[0], [0]]), (2, 2))
+    with za.Reader(path) as r:
+        assert_same(r.read_tensor("a"), np.ones(2))
+
+
+def test_use_after_finalize(tmp_path):
+    w = za.Writer(tmp_path / "f.zt")
+    w.add_tensor("a", np.ones(2))
+    w.finalize()
+    with pytest.raises(ZTensorError):
+        w.add_tensor("b", np.ones(2))
+    with pytest.raises(ZTensorError):
+        w.finalize()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.array(["a", "b"]), np.array([object(), 1], dtype=object), np.zeros(2, np.float128)],
+)
+def test_unsupported_arrays(tmp_path, bad):
+    path = tmp_path / "u.zt"
+    with za.Writer(path) as w:
+        with pytest.raises(ZTensorError) as info:
+            w.add_tensor("bad", bad)
+        assert "'bad'" in str(info.value)
+        w.add_tensor("good", np.ones(1))
+    with za.Reader(path) as r:
+        assert r.tensor_names == ["good"]
+
+
+@pytest.mark.parametrize("kw", [{"compress": 23}, {"compress": -1}, {"checksum": "md5"}])
+def test_bad_options(tmp_path, kw):
+    with za.Writer(tmp_path / "o.zt") as w:
+        with pytest.raises(ValueError):
+            w.add_tensor("t", np.ones(2), **kw)
+
+
+def test_non_text_names_rejected(tmp_path):
+    with za.Writer(tmp_path / "n.zt") as w:
+        with pytest.raises(TypeError):
+            w.add_tensor(3, np.ones(2))
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_0d_keeps_shape_empty(tmp_path):
+    path = tmp_path / "s.zt"
+    with za.Writer(path) as w:
+        w.add_tensor("s", np.array(7, np.int16))
+        w.add_tensor("z", np.float64(2.5), compress=True)
+        w.add_tensor("py", 3.0)
+    assert _manifest(path.read_bytes())["objects"]["s"]["shape"] == []
+    with za.Reader(path) as r:
+        assert_same(r.read_tensor("s"), np.array(7, np.int16))
+        assert_same(r.read_tensor("z"), np.array(2.5))
+        assert r.read_tensor("py").shape == () and float(r.read_tensor("py")) == 3.0
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_noncontiguous_and_big_endian(tmp_path, dtype):
+    base = sample(dtype, (6, 8))
+    path = tmp_path / "n.zt"
+    views = {
+        "T": base.T,
+        "strided": base[::2, 1::3],
+        "neg": base[::-1],
+        "fortran": np.asfortranarray(base),
+    }
+    if base.dtype.byteorder not in "|" and base.dtype.kind != "V":
+        be = base.dtype.newbyteorder(">")
+        if be != base.dtype:
+            views["big"] = base.astype(be)
+    with za.Writer(path) as w:
+        for n, v in views.items():
+            w.add_tensor(n, v)
+            w.add_tensor(n + "_z", v, compress=True)
+    with za.Reader(path) as r:
+        for n, v in views.items():
+            want = np.ascontiguousarray(v).astype(base.dtype)
+            assert_same(r.read_tensor(n), want)
+            assert_same(r.read_tensor(n + "_z"), want)
+
+
+def test_big_endian_is_stored_little_endian(tmp_path):
+    path = tmp_path / "be.zt"
+    with za.Writer(path) as w:
+        w.add_tensor("x", np.array([1, 2], ">u4"))
+    data = path.read_bytes()
+    c = _manifest(data)["objects"]["x"]["components"]["data"]
+    assert c["dtype"] == "u32"
+    assert data[c["offset"] : c["offset"] + 8] == b"\x01\x00\x00\x00\x02\x00\x00\x00"
+
+
+def test_list_and_array_like_inputs(tmp_path):
+    class ArrayLike:
+        def __array__(self, dtype=None, copy=None):
+            return np.arange(6, dtype=np.int8).reshape(2, 3)
+
+    path = tmp_path / "l.zt"
+    with za.Writer(path) as w:
+        w.add_tensor("list", [[1.5, 2.5], [3.5, 4.5]])
+        w.add_tensor("ints", [1, 2, 3])
+        w.add_tensor("bools", [True, False])
+        w.add_tensor("obj", ArrayLike())
+        w.add_sparse_csr("csr", [1.0, 2.0], [0, 1], [0, 1, 2], (2, 2))
+    with za.Reader(path) as r:
+        assert_same(r.read_tensor("list"), np.array([[1.5, 2.5], [3.5, 4.5]]))
+        assert_same(r.read_tensor("ints"), np.array([1, 2, 3]))
+        assert_same(r.read_tensor("bools"), np.array([True, False]))
+        assert_same(r.read_tensor("obj"), np.arange(6, dtype=np.int8).reshape(2, 3))
+        np.testing.assert_array_equal(r.read_tensor("csr").toarray(), np.eye(2) * [1.0, 2.0])
+
+
+def test_torch_inputs(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
+    tensors = {
+        "bf16": torch.randn(5, 3).to(torch.bfloat16),
+        "u16": torch.tensor([0, 1, 65535], dtype=torch.uint16),
+        "u32": torch.tensor([0, 1, 2**32 - 1], dtype=torch.uint32),
+        "u64": torch.tensor([0, 1, 2**63 + 5], dtype=torch.uint64),
+        "bool": torch.tensor([True, False, True]),
+        "f8": torch.tensor([0.5, -2.0]).to(torch.float8_e4m3fn),
+        "c64": torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64),
+        "T": torch.arange(12.0).reshape(3, 4).t(),  # non-contiguous
+        "neg": torch.arange(4.0).neg()._neg_view()
+        if hasattr(torch.Tensor, "_neg_view")
+        else torch.arange(4.0),
+        "conj": torch.tensor([1 + 1j], dtype=torch.complex64).conj(),
+        "scalar": torch.tensor(3.25),
+        "grad": torch.ones(2, requires_grad=True),
+    }
+    path = tmp_path / "t.zt"
+    with za.Writer(path) as w:
+        for n, t in tensors.items():
+            w.add_tensor(n, t)
+    with za.Reader(path) as r:
+        for n, t in tensors.items():
+            got = r.read_tensor(n, to="torch")
+            want = t.detach().resolve_conj().resolve_neg()
+            assert got.dtype == want.dtype and got.shape == want.shape, n
+            got_bytes = got.reshape(-1).view(torch.uint8)
+            assert torch.equal(got_bytes, want.contiguous().reshape(-1).view(torch.uint8)), n
+        assert r.read_tensor("u64")[2] == 2**63 + 5
+
+
+# --------------------------------------------------------------------------- layout of bytes
+
+
+def test_blobs_aligned_and_padding_zero(tmp_path):
+    path = tmp_path / "p.zt"
+    with za.Writer(path) as w:
+        w.add_tensor("a", np.full(3, 0xFF, np.uint8))
+        w.add_tensor("b", np.full(5, -1, np.int64), compress=True)
+        w.add_tensor("c", np.full(1, 0xFF, np.uint8))
+    data = path.read_bytes()
+    comps = sorted(
+        (c["offset"], c["length"])
+        for o in _manifest(data)["objects"].values()
+        for c in o["components"].values()
+    )
+    assert comps[0][0] == 64 and data[:8] == b"ZTEN1000" and data[-8:] == b"ZTEN1000"
+    assert data[8:64] == bytes(56)
+    for (off, length), (nxt, _) in zip(comps, comps[1:]):
+        assert off % 64 == 0 and nxt % 64 == 0
+        assert data[off + length : nxt] == bytes(nxt - off - length)
+    mlen = int.from_bytes(data[-16:-8], "little")
+    assert comps[-1][0] + comps[-1][1] == len(data) - 16 - mlen  # manifest follows directly
+
+
+def test_buffer_reuse_after_add_does_not_change_the_file(tmp_path):
+    path = tmp_path / "r.zt"
+    buf = np.arange(100_000, dtype=np.float32)
+    with za.Writer(path) as w:
+        w.add_tensor("z", buf, compress=True, checksum="crc32c")
+        buf[:] = -1  # reuse the buffer before the compressed blob is written
+        w.add_tensor("raw", buf)
+    with za.Reader(path) as r:
+        assert_same(r.read_tensor("z", verify_checksum=True), np.arange(100_000, dtype=np.float32))
+        assert_same(r.read_tensor("raw"), np.full(100_000, -1, np.float32))
+
+
+def test_attributes(tmp_path):
+    path = tmp_path / "a.zt"
+    obj_attrs = {"unit": "m", "scale": 0.5, "dims": ["x", "y"], "nested": {"k": [1, None]}}
+    with za.Writer(path) as w:
+        w.attributes["title"] = "hello"
+        w.attributes["count"] = 3
+        w.add_tensor("t", np.ones((2, 2)), attributes=obj_attrs)
+    m = _manifest(path.read_bytes())
+    assert m["objects"]["t"]["attributes"] == obj_attrs
+    assert m["attributes"]["title"] == "hello"
+    with za.Reader(path) as r:
+        assert r.attributes == {"title": "hello", "count": 3}
+        assert r.metadata("t").attributes == obj_attrs
+
+
+def test_reserved_and_bad_global_attributes(tmp_path):
+    with pytest.raises(ZTensorError):
+        with za.Writer(tmp_path / "a.zt") as w:
+            w.attributes["__ztensor_array_cbor__"] = "x"
+    with pytest.raises(ZTensorError):
+        with za.Writer(tmp_path / "b.zt") as w:
+            w.attributes["bad"] = object()
+    assert not (tmp_path / "a.zt").exists() and not (tmp_path / "b.zt").exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_many_tensors_written_in_add_order(tmp_path):
+    path = tmp_path / "o.zt"
+    names = [f"t{i}" for i in range(50)][::-1]
+    with za.Writer(path) as w:
+        for i, n in enumerate(names):
+            w.add_tensor(n, np.full(i + 1, i, np.int32), compress=i % 2 == 0)
+    m = _manifest(path.read_bytes())["objects"]
+    offsets = [m[n]["components"]["data"]["offset"] for n in names]
+    assert offsets == sorted(offsets)
+    with za.Reader(path) as r:
+        for i, n in enumerate(names):
+            assert_same(r.read_tensor(n), np.full(i + 1, i, np.int32))
