@@ -102,7 +102,25 @@ def decompress_unbounded(src, limit: int) -> bytes:
                     raise ZstdFrameError(f"zstd frame decodes to more than {limit} bytes")
     except zstandard.ZstdError as exc:
         raise ZstdFrameError(f"corrupt zstd frame ({exc})") from None
+    if not _frames_complete(src):  # a stream reader ends quietly at a truncated frame
+        raise ZstdFrameError("zstd frame is truncated")
     return b"".join(parts)
+
+
+def _frames_complete(src) -> bool:
+    """Whether every frame in ``src`` ends properly. Called after a bounded decode of the
+    same bytes succeeded, so decoding again here cannot allocate more than that."""
+    data = memoryview(src).cast("B")
+    try:
+        while data.nbytes:
+            dobj = _decompressor().decompressobj()
+            dobj.decompress(data)
+            if not dobj.eof:
+                return False
+            data = data[data.nbytes - len(dobj.unused_data) :]
+    except zstandard.ZstdError:
+        return False
+    return True
 
 
 class ZstdCodec(Codec):
