@@ -35,8 +35,10 @@ class RepairReport:
     def __str__(self) -> str:
         if not self.changed:
             return f"{self.path}: intact ({len(self.objects)} objects, {self.kept_size} bytes)"
-        return (f"{self.path}: cut {self.dropped_bytes} bytes of a torn write after byte "
-                f"{self.kept_size}; restored {len(self.objects)} objects")
+        return (
+            f"{self.path}: cut {self.dropped_bytes} bytes of a torn write after byte "
+            f"{self.kept_size}; restored {len(self.objects)} objects"
+        )
 
 
 def repair(path: str | os.PathLike, out: str | os.PathLike | None = None) -> RepairReport:
@@ -65,10 +67,11 @@ def compact(path: str | os.PathLike, *, durable: bool = False) -> int:
     with Reader(path) as r, Writer(path, mode="w", durable=durable) as w:
         w.attributes = r.attributes
         objects = r.manifest.objects
-        order = sorted(objects, key=lambda n: min(
-            (c.offset for c in objects[n].components.values()), default=0))
+        order = sorted(
+            objects,
+            key=lambda n: min((c.offset for c in objects[n].components.values()), default=0),
+        )
         for name in order:
             obj = objects[name]
-            w.copy_object(name, obj, {role: r.stored_bytes(name, role)
-                                      for role in obj.components})
+            w.copy_object(name, obj, {role: r.stored_bytes(name, role) for role in obj.components})
     return before - os.stat(path).st_size

@@ -282,8 +282,7 @@ class Reader:
         self._check_open()
         comp = self._object(name).components.get(role)
         if comp is None:
-            raise TensorNotFoundError("no such component", path=self.path, obj=name,
-                                      component=role)
+            raise TensorNotFoundError("no such component", path=self.path, obj=name, component=role)
         return self._stored(comp)
 
     def _verify(self, name: str, role: str, comp: Component, stored) -> None:
@@ -493,9 +492,8 @@ def last_complete_state(path: str | os.PathLike) -> tuple[int, Manifest] | None:
                     return None
                 end = hit + len(manifest.MAGIC)
                 try:
-                    start, length = manifest.locate(end, mm[end - manifest.FOOTER_SIZE:end],
-                                                    path)
-                    m = manifest.decode(mm[start:start + length], path=path)
+                    start, length = manifest.locate(end, mm[end - manifest.FOOTER_SIZE : end], path)
+                    m = manifest.decode(mm[start : start + length], path=path)
                     manifest.validate(m, start, path=path)
                 except ZTensorError:
                     continue

@@ -125,6 +125,7 @@ class Writer:
         self._done = False
         self._append_base = 0
         self._streaming: str | None = None
+        self._base_state: tuple | None = None
         self._base_objects: dict[str, Object] = {}
         if mode == "a":
             self._open_append()
@@ -163,16 +164,18 @@ class Writer:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._close_fd()
-            raise ZTensorError("another writer is appending to this file", path=self.path) \
-                from None
+            raise ZTensorError("another writer is appending to this file", path=self.path) from None
         try:
             st = os.fstat(self._fd)
             with Reader(self.path) as r:
                 if r.manifest_offset is None:
-                    raise UnsupportedError("legacy v0.1 files cannot be appended to; "
-                                           "migrate them first", path=self.path)
+                    raise UnsupportedError(
+                        "legacy v0.1 files cannot be appended to; migrate them first",
+                        path=self.path,
+                    )
                 self._objects = dict(r.manifest.objects)
                 self.attributes = r.attributes
+                self._base_state = (dict(self._objects), r.attributes)
                 same = r.size == st.st_size and os.stat(self.path).st_ino == st.st_ino
             if not same:
                 raise ZTensorError("file changed while opening for append", path=self.path)
@@ -484,18 +487,30 @@ class Writer:
             comp = obj.components[role]
             blob = memoryview(stored[role]).cast("B")
             if blob.nbytes != comp.length:
-                raise ZTensorError(f"stored bytes are {blob.nbytes} long, manifest says "
-                                   f"{comp.length}", path=self.path, obj=name, component=role)
+                raise ZTensorError(
+                    f"stored bytes are {blob.nbytes} long, manifest says {comp.length}",
+                    path=self.path,
+                    obj=name,
+                    component=role,
+                )
             self._pad()
             offset = self._pos
             self._write_all(blob)
             comps[role] = comp.moved(offset)
-        self._objects[name] = Object(obj.shape, obj.format,
-                                     {r: comps[r] for r in obj.components}, obj.attributes)
+        self._objects[name] = Object(
+            obj.shape, obj.format, {r: comps[r] for r in obj.components}, obj.attributes
+        )
 
-    def stream_tensor(self, name: str, shape, dtype, *, compress: bool | int = False,
-                      checksum: str | None = None,
-                      attributes: Mapping[str, Any] | None = None) -> TensorStream:
+    def stream_tensor(
+        self,
+        name: str,
+        shape,
+        dtype,
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> TensorStream:
         """Write a dense tensor block by block (C order) without holding it in memory.
 
         Use as a context manager: ``with w.stream_tensor(...) as s: s.write(block)``. If the
@@ -504,8 +519,15 @@ class Writer:
         """
         self._check_name(name)
         self._flush()
-        return TensorStream(self, name, shape, dtype, normalize_compress(compress),
-                            normalize_checksum(checksum), attributes)
+        return TensorStream(
+            self,
+            name,
+            shape,
+            dtype,
+            normalize_compress(compress),
+            normalize_checksum(checksum),
+            attributes,
+        )
 
     def _rewind(self, pos: int) -> None:
         """Cut everything written after ``pos`` (a failed stream)."""
@@ -523,6 +545,10 @@ class Writer:
             raise ZTensorError("writer is already finalized or closed", path=self.path)
         try:
             self._flush()
+            if self.mode == "a" and self._base_state == (self._objects, self.attributes):
+                self._done = True  # nothing changed: leave the file exactly as it was
+                self._release()
+                return self._pos
             m = Manifest(self._objects, attrs_codec.encode_root(self.attributes))
             mbytes = manifest.encode(m)
             if self.durable:
@@ -663,8 +689,16 @@ def _fsync_dir(folder: str) -> None:
 class TensorStream:
     """A dense tensor being written block by block; see ``Writer.stream_tensor``."""
 
-    def __init__(self, writer: Writer, name: str, shape, dtype, level: int,
-                 checksum: str | None, attributes: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        name: str,
+        shape,
+        dtype,
+        level: int,
+        checksum: str | None,
+        attributes: Mapping[str, Any] | None,
+    ) -> None:
         from .codecs import digests
 
         self._w = writer
@@ -681,6 +715,7 @@ class TensorStream:
             from .codecs import zstd
 
             self._compressor = zstd.stream_compressor(level)
+        self._origin = self._w._pos  # before padding: a discard cuts back to here
         self._w._pad()
         self._start = self._w._pos
         self._w._streaming = name
@@ -692,14 +727,20 @@ class TensorStream:
             raise ZTensorError("stream is closed", path=self._w.path, obj=self.name)
         arr = as_array(block)
         if dtypes.little_endian(arr.dtype) != self.dtype:
-            raise ZTensorError(f"block dtype {arr.dtype} does not match the stream's "
-                               f"{self.dtype}", path=self._w.path, obj=self.name)
+            raise ZTensorError(
+                f"block dtype {arr.dtype} does not match the stream's {self.dtype}",
+                path=self._w.path,
+                obj=self.name,
+            )
         data = np.ascontiguousarray(arr.astype(self.dtype, copy=False))
         view = _byte_view(data)
         if self.written + view.nbytes > self.nbytes:
-            raise ZTensorError(f"more data than shape {list(self.shape)} holds "
-                               f"({self.written + view.nbytes} > {self.nbytes} bytes)",
-                               path=self._w.path, obj=self.name)
+            raise ZTensorError(
+                f"more data than shape {list(self.shape)} holds "
+                f"({self.written + view.nbytes} > {self.nbytes} bytes)",
+                path=self._w.path,
+                obj=self.name,
+            )
         if self._compressor is not None:
             self._emit(self._compressor.compress(view))
         else:
@@ -716,22 +757,31 @@ class TensorStream:
         if not self._open:
             return
         if self.written != self.nbytes:
-            raise ZTensorError(f"stream ended after {self.written} of {self.nbytes} bytes "
-                               f"for shape {list(self.shape)}", path=self._w.path,
-                               obj=self.name)
+            raise ZTensorError(
+                f"stream ended after {self.written} of {self.nbytes} bytes "
+                f"for shape {list(self.shape)}",
+                path=self._w.path,
+                obj=self.name,
+            )
         if self._compressor is not None:
             self._emit(self._compressor.flush())
         storage, type_ = dtypes.storage_spelling(self._dtype_name)
-        comp = Component(storage, self._start, self._w._pos - self._start,
-                         "zstd" if self._compressor is not None else "raw",
-                         self._hasher.text() if self._hasher else None, None, type_)
+        comp = Component(
+            storage,
+            self._start,
+            self._w._pos - self._start,
+            "zstd" if self._compressor is not None else "raw",
+            self._hasher.text() if self._hasher else None,
+            None,
+            type_,
+        )
         self._w._objects[self.name] = Object(self.shape, "dense", {"data": comp}, self._attrs)
         self._finish()
 
     def discard(self) -> None:
         """Drop the partial tensor; the writer continues as if it was never started."""
         if self._open:
-            self._w._rewind(self._start)
+            self._w._rewind(self._origin)
             self._finish()
 
     def _finish(self) -> None:
@@ -750,3 +800,213 @@ class TensorStream:
         except BaseException:
             self.discard()
             raise
+
+
+# ------------------------------------------------------------------ parallel writes
+#
+# A file written by many processes at once (Dask tasks, distributed workers): the client
+# plans (begin_parallel, reserve_region), workers fill raw regions with pwrite_block and
+# append compressed chunks with append_blob, and one task commits (ParallelWriter) by
+# writing only the manifest and footer, reusing Writer's finalize and atomic rename.
+# Workers know nothing but a path and offsets, so every piece pickles small.
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """Picklable state of a parallel write (what the committing task needs)."""
+
+    path: str  # the final path
+    target: str  # the file workers write: a hidden temp file, or ``path`` in mode "a"
+    mode: str  # "w", "x" or "a"
+    base_size: int  # mode "a": size of the finalized file before this write
+    base_objects: Mapping[str, Object]
+    attributes: Mapping[str, Any]
+    durable: bool = False
+
+
+def begin_parallel(
+    path: str | os.PathLike, mode: str = "w", *, durable: bool = False
+) -> ParallelPlan:
+    """Start a parallel write: a hidden temp file (modes "w"/"x") or the finalized file
+    itself padded to an aligned end (mode "a"), ready for reserve_region/append_blob."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    path = os.fspath(path)
+    if mode != "a":
+        if mode == "x" and os.path.lexists(path):
+            raise FileExistsZTError("path exists (mode='x')", path=path)
+        folder = os.path.dirname(os.path.abspath(path))
+        target = os.path.join(folder, f".{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
+        try:
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise ZTensorError(f"cannot create: {exc.strerror}", path=path) from None
+        try:
+            os.pwrite(fd, manifest.MAGIC, 0)
+            os.ftruncate(fd, manifest.ALIGNMENT)
+        finally:
+            os.close(fd)
+        return ParallelPlan(path, target, mode, 0, {}, {}, durable)
+    probe = Writer(path, "a")  # takes the append lock and reads the manifest
+    try:
+        objects, attrs, size = dict(probe._objects), dict(probe.attributes), probe._pos
+        os.ftruncate(probe._fd, size + (-size % manifest.ALIGNMENT))
+    finally:
+        probe._done = True  # release without truncating: nothing was written yet
+        probe._release()
+    return ParallelPlan(path, path, "a", size, objects, attrs, durable)
+
+
+def _open_target(target: str, flags: int, path: str) -> int:
+    try:
+        return os.open(target, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ZTensorError(
+            f"cannot open the file being written ({exc.strerror}); was the write aborted?",
+            path=path,
+        ) from None
+
+
+def reserve_region(plan: ParallelPlan, nbytes: int) -> int:
+    """Preallocate an aligned region of ``nbytes`` at the end of the target (client side,
+    before any worker appends; the end stays aligned); returns its offset."""
+    fd = _open_target(plan.target, os.O_RDWR, plan.path)
+    try:
+        size = os.fstat(fd).st_size
+        offset = size + (-size % manifest.ALIGNMENT)
+        end = offset + nbytes
+        os.ftruncate(fd, end + (-end % manifest.ALIGNMENT))  # append_blob needs an aligned end
+    finally:
+        os.close(fd)
+    return offset
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def pwrite_block(
+    target: str,
+    offset: int,
+    shape: tuple[int, ...],
+    start: tuple[int, ...],
+    block: np.ndarray,
+) -> None:
+    """Write ``block`` (C-contiguous, little-endian storage) into the C-order array of
+    ``shape`` whose bytes begin at ``offset``, at index ``start``. Disjoint blocks may be
+    written concurrently from any process: no lock, one pwrite per contiguous run."""
+    data = np.ascontiguousarray(block)
+    itemsize = data.dtype.itemsize
+    ext = data.shape
+    k = 0  # runs are contiguous from axis k on: the trailing axes are covered in full
+    for axis in range(len(shape) - 1, -1, -1):
+        if ext[axis] != shape[axis]:
+            k = axis
+            break
+    tail = int(np.prod(shape[k + 1 :], dtype=np.int64)) if shape else 1
+    run = (ext[k] if shape else 1) * tail * itemsize
+    flat = memoryview(data.reshape(-1).view(np.uint8))
+    fd = _open_target(target, os.O_WRONLY, target)
+    try:
+        if data.size == 0:
+            return
+        strides = [int(np.prod(shape[a + 1 :], dtype=np.int64)) for a in range(len(shape))]
+        for i, lead in enumerate(np.ndindex(*ext[:k])):
+            elem = sum((start[a] + lead[a]) * strides[a] for a in range(k))
+            elem += (start[k] * strides[k]) if shape else 0
+            _pwrite_all(fd, flat[i * run : (i + 1) * run], offset + elem * itemsize)
+    finally:
+        os.close(fd)
+
+
+def append_blob(target: str, blob) -> int:
+    """Append one blob at the next aligned offset of ``target`` and return that offset.
+
+    Any number of processes may call this at once: each blob goes out in one O_APPEND
+    writev with its zero padding to the next multiple of 64, so the kernel assigns
+    offsets in completion order and the end of file stays aligned (local filesystems;
+    O_APPEND is not atomic on NFS)."""
+    view = memoryview(blob).cast("B")
+    pad = bytes(-view.nbytes % manifest.ALIGNMENT)
+    fd = _open_target(target, os.O_WRONLY | os.O_APPEND, target)
+    try:
+        n = os.writev(fd, [view, pad])
+        if n != view.nbytes + len(pad):
+            raise ZTensorError(
+                f"short append ({n} of {view.nbytes + len(pad)} bytes; disk full, or a "
+                "chunk over 2 GiB)",
+                path=target,
+            )
+        end = os.lseek(fd, 0, os.SEEK_CUR)
+    finally:
+        os.close(fd)
+    return end - n
+
+
+def region_digest(target: str, offset: int, length: int, algorithm: str) -> str:
+    """Digest of a byte range of the target (raw regions filled by many writers)."""
+    from .codecs import digests
+
+    h = digests.Hasher(algorithm)
+    fd = _open_target(target, os.O_RDONLY, target)
+    try:
+        done = 0
+        while done < length:
+            piece = os.pread(fd, min(length - done, 1 << 24), offset + done)
+            if not piece:
+                raise ZTensorError("file ended inside a region", path=target)
+            h.update(piece)
+            done += len(piece)
+    finally:
+        os.close(fd)
+    return h.text()
+
+
+class ParallelWriter(Writer):
+    """Commits (or aborts) a ParallelPlan from any process: the manifest of the old objects
+    plus ``put_object``'s ones, then Writer.finalize (footer, atomic rename for "w"/"x")."""
+
+    def __init__(self, plan: ParallelPlan) -> None:
+        self._plan = plan
+        super().__init__(plan.path, plan.mode, durable=plan.durable)
+
+    def _open_new(self) -> None:
+        self._tmp_name = self._plan.target
+        self._fd = _open_target(self._plan.target, os.O_RDWR, self.path)
+        self.attributes = dict(self._plan.attributes)
+        self._pos = os.fstat(self._fd).st_size
+
+    def _open_append(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise MissingFileError("the file being appended to vanished", path=self.path) from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._close_fd()
+            raise ZTensorError("another writer is appending to this file", path=self.path) from None
+        self._objects = dict(self._plan.base_objects)
+        self._base_objects = dict(self._objects)
+        self.attributes = dict(self._plan.attributes)
+        self._append_base = self._plan.base_size
+        self._pos = os.fstat(self._fd).st_size
+
+    def put_object(self, name: str, obj: Object) -> None:
+        """Record an object whose blobs the workers wrote (replaces one of that name)."""
+        self._check_name(name, replacing=True)
+        self._objects[name] = obj
+
+
+def abort_parallel(plan: ParallelPlan) -> None:
+    """Undo a parallel write that will not be committed: the previous file stays as it was."""
+    if plan.mode == "a":
+        try:
+            truncate_file(plan.path, plan.base_size)
+        except (OSError, ZTensorError):
+            pass  # repair() cuts a torn tail back to the last footer
+    else:
+        _unlink_quietly(plan.target)
