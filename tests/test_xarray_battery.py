@@ -1,0 +1,61 @@
+"""xarray's own generic backend test battery, run against the ztensor engine.
+
+The classes come from the installed xarray (``xarray.tests.test_backends``); ``save`` is
+``to_ztensor`` and ``open`` is ``xr.open_dataset(engine="ztensor")``. Overrides below only
+skip tests whose premise does not apply to zTensor, each with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+xr = pytest.importorskip("xarray")
+tb = pytest.importorskip("xarray.tests.test_backends")
+
+from xarray.tests.conftest import time_unit, use_dask  # noqa: E402, F401  (fixtures)
+
+from ztensor_array.backends.xarray import ZTensorStore, to_ztensor_dataset  # noqa: E402
+
+
+class TestZTensorBattery(tb.CFEncodedBase):
+    engine = "ztensor"
+    file_format = None
+
+    @contextlib.contextmanager
+    def create_store(self):
+        with tb.create_tmp_file(suffix=".zt") as path:
+            store = ZTensorStore.open(path, "w")
+            try:
+                yield store
+            finally:
+                store.close()
+
+    def save(self, dataset, path, **kwargs):
+        kwargs.setdefault("mode", "w")
+        return to_ztensor_dataset(dataset, path, **kwargs)
+
+    @contextlib.contextmanager
+    def open(self, path, **kwargs):
+        with xr.open_dataset(path, engine="ztensor", **kwargs) as ds:
+            yield ds
+
+    @pytest.mark.skip(
+        reason="zTensor has no unlimited dimensions: any dimension can grow with append_dim "
+        "(as in zarr), so unlimited_dims is neither stored nor reported"
+    )
+    def test_encoding_unlimited_dims(self) -> None:
+        pass
+
+    @pytest.mark.parametrize("decoded_fn, encoded_fn", tb.MASK_AND_SCALE_DATA)
+    @pytest.mark.parametrize("dtype", [np.dtype("float64"), np.dtype("float32")])
+    def test_roundtrip_mask_and_scale(self, decoded_fn, encoded_fn, dtype) -> None:
+        # xarray skips uint8 cases unless the format is called "NETCDF4"; zTensor stores u8
+        # natively, so run them all under that name
+        self.file_format = "NETCDF4"
+        try:
+            super().test_roundtrip_mask_and_scale(decoded_fn, encoded_fn, dtype)
+        finally:
+            self.file_format = None

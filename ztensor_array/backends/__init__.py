@@ -1,0 +1,24 @@
+"""Integrations: xarray (engine "ztensor", ZTensorStore) and dask (from_ztensor/to_ztensor).
+
+Submodules import xarray/dask, so names here load lazily.
+"""
+
+from __future__ import annotations
+
+_LAZY = {
+    "ZTensorStore": ("xarray", "ZTensorStore"),
+    "ZTensorBackendEntrypoint": ("xarray", "ZTensorBackendEntrypoint"),
+    "ZTensorBackendArray": ("xarray", "ZTensorBackendArray"),
+    "to_ztensor_dataset": ("xarray", "to_ztensor_dataset"),
+}
+
+
+def __getattr__(name: str):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{target[0]}", __name__), target[1])
+    globals()[name] = value
+    return value
