@@ -31,8 +31,8 @@ ENDIANNESS = ("little", "big")
 Pread = Callable[[int, int], bytes]
 
 # the Reader dispatches the in-memory legacy formats to layouts/legacy.py
-layouts.register(layout.CSR, "legacy", "read_csr")
-layouts.register(layout.COO, "legacy", "read_coo")
+layouts.register(layout.CSR, "legacy", "read_object")
+layouts.register(layout.COO, "legacy", "read_object")
 
 
 def locate(size: int, tail: bytes, path) -> tuple[int, int]:
@@ -141,4 +141,4 @@ def read_manifest(pread: Pread, size: int, path) -> tuple[Manifest, None]:
 
 def is_legacy_format(fmt: str) -> bool:
     """Whether an object format exists only for v0.1 files (never written to v1 files)."""
-    return fmt in (layout.CSR, layout.COO)
+    return layout.is_legacy(fmt)

@@ -28,6 +28,11 @@ COO = "legacy_sparse_coo"
 INDEX_SIZE = 8  # legacy indices are always u64
 
 
+def is_legacy(fmt: str) -> bool:
+    """Whether a format exists only for v0.1 files (it is never written to a v1 file)."""
+    return fmt in (CSR, COO)
+
+
 def csr_nnz(shape: tuple[int, ...], length: int, value_size: int) -> int | None:
     """nnz of a raw CSR blob of ``length`` bytes, or None if no nnz gives that length."""
     head = (shape[0] + 1) * INDEX_SIZE
@@ -110,26 +115,38 @@ def split_coo(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=
     return values, coords
 
 
-def _parts_reader(fmt: str, parts: dict[str, np.ndarray], shape: tuple[int, ...]):
+def _as_v1(fmt: str, parts: dict[str, np.ndarray], shape: tuple[int, ...]):
     """An (Object, get) pair presenting split parts as a v1 sparse object."""
     comps = {role: Component(dtypes.from_numpy(a.dtype), 0, a.nbytes) for role, a in parts.items()}
     return Object(shape, fmt, comps), parts.__getitem__
 
 
-def read_csr(obj: Object, get, *, path=None, name=None):
-    """The same scipy.sparse result as the v1 ``sparse_csr`` reader, checks included."""
-    values, indices, indptr = split_csr(obj, get, path=path, name=name)
-    parts = {"values": values, "indices": indices, "indptr": indptr}
-    v1_obj, v1_get = _parts_reader("sparse_csr", parts, obj.shape)
-    return sparse.read_csr(v1_obj, v1_get, path=path, name=name)
-
-
-def read_coo(obj: Object, get, *, path=None, name=None):
-    """The same scipy.sparse result as the v1 ``sparse_coo`` reader, checks included."""
+def _split(obj: Object, get, path, name):
+    if obj.format == CSR:
+        values, indices, indptr = split_csr(obj, get, path=path, name=name)
+        return "sparse_csr", {"values": values, "indices": indices, "indptr": indptr}
     values, coords = split_coo(obj, get, path=path, name=name)
-    parts = {"values": values, "coords": coords.reshape(-1)}
-    v1_obj, v1_get = _parts_reader("sparse_coo", parts, obj.shape)
-    return sparse.read_coo(v1_obj, v1_get, path=path, name=name)
+    return "sparse_coo", {"values": values, "coords": coords.reshape(-1)}
+
+
+_V1_READERS = {"sparse_csr": sparse.read_csr, "sparse_coo": sparse.read_coo}
+
+
+def v1_parts(obj: Object, get, *, path=None, name=None):
+    """(v1 format, {role: array}) of a legacy sparse object, its index data checked.
+
+    The arrays keep the stored value dtype (``migrate`` writes them as they are); the
+    checks are those of the v1 sparse readers.
+    """
+    fmt, parts = _split(obj, get, path, name)
+    _V1_READERS[fmt](*_as_v1(fmt, parts, obj.shape), path=path, name=name)
+    return fmt, parts
+
+
+def read_object(obj: Object, get, *, path=None, name=None):
+    """The same scipy.sparse result as the v1 sparse readers, checks included."""
+    fmt, parts = _split(obj, get, path, name)
+    return _V1_READERS[fmt](*_as_v1(fmt, parts, obj.shape), path=path, name=name)
 
 
 # --------------------------------------------------------------------------- structure
