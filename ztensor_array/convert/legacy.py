@@ -51,7 +51,7 @@ def verify_checksums(reader: Reader) -> None:
                 ) from None
 
 
-def _sparse_parts(reader: Reader, name: str, obj) -> tuple[str, dict]:
+def sparse_parts(reader: Reader, name: str, obj) -> tuple[str, dict]:
     """(v1 format, {role: array}) of a sparse tensor, values in their stored dtype.
 
     Components are taken as stored rather than through scipy, which would widen f16/bf16
@@ -109,7 +109,7 @@ def migrate(
                 if obj.format == "dense":
                     writer.add_tensor(name, reader.read_tensor(name), **kwargs)
                 else:
-                    fmt, parts = _sparse_parts(reader, name, obj)
+                    fmt, parts = sparse_parts(reader, name, obj)
                     writer.add_object(name, fmt, obj.shape, parts, **kwargs)
                 report.tensors += 1
         report.bytes_out = os.path.getsize(dst)
