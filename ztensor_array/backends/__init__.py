@@ -6,11 +6,16 @@ Submodules import xarray/dask, so names here load lazily.
 from __future__ import annotations
 
 _LAZY = {
+    "from_ztensor": ("dask", "from_ztensor"),
+    "write_arrays": ("dask", "write_arrays"),
     "ZTensorStore": ("xarray", "ZTensorStore"),
     "ZTensorBackendEntrypoint": ("xarray", "ZTensorBackendEntrypoint"),
     "ZTensorBackendArray": ("xarray", "ZTensorBackendArray"),
     "to_ztensor_dataset": ("xarray", "to_ztensor_dataset"),
 }
+
+
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):

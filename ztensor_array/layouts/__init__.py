@@ -18,6 +18,7 @@ _READERS: dict[str, tuple[str, str]] = {
     "sparse_coo": ("sparse", "read_coo"),
     "quantized_group": ("quantized", "read_object"),
     "ggml_quantized": ("ggml", "read_object"),
+    "chunked": ("chunked", "read_object"),
 }
 
 

@@ -1,0 +1,338 @@
+"""Dask: from_ztensor / to_ztensor round trips on the threaded, processes, sync and
+distributed schedulers; picklable small block readers; growth along axis 0; failures that
+leave the previous file intact. Oracles: the numpy input, scipy.sparse, and the reference
+ztensor 1.1.1 reader."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+import cloudpickle
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.sparse
+from conftest import dense_file
+from dask.base import tokenize
+from dask.delayed import Delayed
+
+import ztensor_array as zt
+
+SCHEDULERS = ["threads", "processes", "sync", "distributed"]
+
+
+@pytest.fixture(scope="module")
+def process_pool():
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as c:
+        yield c
+
+
+@pytest.fixture(params=SCHEDULERS)
+def scheduler(request, process_pool):
+    if request.param == "distributed":
+        from distributed import Client
+
+        cluster = request.getfixturevalue("cluster")
+        with Client(cluster, set_as_default=True):
+            yield "distributed"
+    elif request.param == "processes":
+        with dask.config.set(scheduler="processes", pool=process_pool):
+            yield "processes"
+    else:
+        with dask.config.set(scheduler=request.param):
+            yield request.param
+
+
+def _data(shape=(53, 29), dtype="<f4", seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * 100).astype(dtype)
+
+
+# irregular dask chunks, with edge chunks on every axis
+IRREGULAR = ((20, 3, 30), (7, 22))
+
+CASES = {
+    "raw_dense": {},
+    "chunked_raw": {"chunks": (16, 10)},
+    "chunked_zstd": {"compress": 3, "chunks": (16, 10)},
+    "chunked_zstd_dask_grid": {"compress": 1},
+}
+
+
+def _blocks(arr):
+    """The graph tasks that produce the array's blocks."""
+    graph = dict(arr.__dask_graph__())
+    return [graph[k] for k in _flat_keys(arr.__dask_keys__())]
+
+
+def _flat_keys(keys):
+    if isinstance(keys, list):
+        for k in keys:
+            yield from _flat_keys(k)
+    else:
+        yield keys
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_round_trip_every_scheduler(tmp_path, scheduler, case):
+    x = _data()
+    src = da.from_array(x, chunks=IRREGULAR)
+    p = tmp_path / "rt.zt"
+    zt.to_ztensor(src, p, "x", **CASES[case])
+    with zt.Reader(p) as r:
+        layout = r.metadata("x").layout
+        np.testing.assert_array_equal(r.read_tensor("x"), x)
+    assert layout == ("dense" if case == "raw_dense" else "chunked")
+    arr = zt.from_ztensor(p, "x")
+    assert arr.dtype == x.dtype and arr.shape == x.shape
+    np.testing.assert_array_equal(arr.compute(), x)
+    np.testing.assert_allclose(arr.sum().compute(), x.sum(dtype=np.float64), rtol=1e-5)
+    # a rechunked read on the same scheduler
+    np.testing.assert_array_equal(zt.from_ztensor(p, "x", chunks=(11, 13)).compute(), x)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+
+
+def test_raw_dense_output_opens_in_reference(tmp_path, zref):
+    x = _data((40, 17), "<i2", seed=1)
+    y = _data((9,), "<f8", seed=2)
+    p = tmp_path / "ref.zt"
+    zt.to_ztensor({"x": da.from_array(x, chunks=(7, 5)), "y": y}, p)
+    r = zref.Reader(str(p))
+    np.testing.assert_array_equal(r.read_tensor("x"), x)
+    np.testing.assert_array_equal(r.read_tensor("y"), y)
+    assert r.metadata("x").dtype == np.int16
+
+
+def test_auto_chunks_follow_stored_grid(tmp_path):
+    x = _data((50, 30))
+    p = tmp_path / "g.zt"
+    zt.to_ztensor(x, p, "x", chunks=(16, 12), compress=True)
+    arr = zt.from_ztensor(p, "x")
+    assert arr.chunks == ((16, 16, 16, 2), (12, 12, 6))
+    assert arr.npartitions == 12
+
+
+def test_zstd_dense_is_one_block(tmp_path):
+    x = _data((30, 20))
+    p = tmp_path / "z.zt"
+    with zt.Writer(p) as w:
+        w.add_tensor("x", x, compress=True)
+    arr = zt.from_ztensor(p, "x")
+    assert arr.npartitions == 1
+    np.testing.assert_array_equal(arr.compute(), x)
+    split = zt.from_ztensor(p, "x", chunks=(10, 10))
+    assert split.npartitions == 6
+    np.testing.assert_array_equal(split.compute(), x)
+
+
+def test_raw_blocks_are_zero_copy_views_of_the_map(tmp_path):
+    x = _data((40, 10))
+    p = tmp_path / "v.zt"
+    dense_file(p, {"x": x})  # a file not made by our writer
+    arr = zt.from_ztensor(p, "x", chunks=(10, 10))
+    for task in _blocks(arr):
+        block = _call(task)
+        assert not block.flags.owndata and not block.flags.writeable
+    np.testing.assert_array_equal(arr.compute(scheduler="sync"), x)
+
+
+def _call(task):
+    """Run one graph task (a legacy tuple or a dask Task) in this process."""
+    if isinstance(task, tuple):
+        return task[0](*task[1:])
+    return task()
+
+
+def test_block_readers_pickle_small_and_arrays_cloudpickle(tmp_path):
+    x = _data((64, 48))
+    p = tmp_path / ("n" * 60 + ".zt")  # a long path still pickles small
+    m = scipy.sparse.random(40, 30, density=0.2, format="csr", random_state=0, dtype="f4")
+    zt.to_ztensor(
+        {"dense": x, "chunked": x, "zstd": x},
+        p,
+        encoding={"chunked": {"chunks": (8, 8)}, "zstd": {"compress": 3, "chunks": (8, 8)}},
+    )
+    with zt.Writer(p, "a") as w:
+        w.add_sparse("csr", m)
+        w.add_sparse("coo", m.tocoo())
+        w.add_tensor("zdense", x, compress=True)
+    arrays = zt.from_ztensor(p)
+    assert sorted(arrays) == ["chunked", "coo", "csr", "dense", "zdense", "zstd"]
+    kinds = set()
+    for name, arr in arrays.items():
+        for task in _blocks(arr):
+            blob = pickle.dumps(task)
+            assert len(blob) < 1024, (name, len(blob))
+        kinds |= {type(t[0] if isinstance(t, tuple) else t).__name__ for t in _blocks(arr)}
+        again = cloudpickle.loads(cloudpickle.dumps(arr))
+        assert again.name == arr.name
+        got, want = again.compute(), arr.compute()
+        if scipy.sparse.issparse(want):
+            got, want = got.toarray(), want.toarray()
+        np.testing.assert_array_equal(got, want)
+    assert {"RawBlock", "ChunkBlock", "CsrRowBlock", "ObjectBlock"} <= kinds
+
+
+def test_sparse_csr_row_blocks(tmp_path):
+    m = scipy.sparse.random(57, 31, density=0.15, format="csr", random_state=2, dtype="f8")
+    p = tmp_path / "s.zt"
+    with zt.Writer(p) as w:
+        w.add_sparse("m", m)
+    arr = zt.from_ztensor(p, "m", chunks=(10, -1))
+    assert isinstance(arr._meta, scipy.sparse.csr_matrix)
+    assert arr.chunks == ((10,) * 5 + (7,), (31,))
+    assert arr.dtype == np.float64
+    blocks = [_call(t) for t in _blocks(arr)]
+    assert all(isinstance(b, scipy.sparse.csr_matrix) for b in blocks)
+    np.testing.assert_array_equal(blocks[2].toarray(), m[20:30].toarray())
+    np.testing.assert_array_equal(arr.compute().toarray(), m.toarray())
+    dense = arr.map_blocks(lambda b: b.toarray(), dtype=arr.dtype, meta=np.empty((0, 0)))
+    np.testing.assert_allclose(dense.sum(axis=0).compute(), np.asarray(m.sum(axis=0)).ravel())
+    with pytest.raises(zt.ZTensorError, match="row blocks"):
+        zt.from_ztensor(p, "m", chunks=(10, 10))
+
+
+def test_tokens_are_deterministic_and_track_the_file(tmp_path):
+    p = tmp_path / "t.zt"
+    zt.to_ztensor(_data(), p, "x", chunks=(10, 10))
+    a, b = zt.from_ztensor(p, "x"), zt.from_ztensor(p, "x")
+    assert a.name == b.name and tokenize(a) == tokenize(b)
+    task = _blocks(a)[0]
+    block = task[0] if isinstance(task, tuple) else task
+    assert tokenize(block) == tokenize(pickle.loads(pickle.dumps(block)))
+    os.utime(p, ns=(1, 1))  # same bytes, other mtime: a different file state
+    c = zt.from_ztensor(p, "x")
+    assert c.name != a.name
+    with pytest.raises(zt.ZTensorError, match="changed since"):
+        a.compute(scheduler="sync")
+
+
+def test_compute_false_returns_delayed(tmp_path):
+    p = tmp_path / "d.zt"
+    x = _data((20, 20))
+    delayed = zt.to_ztensor(da.from_array(x, chunks=7), p, "x", compress=3, compute=False)
+    assert isinstance(delayed, Delayed)
+    assert not p.exists()
+    delayed.compute()
+    np.testing.assert_array_equal(zt.from_ztensor(p, "x").compute(), x)
+
+
+def _boom(block, block_info=None):
+    if block_info[0]["chunk-location"] == (1, 1):
+        raise RuntimeError("boom in a block")
+    return block
+
+
+@pytest.mark.parametrize("kw", [{}, {"compress": 3}], ids=["raw", "zstd"])
+@pytest.mark.parametrize("mode", ["w", "a"])
+def test_failed_computation_leaves_previous_file(tmp_path, kw, mode):
+    p = tmp_path / "f.zt"
+    zt.to_ztensor({"old": _data((10, 10))}, p, compress=3)
+    before = p.read_bytes()
+    bad = da.from_array(_data((30, 30)), chunks=10).map_blocks(_boom, dtype="f4")
+    with pytest.raises(RuntimeError, match="boom"):
+        zt.to_ztensor(bad, p, "new", mode=mode, **kw)
+    assert p.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["f.zt"]
+
+
+def test_mode_w_dash_refuses_existing(tmp_path):
+    p = tmp_path / "m.zt"
+    zt.to_ztensor(_data((4, 4)), p, "x")
+    with pytest.raises(FileExistsError):
+        zt.to_ztensor(_data((4, 4)), p, "x")
+    zt.to_ztensor(_data((5, 5), seed=3), p, "y", mode="a", compress=True)
+    with zt.Reader(p) as r:
+        assert r.tensor_names == ["x", "y"]
+        np.testing.assert_array_equal(r.read_tensor("y"), _data((5, 5), seed=3))
+    with pytest.raises(zt.ZTensorError, match="already exists"):
+        zt.to_ztensor(_data((4, 4)), p, "x", mode="a")
+
+
+def test_grow_ten_times_along_axis_0(tmp_path, zref):
+    p = tmp_path / "g.zt"
+    zt.to_ztensor({"keep": np.arange(6, dtype="<i4")}, p)
+    rng = np.random.default_rng(7)
+    parts = []
+    for k in range(10):
+        n = int(rng.integers(1, 9))
+        part = rng.integers(-1000, 1000, (n, 5)).astype("<i4")
+        parts.append(part)
+        src = da.from_array(part, chunks=(max(1, n // 2), 5)) if k % 2 else part
+        zt.to_ztensor(src, p, "x", mode="a", append_dim=0, chunks=(4, 3), compress=k % 3)
+        want = np.concatenate(parts)
+        with zt.Reader(p) as r:
+            np.testing.assert_array_equal(r.read_tensor("x"), want)
+            assert r.metadata("x").attributes["chunk_grid"]["chunk_shape"] == [4, 3]
+        np.testing.assert_array_equal(zt.from_ztensor(p, "x").compute(), want)
+    np.testing.assert_array_equal(zref.Reader(str(p)).read_tensor("keep"), np.arange(6))
+
+
+def test_bad_growth_fails_before_writing(tmp_path):
+    p = tmp_path / "g.zt"
+    zt.to_ztensor(_data((6, 4)), p, "x", chunks=(4, 4))
+    zt.to_ztensor({"dense": _data((6, 4))}, p, mode="a")
+    before = p.read_bytes()
+    cases = [
+        (dict(append_dim=1), "axis 0"),
+        (dict(append_dim=0, arr=_data((3, 4), "<f8")), "f64"),
+        (dict(append_dim=0, arr=_data((3, 5))), "shape"),
+        (dict(append_dim=0, name="dense"), "needs a chunked object"),
+    ]
+    for kw, match in cases:
+        arr = kw.pop("arr", _data((3, 4)))
+        name = kw.pop("name", "x")
+        with pytest.raises(zt.ZTensorError, match=match):
+            zt.to_ztensor(arr, p, name, mode="a", **kw)
+        assert p.read_bytes() == before
+
+
+def test_checksums_and_dtypes(tmp_path):
+    import ml_dtypes
+
+    x = _data((12, 8)).astype(ml_dtypes.bfloat16)
+    big = _data((12, 8), ">f8")
+    p = tmp_path / "c.zt"
+    zt.to_ztensor(
+        {"bf": da.from_array(x, chunks=5), "big": big, "z": big},
+        p,
+        checksum="crc32c",
+        encoding={"z": {"compress": 3, "chunks": (5, 5)}},
+    )
+    with zt.Reader(p, verify=True) as r:
+        np.testing.assert_array_equal(r.read_tensor("bf"), x)
+        np.testing.assert_array_equal(r.read_tensor("big"), big)
+        np.testing.assert_array_equal(r.read_tensor("z"), big)
+        assert all(
+            c.digest.startswith("crc32c:0x")
+            for n in r.tensor_names
+            for c in r.metadata(n).components.values()
+        )
+    arr = zt.from_ztensor(p, "z", verify_checksum=True)
+    np.testing.assert_array_equal(arr.compute(), big)
+
+
+def test_fill_value_and_empty_axes(tmp_path):
+    p = tmp_path / "e.zt"
+    zt.to_ztensor({"empty": np.zeros((0, 4), "<f4"), "scalar": np.array(2.5)}, p, compress=3)
+    with zt.Reader(p) as r:
+        assert r.read_tensor("empty").shape == (0, 4)
+        assert r.read_tensor("scalar").shape == () and r.read_tensor("scalar") == 2.5
+    assert zt.from_ztensor(p, "empty").compute().shape == (0, 4)
+    q = tmp_path / "f.zt"
+    zt.to_ztensor(_data((5, 5)), q, "x", chunks=(2, 2), encoding={"fill_value": -1.0})
+    with zt.Reader(q) as r:
+        assert r.metadata("x").attributes["chunk_grid"]["fill_value"] == -1.0

@@ -1,0 +1,84 @@
+"""``to_ztensor``: one entry point that writes numpy, Dask and xarray objects to a .zt file.
+
+Arrays and mappings of arrays go to the Dask writer (backends.dask.write_arrays); xarray
+Datasets and DataArrays go to the xarray backend. Neither dask nor xarray is imported
+before it is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+def _is_xarray(obj: Any) -> bool:
+    module = type(obj).__module__.split(".", 1)[0]
+    return module == "xarray" and type(obj).__name__ in ("Dataset", "DataArray", "DataTree")
+
+
+def to_ztensor(
+    obj: Any,
+    path: str | os.PathLike,
+    name: str | None = None,
+    *,
+    mode: str = "w-",
+    compress: bool | int = False,
+    chunks: Any = None,
+    checksum: str | None = None,
+    encoding: Mapping[str, Any] | None = None,
+    append_dim: Any = None,
+    region: Any = None,
+    compute: bool = True,
+):
+    """Write ``obj`` to ``path``; returns a dask Delayed when ``compute=False``.
+
+    obj: a numpy or dask array (``name`` required), a mapping name -> array, or an xarray
+    Dataset/DataArray. mode: "w-" (fail if the file exists), "w" (replace), "a" (add
+    objects; with ``append_dim=0`` grow chunked ones). compress: False, True (zstd level 3)
+    or a level; compressed arrays are stored in the ``chunked`` layout, raw ones as
+    ``dense`` unless ``chunks`` is given. checksum: None, "crc32c" or "sha256".
+    encoding: for arrays, ``{"layout", "fill_value", "attributes", "compress", "chunks",
+    "checksum"}`` (per name for a mapping); for xarray, per variable as in ``to_zarr``.
+    """
+    if _is_xarray(obj):
+        from .backends.xarray import to_ztensor_dataset
+
+        if name is not None and type(obj).__name__ == "DataArray":
+            obj = obj.rename(name)
+        return to_ztensor_dataset(
+            obj,
+            path,
+            mode=mode,
+            encoding=encoding,
+            compute=compute,
+            append_dim=append_dim,
+            region=region,
+            compress=compress,
+            checksum=checksum,
+            chunks=chunks,
+        )
+    from .backends.dask import write_arrays
+
+    if isinstance(obj, Mapping):
+        if name is not None:
+            raise TypeError("name= is for a single array; a mapping names its own arrays")
+        arrays = dict(obj)
+        per_name = encoding
+    else:
+        if name is None:
+            raise TypeError("to_ztensor of a single array needs a name")
+        arrays = {name: obj}
+        per_name = {name: encoding} if encoding else None
+    return write_arrays(
+        arrays,
+        path,
+        mode=mode,
+        compress=compress,
+        chunks=chunks,
+        checksum=checksum,
+        encoding=per_name,
+        append_dim=append_dim,
+        region=region,
+        compute=compute,
+    )
