@@ -604,7 +604,15 @@ class ZTensorStore(WritableCFDataStore):
         clash = _RESERVED_OBJ.intersection(v.attrs)
         if clash:
             raise ValueError(f"variable {name!r} uses reserved attribute names {sorted(clash)}")
-        values, types = encode_attrs(v.attrs, name)
+        attrs = dict(v.attrs)
+        for key in ("_FillValue", "missing_value"):
+            # like netCDF, fill values take the variable's own dtype
+            if key in attrs and v.dtype.kind in "biuf" and not isinstance(attrs[key], np.ndarray):
+                try:
+                    attrs[key] = np.array(attrs[key], dtype=v.dtype)[()]
+                except (OverflowError, TypeError, ValueError):
+                    pass
+        values, types = encode_attrs(attrs, name)
         values[DIMS_KEY] = [str(d) for d in v.dims]
         if types:
             values[ATTR_DTYPES_KEY] = types
@@ -930,6 +938,10 @@ def _choose_mode(mode, append_dim, region) -> str:
         if append_dim is not None:
             return "a"
         return "r+" if region is not None else "w-"
+    if mode == "w-" and append_dim is not None:
+        return "a"  # "w-" is to_ztensor's default: appending implies mode "a"
+    if mode == "w-" and region is not None:
+        return "r+"
     if append_dim is not None and mode not in ("a", "a-"):
         raise ValueError(
             f"append_dim was set along with mode={mode!r}; set mode='a' or 'a-' or leave mode unset"
@@ -1030,16 +1042,9 @@ def to_ztensor_dataset(
         raise TypeError(f"expected an xarray Dataset or DataArray, got {type(obj).__name__}")
     path = os.fspath(_normalize_path(path))
     mode = _choose_mode(mode, append_dim, region)
-    if not compute:
-        import dask
-
-        return dask.delayed(_write_task, pure=False)(
-            _Opaque(
-                (obj, path, mode, encoding, append_dim, region, group, compress, checksum, chunks)
-            )
-        )
-    _write(obj, path, mode, encoding, append_dim, region, group, compress, checksum, chunks)
-    return None
+    return _write(
+        obj, path, mode, encoding, append_dim, region, group, compress, checksum, chunks, compute
+    )
 
 
 class _Opaque:
@@ -1057,7 +1062,9 @@ def _write_task(box: _Opaque) -> None:
         _write(*box.payload)
 
 
-def _write(ds, path, mode, encoding, append_dim, region, group, compress, checksum, chunks):
+def _write(
+    ds, path, mode, encoding, append_dim, region, group, compress, checksum, chunks, compute=True
+):
     from xarray.backends.writers import _validate_dataset_names, dump_to_store
 
     _validate_dataset_names(ds)
@@ -1073,6 +1080,14 @@ def _write(ds, path, mode, encoding, append_dim, region, group, compress, checks
         ds = ds.copy(deep=False)
         for v in ds.variables.values():
             v.encoding = {**defaults, **v.encoding}
+    if mode in ("w", "w-") and group is None and region is None:
+        return _write_new(ds, path, mode, encoding, compute)
+    if not compute:
+        import dask
+
+        return dask.delayed(_write_task, pure=False)(
+            _Opaque((ds, path, mode, encoding, append_dim, region, group, None, None, None))
+        )
     store = ZTensorStore(path, mode, group=group, append_dim=append_dim)
     try:
         if mode in ("a", "a-", "r+") and encoding:
@@ -1089,6 +1104,59 @@ def _write(ds, path, mode, encoding, append_dim, region, group, compress, checks
     except BaseException:
         store.abort()
         raise
+
+
+def _write_new(ds, path: str, mode: str, encoding: Mapping, compute: bool):
+    """A new file: every variable goes through the parallel Dask writer (raw regions filled
+    block by block, compressed or chunked variables as ``chunked`` objects)."""
+    from xarray import conventions
+
+    from .dask import write_arrays
+
+    store = ZTensorStore(path, mode)
+    variables, attrs = conventions.encode_dataset_coordinates(ds)
+    for k, enc in encoding.items():
+        variables[k].encoding = enc
+    encoded, attrs = store.encode(variables, attrs)
+    values, types = encode_attrs(attrs, "/")
+    if types:
+        values[ATTR_DTYPES_KEY] = types
+    arrays: dict[str, Any] = {}
+    per_name: dict[str, dict] = {}
+    for vn, v in encoded.items():
+        name = _var_name(vn)
+        if "/" in name:
+            raise ValueError(f"variable name {name!r} contains '/', which zTensor uses for groups")
+        enc = _extract_encoding(v, raise_on_invalid=vn in encoding, name=name)
+        obj_attrs = store._object_attributes(name, v)
+        data = v.data
+        if hasattr(data, "__dask_graph__") and data.__dask_graph__() is not None:
+            _storage_array(name, np.empty(0, v.dtype))
+            if v.dtype == np.dtype("S1"):
+                data = data.view(np.uint8)
+        else:
+            data = _storage_array(name, data)
+        layout = "chunked" if (enc["compress"] or enc["chunks"] is not None) else "dense"
+        fill = obj_attrs.get("_FillValue", 0)
+        if not isinstance(fill, bool | int | float) or layout == "dense":
+            fill = 0
+        arrays[name] = data
+        per_name[name] = {
+            "compress": enc["compress"],
+            "checksum": enc["checksum"],
+            "chunks": enc["chunks"],
+            "layout": layout,
+            "fill_value": fill,
+            "attributes": obj_attrs,
+        }
+    return write_arrays(
+        arrays,
+        path,
+        mode=mode,
+        encoding=per_name,
+        attributes=values,
+        compute=compute,
+    )
 
 
 def _write_datatree(tree, path, *, mode, encoding, compute, compress, checksum):
