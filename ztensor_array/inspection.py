@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import dtypes
-from .errors import ZTensorError
+from .errors import MissingFileError, ZTensorError
 
 
 def _jsonable(value: Any) -> Any:
@@ -117,7 +117,8 @@ def verify(
     deep: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> list[Problem]:
-    """Every problem of a file: structure, digests, and with ``deep`` every decode.
+    """Every problem of a file: structure and digests (of the stored bytes, without
+    decoding), and with ``deep`` every component decoded and every object read.
 
     An empty list means clean. ``progress(n)`` is called with the stored bytes checked.
     """
@@ -126,8 +127,10 @@ def verify(
     path = os.fspath(path)
     try:
         r = Reader(path)
+    except MissingFileError:
+        raise
     except ZTensorError as exc:
-        return [Problem("", str(exc))]
+        return [Problem("", exc.reason)]
     problems: list[Problem] = []
     with r:
         for name in r.tensor_names:
@@ -137,13 +140,9 @@ def verify(
                 where = f"object {name!r} component {role!r}"
                 try:
                     if comp.digest is not None:
-                        from .codecs import digests
-
-                        if digests.parse(comp.digest) is None:
-                            problems.append(
-                                Problem(where, f"digest {comp.digest!r} has an unknown algorithm")
-                            )
-                    r.read_component(name, role, verify=True, copy=False)
+                        _check_digest(r, name, role, comp.digest, where, problems)
+                    if deep:
+                        r.read_component(name, role, verify=False, copy=False)
                 except ZTensorError as exc:
                     ok = False
                     problems.append(Problem(where, exc.reason))
@@ -158,6 +157,16 @@ def verify(
                 except (ValueError, TypeError, IndexError) as exc:
                     problems.append(Problem(f"object {name!r}", f"cannot be decoded ({exc})"))
     return problems
+
+
+def _check_digest(r, name: str, role: str, digest: str, where: str, problems: list) -> None:
+    from .codecs import digests
+
+    ok = digests.matches(digest, r.stored_bytes(name, role))
+    if ok is None:
+        problems.append(Problem(where, f"digest {digest!r} has an unknown algorithm"))
+    elif not ok:
+        problems.append(Problem(where, f"digest mismatch (expected {digest})"))
 
 
 def _touch(value: Any) -> None:
