@@ -187,6 +187,7 @@ def read_with_reference(path: str, tensor: str, layout: str, ndim: int):
         return value.copy() if isinstance(value, np.ndarray) else value
 
 
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")  # torch, in 1.1.1
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("fname", GOOD_FILES)
 def test_migrate_reads_identically_in_reference(fname, compress, tmp_path):
@@ -475,3 +476,135 @@ def test_fixtures_are_unchanged_by_reading(tmp_path):
     read_all(str(src))
     migrate(str(src), str(tmp_path / "out.zt"))
     assert src.read_bytes() == before
+
+
+def test_legacy_files_cannot_be_appended_to(tmp_path):
+    path = tmp_path / "in.zt"
+    shutil.copy(fixture("wheel_dense.zt"), path)
+    with pytest.raises(ZTensorError, match="migrate"):
+        zt.Writer(str(path), "a")
+    assert path.read_bytes() == open(fixture("wheel_dense.zt"), "rb").read()
+
+
+# --------------------------------------------------------------------------- generated files
+
+LONG_NAMES = {
+    "float64": "<f8",
+    "float32": "<f4",
+    "float16": "<f2",
+    "int64": "<i8",
+    "int32": "<i4",
+    "int16": "<i2",
+    "int8": "|i1",
+    "uint64": "<u8",
+    "uint32": "<u4",
+    "uint16": "<u2",
+    "uint8": "|u1",
+    "bool": "|b1",
+}
+
+
+def legacy_file(entries) -> bytes:
+    """A v0.1 file (definite CBOR maps, unaligned offsets allowed) from (fields, blob)."""
+    import zstandard
+
+    out = bytearray(b"ZTEN0001")
+    index = []
+    for fields, blob, pad in entries:
+        out += bytes(pad)
+        if fields["encoding"] == "zstd":
+            blob = zstandard.ZstdCompressor(level=1).compress(blob)
+        if fields.pop("with_checksum"):
+            import google_crc32c
+
+            fields["checksum"] = f"crc32c:0x{google_crc32c.value(blob):08X}"
+        index.append({**fields, "offset": len(out), "size": len(blob)})
+        out += blob
+    cbor = cbor2.dumps(index)
+    return bytes(out + cbor + len(cbor).to_bytes(8, "little"))
+
+
+@st.composite
+def legacy_tensor(draw, name: str):
+    long = draw(st.sampled_from(sorted(LONG_NAMES)))
+    dt = np.dtype(LONG_NAMES[long])
+    layout = draw(st.sampled_from(["dense", "sparsecsr", "sparsecoo"]))
+    big = draw(st.booleans())
+    fields = {
+        "name": name,
+        "dtype": long,
+        "layout": layout,
+        "encoding": draw(st.sampled_from(["raw", "zstd"])),
+        "data_endianness": "big" if big else "little",
+        "with_checksum": draw(st.booleans()),
+    }
+    order = ">" if big else "<"
+    stored_dt = dt.newbyteorder(order) if dt.itemsize > 1 else dt
+    shape = tuple(
+        draw(st.lists(st.integers(1, 4), min_size=2, max_size=2 if layout != "dense" else 3))
+    )
+    numel = int(np.prod(shape))
+    raw = draw(st.binary(min_size=numel * dt.itemsize, max_size=numel * dt.itemsize))
+    dense = np.frombuffer(raw, dtype=stored_dt).astype(dt).reshape(shape)
+    if dt == np.bool_:
+        dense = dense.view(np.uint8) % 2 == 1
+    mask = np.array(draw(st.lists(st.booleans(), min_size=numel, max_size=numel))).reshape(shape)
+    if layout == "dense":
+        blob = dense.astype(stored_dt).tobytes()
+        expected = dense
+    elif layout == "sparsecsr":
+        vals = dense[mask]
+        rows, cols = np.nonzero(mask)
+        indptr = np.searchsorted(rows, np.arange(shape[0] + 1)).astype(f"{order}u8")
+        blob = (
+            indptr.tobytes()
+            + cols.astype(f"{order}u8").tobytes()
+            + vals.astype(stored_dt).tobytes()
+        )
+        expected = (vals, cols, indptr.astype(np.int64))
+    else:
+        coords = np.stack(np.nonzero(mask))
+        vals = dense[mask]
+        rec = np.dtype([("i", f"{order}u8", (len(shape),)), ("v", stored_dt)])
+        table = np.empty(vals.size, dtype=rec)
+        table["i"] = coords.T
+        table["v"] = vals
+        blob = table.tobytes()
+        expected = (vals, coords)
+    fields["shape"] = list(shape)
+    return fields, blob, draw(st.integers(0, 70)), expected
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tensors=st.lists(st.integers(0, 10**6), min_size=1, max_size=4, unique=True).flatmap(
+        lambda ids: st.tuples(*[legacy_tensor(f"t{i}") for i in ids])
+    )
+)
+def test_generated_legacy_files_read_and_migrate_exactly(tmp_path, tensors):
+    src = tmp_path / "gen.zt"
+    src.write_bytes(legacy_file([(dict(f), b, p) for f, b, p, _ in tensors]))
+    out = tmp_path / "gen_v1.zt"
+    if out.exists():
+        out.unlink()
+    migrate(str(src), str(out))
+    for path in (src, out):
+        with zt.Reader(str(path), verify=True) as r:
+            for fields, _, _, expected in tensors:
+                got = r.read_tensor(fields["name"])
+                if fields["layout"] == "dense":
+                    assert_same_bits(got, expected)
+                elif fields["layout"] == "sparsecsr":
+                    vals, cols, indptr = expected
+                    np.testing.assert_array_equal(got.data, vals)
+                    assert got.data.dtype == vals.dtype or vals.dtype == np.float16
+                    np.testing.assert_array_equal(got.indices, cols)
+                    np.testing.assert_array_equal(got.indptr, indptr)
+                else:
+                    vals, coords = expected
+                    np.testing.assert_array_equal(got.data, vals)
+                    np.testing.assert_array_equal(
+                        np.stack([np.asarray(c) for c in got.coords]), coords
+                    )
