@@ -423,7 +423,7 @@ def _write_chunk(block, target: str, role: str, storage, type_, le, level, check
 
     data = _le(block, le)
     view = memoryview(data.reshape(-1).view(np.uint8))
-    blob = zstd.compress(view, level) if level else view
+    blob = zstd.compress_sized(view, level) if level else view
     offset = writer.append_blob(target, blob)
     length = memoryview(blob).nbytes
     digest = digests.compute(checksum, blob) if checksum else None
