@@ -19,15 +19,28 @@ import pytest
 import ztensor_array as zt
 
 LEGACY = os.path.join(os.path.dirname(__file__), "data", "legacy")
-COMMANDS = ("info", "convert", "compress", "decompress", "merge", "migrate", "download-hf",
-            "verify", "repair")
+COMMANDS = (
+    "info",
+    "convert",
+    "compress",
+    "decompress",
+    "merge",
+    "migrate",
+    "download-hf",
+    "verify",
+    "repair",
+)
 
 
 def ztensor(*args, check: bool = True, env=None, cwd=None) -> subprocess.CompletedProcess:
     """Run the command line in a child process (stderr is a pipe: no progress bars)."""
     proc = subprocess.run(
         [sys.executable, "-m", "ztensor_array.cli", *map(str, args)],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"ztensor {args} failed ({proc.returncode}):\n{proc.stderr}")
@@ -67,8 +80,18 @@ def test_every_command_has_help():
 
 def test_help_in_a_child_process():
     proc = ztensor("convert", "--help")
-    for flag in ("-o", "-f", "-c", "-l", "--checksum", "--delete-original",
-                 "--prefix-with-filename", "--dequantize", "--force", "-q"):
+    for flag in (
+        "-o",
+        "-f",
+        "-c",
+        "-l",
+        "--checksum",
+        "--delete-original",
+        "--prefix-with-filename",
+        "--dequantize",
+        "--force",
+        "-q",
+    ):
         assert flag in proc.stdout
 
 
@@ -147,8 +170,9 @@ def test_info_text_lists_objects_and_attributes(tmp_path):
     path = tmp_path / "a.zt"
     with zt.Writer(path) as w:
         w.attributes["author"] = "me"
-        w.add_tensor("x", np.ones((2, 3), np.float16), checksum="sha256",
-                     attributes={"role": "bias"})
+        w.add_tensor(
+            "x", np.ones((2, 3), np.float16), checksum="sha256", attributes={"role": "bias"}
+        )
     out = ztensor("info", path).stdout
     assert "author = me" in out
     assert "x" in out and "f16" in out and "[2, 3]" in out and "sha256:" in out
@@ -344,8 +368,10 @@ def test_merge_keeps_stored_blobs_and_reads_legacy(rich_file, tmp_path):
         for name in a.tensor_names:
             for role in a.manifest.objects[name].components:
                 assert bytes(m.stored_bytes(name, role)) == bytes(a.stored_bytes(name, role))
-            assert m.manifest.objects[name].components.keys() == \
-                a.manifest.objects[name].components.keys()
+            assert (
+                m.manifest.objects[name].components.keys()
+                == a.manifest.objects[name].components.keys()
+            )
         for name in old.tensor_names:
             want, got = old.read_tensor(name), m.read_tensor(name, verify_checksum=True)
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
@@ -359,13 +385,15 @@ def test_merge_name_collision_and_prefix(reference_file, tmp_path):
     copy = tmp_path / "copy.zt"
     shutil.copy(src, copy)
     out = tmp_path / "m.zt"
-    assert_one_line_error(ztensor("merge", src, copy, "-o", out, check=False),
-                          "--prefix-with-filename")
+    assert_one_line_error(
+        ztensor("merge", src, copy, "-o", out, check=False), "--prefix-with-filename"
+    )
     assert not out.exists()
     ztensor("merge", src, copy, "-o", out, "--prefix-with-filename")
     with zt.Reader(out) as r:
         assert sorted(r.tensor_names) == sorted(
-            [f"ref/{n}" for n in arrays] + [f"copy/{n}" for n in arrays])
+            [f"ref/{n}" for n in arrays] + [f"copy/{n}" for n in arrays]
+        )
         np.testing.assert_array_equal(r.read_tensor("copy/z"), arrays["z"])
 
 
@@ -377,8 +405,9 @@ def test_migrate_legacy_file(tmp_path):
     with zt.Reader(legacy) as old, zt.Reader(out) as new:
         assert new.version == "1.1.0"
         for name in old.tensor_names:
-            np.testing.assert_array_equal(np.asarray(new.read_tensor(name)),
-                                          np.asarray(old.read_tensor(name)))
+            np.testing.assert_array_equal(
+                np.asarray(new.read_tensor(name)), np.asarray(old.read_tensor(name))
+            )
 
 
 def test_migrate_compressed_with_level(tmp_path):
@@ -389,8 +418,9 @@ def test_migrate_compressed_with_level(tmp_path):
         for name in old.tensor_names:
             comp = new.manifest.objects[name].components["data"]
             assert comp.encoding == "zstd" and comp.digest.startswith("sha256:")
-            np.testing.assert_array_equal(new.read_tensor(name, verify_checksum=True),
-                                          old.read_tensor(name))
+            np.testing.assert_array_equal(
+                new.read_tensor(name, verify_checksum=True), old.read_tensor(name)
+            )
 
 
 def test_migrate_refuses_bad_legacy_checksum(tmp_path):
@@ -443,9 +473,20 @@ def test_progress_goes_to_a_terminal_stderr_only(tmp_path):
         master, slave = pty.openpty()
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "ztensor_array.cli", "compress", str(src), "-o",
-                 str(tmp_path / f"o{len(extra)}.zt"), *extra],
-                stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120,
+                [
+                    sys.executable,
+                    "-m",
+                    "ztensor_array.cli",
+                    "compress",
+                    str(src),
+                    "-o",
+                    str(tmp_path / f"o{len(extra)}.zt"),
+                    *extra,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=slave,
+                text=True,
+                timeout=120,
                 env=dict(os.environ, TERM="xterm", COLUMNS="100"),
             )
             os.close(slave)
