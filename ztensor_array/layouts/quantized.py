@@ -24,34 +24,35 @@ from ..manifest import Component, Object
 from .dense import as_logical
 
 
-def unpack_rows(words: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """Unpack ``count`` values per column from a 2-D array of container words.
+def unpack(words: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Unpack ``count`` values from each row of container words (last axis).
 
-    Column ``c`` of ``words`` read top to bottom is a little-endian bit stream; value ``i``
-    of that column occupies stream bits ``[i * bits, (i + 1) * bits)``. Returns
-    ``[count, columns]`` as uint8.
+    Each row of ``words`` is a little-endian bit stream (word 0 holds the lowest bits);
+    value ``i`` occupies stream bits ``[i * bits, (i + 1) * bits)``. Returns uint8 values
+    with the last axis replaced by ``count``.
     """
-    words = np.ascontiguousarray(words)
-    nwords, ncols = words.shape
     width = words.dtype.itemsize * 8
-    unsigned = words.astype(words.dtype.newbyteorder("<"), copy=False).view(f"<u{width // 8}")
+    lead = words.shape[:-1]
+    unsigned = (
+        np.ascontiguousarray(words)
+        .astype(words.dtype.newbyteorder("<"), copy=False)
+        .view(f"<u{width // 8}")
+    )
     mask = (1 << bits) - 1
     if width % bits == 0:  # values never straddle a word: shift and mask
         per = width // bits
-        out = np.empty((nwords, per, ncols), dtype=np.uint8)
+        out = np.empty((*lead, unsigned.shape[-1], per), dtype=np.uint8)
         for j in range(per):
-            out[:, j, :] = (unsigned >> (j * bits)) & mask
-        return out.reshape(nwords * per, ncols)[:count]
+            np.bitwise_and(unsigned >> (j * bits), mask, out=out[..., j], casting="unsafe")
+        return out.reshape(*lead, -1)[..., :count]
     # general case (3, 5, 6, 7 bits): expand the stream to one byte per bit
-    stream = unsigned.view(np.uint8).reshape(nwords, ncols, width // 8)
-    stream = stream.transpose(0, 2, 1).reshape(nwords * (width // 8), ncols)
-    bitplanes = np.unpackbits(stream, axis=0, bitorder="little")
-    nvalues = bitplanes.shape[0] // bits
-    bitplanes = bitplanes[: nvalues * bits].reshape(nvalues, bits, ncols)
-    out = np.zeros((nvalues, ncols), dtype=np.uint8)
+    planes = np.unpackbits(unsigned.view(np.uint8), axis=-1, bitorder="little")
+    nvalues = planes.shape[-1] // bits
+    planes = planes[..., : nvalues * bits].reshape(*lead, nvalues, bits)
+    out = np.zeros((*lead, nvalues), dtype=np.uint8)
     for b in range(bits):
-        out |= bitplanes[:, b, :] << b
-    return out[:count]
+        out |= planes[..., b] << b
+    return out[..., :count]
 
 
 def _group_index(geo: manifest.QuantizedGroup, g_idx: np.ndarray | None, fail) -> np.ndarray:
@@ -85,18 +86,24 @@ def dequantize(
     if rows * cols == 0:
         return np.zeros((rows, cols), dtype=scales.dtype)
     work = np.float64 if scales.dtype == np.float64 else np.float32
-    q = unpack_rows(packed.reshape(-1, rows), bits, cols)  # [cols, rows]
-    s = scales.reshape(geo.groups, rows).astype(work)
+    # packed_weight is [words, rows]: each row's stream runs down a column, so transpose
+    # the (few, wide) words rather than the (many, narrow) values
+    w = unpack(packed.reshape(-1, rows).T, bits, cols).astype(work)  # [rows, cols]
+    s = scales.reshape(geo.groups, rows).astype(work).T  # [rows, groups]
     if zeros.dtype.kind in "iu":
-        z = unpack_rows(zeros.reshape(geo.groups, -1).T, bits, rows).T  # [groups, rows]
+        z = unpack(zeros.reshape(geo.groups, -1), bits, rows)  # [groups, rows]
     else:
         z = zeros.reshape(geo.groups, rows)
-    zf = z.astype(work) + work(geo.zero_offset)
-    g = _group_index(geo, g_idx, fail)
-    w = q.astype(work)
-    w -= zf[g]
-    w *= s[g]
-    return w.T.astype(scales.dtype, order="C")
+    zf = (z.astype(work) + work(geo.zero_offset)).T  # [rows, groups]
+    if g_idx is None and cols % geo.group_size == 0:  # groups are contiguous runs: broadcast
+        runs = w.reshape(rows, geo.groups, geo.group_size)
+        runs -= zf[:, :, None]
+        runs *= s[:, :, None]
+    else:
+        g = _group_index(geo, g_idx, fail)
+        w -= zf[:, g]
+        w *= s[:, g]
+    return w.astype(scales.dtype, copy=False)
 
 
 def read_object(obj: Object, get, *, path=None, name=None) -> np.ndarray:
