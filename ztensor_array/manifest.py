@@ -78,6 +78,37 @@ class Manifest:
         return max(ends, default=len(MAGIC))
 
 
+class ObjectTable(Mapping):
+    """The objects of a decoded manifest, turned into ``Object``s when first looked up.
+
+    Opening a file with thousands of tensors then costs one CBOR decode plus one quick pass
+    of checks (``validate``), not thousands of dataclass constructions.
+    """
+
+    def __init__(self, raw: Mapping[str, Any], path: Path | None = None) -> None:
+        self._raw = raw
+        self._parsed: dict[str, Object] = {}
+        self._path = path
+
+    def raw(self, name: str) -> Any:
+        return self._raw[name]
+
+    def __getitem__(self, name: str) -> Object:
+        obj = self._parsed.get(name)
+        if obj is None:
+            obj = self._parsed[name] = _parse_object(self._raw[name], self._path, name)
+        return obj
+
+    def __iter__(self):
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+
 # --------------------------------------------------------------------------- encoding
 
 
@@ -167,6 +198,30 @@ def _is_uint(v: Any) -> bool:
 
 
 def _parse_component(raw: Any, path, obj: str, role: str) -> Component:
+    # Fast path for the common, well-formed case; anything unusual takes the checked path
+    # below, which finds and names the exact problem.
+    if type(raw) is dict and "type" not in raw and "uncompressed_length" not in raw:
+        dtype = raw.get("dtype")
+        offset = raw.get("offset")
+        length = raw.get("length")
+        encoding = raw.get("encoding", "raw")
+        digest = raw.get("digest")
+        if (
+            type(dtype) is str
+            and dtype in dtypes.BY_NAME
+            and type(offset) is int
+            and offset >= 0
+            and type(length) is int
+            and length >= 0
+            and type(encoding) is str
+            and encoding in ENCODINGS
+            and (digest is None or type(digest) is str)
+        ):
+            return Component(dtype, offset, length, encoding, digest)
+    return _parse_component_checked(raw, path, obj, role)
+
+
+def _parse_component_checked(raw: Any, path, obj: str, role: str) -> Component:
     _expect(isinstance(raw, Mapping), "component is not a map", path, obj, role)
     dtype = raw.get("dtype")
     offset = raw.get("offset")
@@ -195,6 +250,29 @@ def _parse_component(raw: Any, path, obj: str, role: str) -> Component:
 
 
 def _parse_object(raw: Any, path, name: str) -> Object:
+    if type(raw) is dict:  # fast path, as for components
+        shape = raw.get("shape")
+        fmt = raw.get("format")
+        comps = raw.get("components")
+        attrs = raw.get("attributes")
+        if (
+            type(shape) is list
+            and type(fmt) is str
+            and type(comps) is dict
+            and (attrs is None or type(attrs) is dict)
+            and all(type(d) is int and d >= 0 for d in shape)
+        ):
+            components = {}
+            for role, c in comps.items():
+                if type(role) is not str:
+                    break
+                components[role] = _parse_component(c, path, name, role)
+            else:
+                return Object(tuple(shape), fmt, components, attrs)
+    return _parse_object_checked(raw, path, name)
+
+
+def _parse_object_checked(raw: Any, path, name: str) -> Object:
     _expect(isinstance(raw, Mapping), "object is not a map", path, name)
     shape = raw.get("shape")
     fmt = raw.get("format")
@@ -234,7 +312,8 @@ def load_cbor(data: bytes, path: Path | None = None) -> Any:
 
 
 def decode(data: bytes, *, path: Path | None = None) -> Manifest:
-    """Manifest from CBOR bytes, checking every field's type (not yet offsets)."""
+    """Manifest from CBOR bytes. Objects are parsed (and type-checked) on first access;
+    ``validate`` checks them all, so call it before handing the manifest out."""
     root = _load_cbor(data, path)
     _expect(isinstance(root, Mapping), "manifest root is not a map", path)
     version = root.get("version", WRITE_VERSION)
@@ -246,11 +325,9 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     _expect(attrs is None or isinstance(attrs, Mapping), "attributes is not a map", path)
     raw_objects = root.get("objects", {})
     _expect(isinstance(raw_objects, Mapping), "objects is not a map", path)
-    objects = {}
-    for name, raw in raw_objects.items():
+    for name in raw_objects:
         _expect(isinstance(name, str), f"object name {name!r} is not text", path)
-        objects[name] = _parse_object(raw, path, name)
-    return Manifest(objects, attrs, version)
+    return Manifest(ObjectTable(raw_objects, path), attrs, version)
 
 
 # --------------------------------------------------------------------------- validation
@@ -307,6 +384,14 @@ def decoded_limit(obj: Object, role: str) -> int:
 
 def _check_dense(name: str, obj: Object, path) -> None:
     comp = obj.components.get("data")
+    if (  # fast path: a plain raw tensor of the right size
+        comp is not None
+        and comp.encoding == "raw"
+        and comp.type is None
+        and comp.uncompressed_length is None
+        and comp.length == math.prod(obj.shape) * _ITEMSIZE[comp.dtype]
+    ):
+        return
     _expect(comp is not None, "dense object has no 'data' component", path, name)
     nbytes = expected_nbytes(obj, "data")
     if comp.encoding == "raw":
@@ -629,9 +714,9 @@ def _check_sizes(name: str, obj: Object, nbytes: Mapping[str, int], path) -> Non
     for role, want in nbytes.items():
         comp = obj.components[role]
         have = comp.length if comp.encoding == "raw" else comp.uncompressed_length
-        if have is None:
+        if comp.encoding != "raw":
             _check_ratio(name, role, comp, want, path)
-        else:
+        if have is not None:
             _expect(have == want, f"{have} bytes, expected {want} here", path, name, role)
 
 
@@ -673,6 +758,113 @@ def register_structure_check(fmt: str, check) -> None:
     STRUCTURE_CHECKS[fmt] = check
 
 
+_ITEMSIZE = {d.name: d.itemsize for d in dtypes.BY_NAME.values()}
+
+
+def _component_problem(name, role, obj, comp, blob_end, path, aligned) -> None:
+    """Raise the precise error for a component that failed validate's quick test."""
+    shape = list(obj.shape)
+    isz = _ITEMSIZE[comp.dtype]
+    _expect(math.prod(obj.shape) <= _MAX_NBYTES, f"shape {shape} is too large", path, name)
+    _expect(
+        math.prod(obj.shape) * isz * 2 <= _MAX_NBYTES,
+        f"shape {shape} overflows 63 bits",
+        path,
+        name,
+        role,
+    )
+    if aligned:
+        _expect(
+            comp.offset % ALIGNMENT == 0,
+            f"offset {comp.offset} is not a multiple of {ALIGNMENT}",
+            path,
+            name,
+            role,
+        )
+    _expect(
+        len(MAGIC) <= comp.offset and comp.offset + comp.length <= blob_end,
+        f"bytes [{comp.offset}, {comp.offset + comp.length}) lie outside the blob area "
+        f"[8, {blob_end})",
+        path,
+        name,
+        role,
+    )
+    _expect(
+        comp.length % isz == 0,
+        f"raw length {comp.length} is not a multiple of the {comp.dtype} item size {isz}",
+        path,
+        name,
+        role,
+    )
+
+
+def _validate_object(name, obj, blob_end, path, aligned, spans) -> None:
+    """Every check of one parsed object; appends its byte spans for the overlap test."""
+    lowest = len(MAGIC)
+    numel = math.prod(obj.shape)
+    for role, comp in obj.components.items():
+        isz = _ITEMSIZE[comp.dtype]
+        start, end = comp.offset, comp.offset + comp.length
+        if (  # one cheap test per component; the slow path says what is wrong
+            numel * isz * 2 > _MAX_NBYTES
+            or (aligned and start % ALIGNMENT)
+            or start < lowest
+            or end > blob_end
+            or (comp.encoding == "raw" and comp.length % isz)
+        ):
+            _component_problem(name, role, obj, comp, blob_end, path, aligned)
+        if comp.length:
+            spans.append((start, end, name, role))
+    check = STRUCTURE_CHECKS.get(obj.format)
+    if check is not None:
+        check(name, obj, path)
+
+
+def _quick_dense_span(raw: Any, blob_end: int, aligned: bool) -> tuple[int, int] | None:
+    """Byte span of a plain, valid dense object from its raw CBOR map, or None.
+
+    None means "not obviously fine": the caller then parses the object and runs every check,
+    which names the exact problem. This only ever accepts what those checks accept.
+    """
+    if type(raw) is not dict or raw.get("format") != "dense":
+        return None
+    shape = raw.get("shape")
+    comps = raw.get("components")
+    attrs = raw.get("attributes")
+    if type(shape) is not list or type(comps) is not dict or len(comps) != 1:
+        return None
+    if attrs is not None and type(attrs) is not dict:
+        return None
+    comp = comps.get("data")
+    if type(comp) is not dict or "type" in comp or "uncompressed_length" in comp:
+        return None
+    dtype = comp.get("dtype")
+    isz = _ITEMSIZE.get(dtype) if type(dtype) is str else None
+    offset = comp.get("offset")
+    length = comp.get("length")
+    encoding = comp.get("encoding", "raw")
+    digest = comp.get("digest")
+    if isz is None or type(offset) is not int or type(length) is not int:
+        return None
+    if digest is not None and type(digest) is not str:
+        return None
+    numel = 1
+    for d in shape:
+        if type(d) is not int or d < 0:
+            return None
+        numel *= d
+    nbytes = numel * isz
+    if nbytes * 2 > _MAX_NBYTES or offset < len(MAGIC) or offset + length > blob_end or length < 0:
+        return None
+    if aligned and offset % ALIGNMENT:
+        return None
+    if encoding == "raw":
+        ok = length == nbytes
+    else:
+        ok = encoding == "zstd" and nbytes <= max(length, 1) * MAX_ZSTD_RATIO
+    return (offset, offset + length) if ok else None
+
+
 def validate(
     manifest: Manifest, blob_end: int, *, path: Path | None = None, aligned: bool = True
 ) -> None:
@@ -681,48 +873,16 @@ def validate(
     ``blob_end`` is where the manifest starts: every component must lie in [8, blob_end).
     """
     spans = []
-    for name, obj in manifest.objects.items():
-        nbytes = math.prod(obj.shape)
-        _expect(nbytes <= _MAX_NBYTES, f"shape {list(obj.shape)} is too large", path, name)
-        for role, comp in obj.components.items():
-            isz = dtypes.itemsize(comp.dtype)
-            _expect(
-                nbytes * isz * 2 <= _MAX_NBYTES,
-                f"shape {list(obj.shape)} overflows 63 bits",
-                path,
-                name,
-                role,
-            )
-            if aligned:
-                _expect(
-                    comp.offset % ALIGNMENT == 0,
-                    f"offset {comp.offset} is not a multiple of {ALIGNMENT}",
-                    path,
-                    name,
-                    role,
-                )
-            _expect(
-                len(MAGIC) <= comp.offset and comp.offset + comp.length <= blob_end,
-                f"bytes [{comp.offset}, {comp.offset + comp.length}) lie outside the blob "
-                f"area [8, {blob_end})",
-                path,
-                name,
-                role,
-            )
-            if comp.encoding == "raw":
-                _expect(
-                    comp.length % isz == 0,
-                    f"raw length {comp.length} is not a multiple of the {comp.dtype} "
-                    f"item size {isz}",
-                    path,
-                    name,
-                    role,
-                )
-            if comp.length:
-                spans.append((comp.offset, comp.offset + comp.length, name, role))
-        check = STRUCTURE_CHECKS.get(obj.format)
-        if check is not None:
-            check(name, obj, path)
+    objects = manifest.objects
+    quick = isinstance(objects, ObjectTable)
+    for name in objects:
+        if quick:
+            span = _quick_dense_span(objects.raw(name), blob_end, aligned)
+            if span is not None:
+                if span[1] > span[0]:
+                    spans.append((span[0], span[1], name, "data"))
+                continue
+        _validate_object(name, objects[name], blob_end, path, aligned, spans)
     spans.sort()
     for (_s0, e0, n0, r0), (s1, _e1, n1, r1) in zip(spans, spans[1:]):
         if s1 < e0:
