@@ -64,6 +64,7 @@ def test_quantized_roundtrip_byte_identical(tmp_path, qtype, compress):
         assert raw.dtype == np.uint8 and raw.tobytes() == blocks.tobytes()
         got = r.read_tensor("t")
         assert r.metadata("t").attributes["ggml_type"] == qtype.name
+        assert r.metadata("t").dtype == np.float32
     assert got.shape == x.shape and got.dtype == np.float32
     np.testing.assert_array_equal(got, quants.dequantize(blocks, qtype))
 

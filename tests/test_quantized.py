@@ -65,6 +65,7 @@ def test_gptq_dequantize_matches_numpy(tmp_path, bits):
     with zt.Reader(path) as r:
         got = r.read_tensor("w")
         attrs = r.metadata("w").attributes
+        assert r.metadata("w").dtype == np.float16  # what read_tensor returns
     want = expected(q, z, s, np.arange(n_in) // gs)
     assert got.shape == (n_out, n_in) and got.dtype == np.float16
     np.testing.assert_array_equal(got, want)
