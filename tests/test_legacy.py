@@ -334,6 +334,8 @@ def test_reencoded_definite_index_still_reads(tmp_path):
         ("wheel_dense.zt", set_field("f32", "shape", [1 << 40, 1 << 40]), FormatError, "shape"),
         ("wheel_dense.zt", set_field("f32", "layout", "blocked"), UnsupportedError, "layout"),
         ("wheel_dense.zt", set_field("f32", "encoding", "lz4"), UnsupportedError, "encoding"),
+        ("wheel_dense.zt", set_field("f32", "encoding", {"a": 1}), FormatError, "encoding"),
+        ("wheel_dense.zt", set_field("f32", "layout", ["dense"]), FormatError, "layout"),
         (
             "wheel_dense.zt",
             set_field("f32", "data_endianness", "middle"),

@@ -74,6 +74,9 @@ def _entry(raw: Any, index: int, path) -> tuple[str, Object]:
     _expect(isinstance(shape, list), f"shape {shape!r} is not an array", path, name)
     _expect(all(_uint(d) for d in shape), f"shape {shape!r} has a non-uint entry", path, name)
     _expect(isinstance(checksum, str | None), "checksum is not text", path, name)
+    _expect(isinstance(layout_name, str), f"layout {layout_name!r} is not text", path, name)
+    _expect(isinstance(encoding, str), f"encoding {encoding!r} is not text", path, name)
+    _expect(isinstance(endian, str), f"data_endianness {endian!r} is not text", path, name)
     if layout_name not in LAYOUTS:
         raise UnsupportedError(f"unknown v0.1 layout {layout_name!r}", path=path, obj=name)
     if encoding not in manifest.ENCODINGS:
