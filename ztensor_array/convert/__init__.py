@@ -257,7 +257,6 @@ def convert(
             with open_source(
                 path, f, dequantize=dequantize, compress=level, checksum=checksum
             ) as src:
-                _merge_attributes(attributes, src.attributes, path)
                 for item in src.items():
                     name = prefix + item.name
                     if name in expected:
@@ -271,6 +270,8 @@ def convert(
                     expected[name] = (path, item.name)
                     item.write(writer, name, level, checksum, item.attributes)
                     progress.advance(item.nbytes)
+                # after the items: some sources find attributes while walking their content
+                _merge_attributes(attributes, src.attributes, path)
                 report.notes.extend(getattr(src, "notes", []))
         writer.attributes.update(attributes)
         report.bytes_out = writer.finalize()

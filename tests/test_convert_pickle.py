@@ -1,0 +1,188 @@
+"""``ztensor convert`` of PyTorch checkpoints (torch.save, zip and legacy) and plain pickles,
+through the restricted unpickler: values equal torch's, torch is not needed, and no code
+from the file ever runs."""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from test_cli import assert_one_line_error, no_temp_files, ztensor
+
+import ztensor_array as zt
+
+torch = pytest.importorskip("torch")
+
+
+def _state_dict():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 4, generator=g)
+    return collections.OrderedDict(
+        [
+            ("w", torch.randn(3, 5, generator=g)),
+            ("half", torch.randn(4, generator=g).half()),
+            ("bf16", torch.randn(2, 3, generator=g).bfloat16()),
+            ("f8", torch.randn(5, generator=g).to(torch.float8_e4m3fn)),
+            ("steps", torch.arange(7, dtype=torch.int64)),
+            ("mask", torch.tensor([True, False, True])),
+            ("u16", torch.tensor([1, 60000], dtype=torch.int32).to(torch.uint16)),
+            ("view_t", base.t()),  # non-contiguous view
+            ("view_slice", base[2:5, 1]),  # shares base's storage, with an offset
+            ("param", torch.nn.Parameter(torch.ones(2, 2))),
+            ("cplx", torch.randn(3, dtype=torch.complex64, generator=g)),
+        ]
+    )
+
+
+def _as_numpy(t):
+    """The oracle: torch's own view of a tensor, as numpy bits."""
+    t = t.detach().contiguous()
+    if t.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.uint16):
+        return t.view(torch.uint8).numpy() if t.dtype != torch.uint16 else t.numpy()
+    return t.numpy()
+
+
+def _check(out, tensors):
+    with zt.Reader(out) as r:
+        assert set(r.tensor_names) == set(tensors)
+        for name, t in tensors.items():
+            got = r.read_tensor(name)
+            assert got.shape == tuple(t.shape), name
+            want = _as_numpy(t)
+            if t.dtype in (torch.bfloat16, torch.float8_e4m3fn):
+                got = np.ascontiguousarray(got).view(np.uint8)
+            np.testing.assert_array_equal(got, want.reshape(got.shape))
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_torch_save_state_dict(tmp_path, zip_format):
+    sd = _state_dict()
+    if not zip_format:  # the legacy format has no storage class for these dtypes
+        for k in ("f8", "u16"):
+            del sd[k]
+    src = tmp_path / "model.pt"
+    torch.save(sd, src, _use_new_zipfile_serialization=zip_format)
+    out = tmp_path / "model.zt"
+    ztensor("convert", src, "-o", out)
+    _check(out, torch.load(src, weights_only=True))
+
+
+def test_nested_checkpoint_and_scalars(tmp_path):
+    ckpt = {
+        "model": {"enc": {"w": torch.ones(2, 3)}, "dec": [torch.zeros(2), torch.arange(3)]},
+        "epoch": 7,
+        "name": "run-1",
+        "lr": 0.5,
+        "np": np.arange(4, dtype=np.float64),
+    }
+    src = tmp_path / "ckpt.pth"
+    torch.save(ckpt, src)
+    out = tmp_path / "ckpt.zt"
+    ztensor("convert", src, "-o", out)
+    with zt.Reader(out) as r:
+        assert sorted(r.tensor_names) == ["model.dec.0", "model.dec.1", "model.enc.w", "np"]
+        assert r.attributes == {"epoch": 7, "name": "run-1", "lr": 0.5}
+        np.testing.assert_array_equal(r.read_tensor("model.dec.1"), np.arange(3))
+        np.testing.assert_array_equal(r.read_tensor("np"), np.arange(4.0))
+
+
+def test_plain_pickle_of_numpy_containers(tmp_path):
+    obj = {
+        "a": np.arange(6, dtype=np.int16).reshape(2, 3),
+        "b": [np.ones(2), np.zeros(3, bool)],
+        "t": (np.float32(1.5), "label"),
+    }
+    src = tmp_path / "arrays.pkl"
+    with open(src, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+    out = tmp_path / "arrays.zt"
+    ztensor("convert", src, "-o", out)
+    with zt.Reader(out) as r:
+        assert sorted(r.tensor_names) == ["a", "b.0", "b.1"]
+        np.testing.assert_array_equal(r.read_tensor("a"), obj["a"])
+        np.testing.assert_array_equal(r.read_tensor("b.1"), obj["b"][1])
+        assert r.attributes == {"t.0": 1.5, "t.1": "label"}
+
+
+def test_torch_is_not_needed(tmp_path):
+    sd = _state_dict()
+    src = tmp_path / "model.pt"
+    torch.save(sd, src)
+    out = tmp_path / "model.zt"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+        "from ztensor_array.cli import main\n"
+        f"main(['convert', {str(src)!r}, '-o', {str(out)!r}, '-q'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    _check(out, sd)
+
+
+# --------------------------------------------------------------------------- hostile
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_never_runs(tmp_path):
+    marker = tmp_path / "PWNED"
+    src = tmp_path / "evil.pkl"
+    with open(src, "wb") as f:
+        pickle.dump({"w": np.ones(2), "x": _Evil(marker)}, f)
+    out = tmp_path / "evil.zt"
+    proc = ztensor("convert", src, "-o", out, check=False)
+    assert_one_line_error(proc, "system", "refusing")
+    assert not marker.exists() and not out.exists() and no_temp_files(tmp_path)
+
+
+def test_malicious_data_pkl_inside_a_torch_zip(tmp_path):
+    marker = tmp_path / "PWNED"
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(2)}, good)
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                data = pickle.dumps({"w": _Evil(marker)})
+            zout.writestr(item, data)
+    proc = ztensor("convert", evil, "-o", tmp_path / "e.zt", check=False)
+    assert_one_line_error(proc, "system")
+    assert not marker.exists()
+    # torch itself (weights_only) refuses the same file: an independent check of the oracle
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(evil, weights_only=True)
+    assert not marker.exists()
+
+
+def test_whole_module_pickle_is_refused_naming_the_class(tmp_path):
+    src = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), src)
+    proc = ztensor("convert", src, "-o", tmp_path / "m.zt", check=False)
+    assert_one_line_error(proc, "torch.nn.modules.linear.Linear")
+
+
+def test_garbage_and_truncated_pickles(tmp_path):
+    src = tmp_path / "model.pt"
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(100)}, buf, _use_new_zipfile_serialization=False)
+    src.write_bytes(buf.getvalue()[:-40])  # the storage bytes are cut short
+    assert_one_line_error(ztensor("convert", src, "-o", tmp_path / "a.zt", check=False), "model.pt")
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"\x80\x04junk that is not a pickle")
+    assert_one_line_error(
+        ztensor("convert", junk, "-o", tmp_path / "b.zt", check=False), "junk.pkl"
+    )
