@@ -13,7 +13,6 @@ import stat
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,72 +34,108 @@ from .manifest import Component, Manifest, Object
 _TO = ("numpy", "torch")
 
 
-@dataclass(frozen=True)
 class TensorMetadata:
-    """What the reference 1.1.1 reports per tensor, plus the full manifest object."""
+    """What the reference 1.1.1 reports per tensor, plus the full manifest object.
 
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype | None
-    dtype_str: str
-    layout: str
-    encoding: str | None
-    offset: int
-    size: int
-    checksum: str | None
-    attributes: dict[str, Any]
-    object: Object
-    endianness: str | None = "little"
+    Fields are derived from the object when asked for, so listing thousands of tensors
+    costs almost nothing.
+    """
+
+    __slots__ = ("name", "object")
+
+    def __init__(self, name: str, obj: Object) -> None:
+        self.name = name
+        self.object = obj
 
     @property
-    def format(self) -> str:
-        return self.layout
+    def shape(self) -> tuple[int, ...]:
+        return self.object.shape
+
+    @property
+    def layout(self) -> str:
+        return self.object.format
+
+    format = layout
 
     @property
     def components(self):
         return self.object.components
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return dict(self.object.attributes or {})
+
+    @property
+    def _primary(self) -> Component | None:
+        comps = self.object.components
+        for role in ("data", "values", "packed_weight"):
+            if role in comps:
+                return comps[role]
+        return next(iter(comps.values()), None)
+
+    @property
+    def _value_dtype(self) -> str | None:
+        """The dtype read_tensor returns: quantized layouts dequantize to their scales' dtype
+        (quantized_group) or to float32 (ggml_quantized), not to their packed storage."""
+        obj = self.object
+        comp = self._primary
+        if comp is None:
+            return None
+        if obj.format == "ggml_quantized":
+            return "f32"
+        scales = obj.components.get("scales")
+        if obj.format == "quantized_group" and scales is not None:
+            return dtypes.logical_name(scales.dtype, scales.type)
+        return dtypes.logical_name(comp.dtype, comp.type)
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        name = self._value_dtype
+        return None if name is None else dtypes.to_numpy(name)
+
+    @property
+    def dtype_str(self) -> str:
+        name = self._value_dtype
+        return "" if name is None else dtypes.to_legacy(name)
+
+    @property
+    def encoding(self) -> str | None:
+        encodings = {c.encoding for c in self.object.components.values()}
+        return encodings.pop() if len(encodings) == 1 else None
+
+    @property
+    def offset(self) -> int:
+        return min((c.offset for c in self.object.components.values()), default=0)
+
+    @property
+    def size(self) -> int:
+        return sum(c.length for c in self.object.components.values())
+
+    @property
+    def checksum(self) -> str | None:
+        comp = self._primary
+        return None if comp is None else comp.digest
+
+    @property
+    def endianness(self) -> str | None:
+        comp = self._primary
+        return None if comp is None else comp.byte_order
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TensorMetadata)
+            and self.name == other.name
+            and self.object == other.object
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
     def __repr__(self) -> str:
         return (
             f"<TensorMetadata name={self.name!r} shape={self.shape} "
             f"dtype={self.dtype_str!r} layout={self.layout!r}>"
         )
-
-
-def _primary(obj: Object) -> Component | None:
-    for role in ("data", "values", "packed_weight"):
-        if role in obj.components:
-            return obj.components[role]
-    return next(iter(obj.components.values()), None)
-
-
-def _metadata(name: str, obj: Object) -> TensorMetadata:
-    comp = _primary(obj)
-    dtype = None
-    dtype_str = ""
-    if comp is not None:
-        logical = dtypes.logical_name(comp.dtype, comp.type)
-        dtype_str = dtypes.to_legacy(logical)
-        try:
-            dtype = dtypes.to_numpy(logical)
-        except ImportError:  # pragma: no cover - ml_dtypes is a hard dependency
-            dtype = None
-    comps = list(obj.components.values())
-    encodings = {c.encoding for c in comps}
-    return TensorMetadata(
-        name=name,
-        shape=obj.shape,
-        dtype=dtype,
-        dtype_str=dtype_str,
-        layout=obj.format,
-        encoding=encodings.pop() if len(encodings) == 1 else None,
-        offset=min((c.offset for c in comps), default=0),
-        size=sum(c.length for c in comps),
-        checksum=comp.digest if comp is not None else None,
-        attributes=dict(obj.attributes or {}),
-        object=obj,
-        endianness=comp.byte_order if comp is not None else None,
-    )
 
 
 class Reader:
@@ -251,7 +286,7 @@ class Reader:
             raise TensorNotFoundError("no such object", path=self.path, obj=name) from None
 
     def metadata(self, name: str) -> TensorMetadata:
-        return _metadata(name, self._object(name))
+        return TensorMetadata(name, self._object(name))
 
     @property
     def tensors(self) -> list[TensorMetadata]:
