@@ -225,9 +225,20 @@ def test_compute_false_returns_delayed(tmp_path):
     x = _data((20, 20))
     delayed = zt.to_ztensor(da.from_array(x, chunks=7), p, "x", compress=3, compute=False)
     assert isinstance(delayed, Delayed)
-    assert not p.exists()
+    assert os.listdir(tmp_path) == []  # nothing happens until it is computed
     delayed.compute()
     np.testing.assert_array_equal(zt.from_ztensor(p, "x").compute(), x)
+    before = p.read_bytes()
+    grow = zt.to_ztensor(x, p, "x", mode="a", append_dim=0, compute=False)
+    extra = zt.to_ztensor(x, p, "y", mode="a", compute=False)
+    assert p.read_bytes() == before
+    grow.compute()
+    with pytest.raises(zt.ZTensorError, match="changed since the write was planned"):
+        extra.compute()  # planned against the file before the growth: refused, no harm
+    with zt.Reader(p) as r:
+        np.testing.assert_array_equal(r.read_tensor("x"), np.concatenate([x, x]))
+        assert r.tensor_names == ["x"]
+    assert sorted(os.listdir(tmp_path)) == ["d.zt"]
 
 
 def _boom(block, block_info=None):

@@ -805,7 +805,8 @@ class TensorStream:
 # ------------------------------------------------------------------ parallel writes
 #
 # A file written by many processes at once (Dask tasks, distributed workers): the client
-# plans (begin_parallel, reserve_region), workers fill raw regions with pwrite_block and
+# plans (plan_parallel), a first task creates the file and preallocates raw regions
+# (begin_parallel), workers fill raw regions with pwrite_block and
 # append compressed chunks with append_blob, and one task commits (ParallelWriter) by
 # writing only the manifest and footer, reusing Writer's finalize and atomic rename.
 # Workers know nothing but a path and offsets, so every piece pickles small.
@@ -822,13 +823,20 @@ class ParallelPlan:
     base_objects: Mapping[str, Object]
     attributes: Mapping[str, Any]
     durable: bool = False
+    token: str = ""  # names this write in the append lock file (mode "a")
+
+    @property
+    def lock_path(self) -> str:
+        """Mode "a": a hidden file that marks a parallel append in progress (one at a time)."""
+        folder, base = os.path.split(os.path.abspath(self.path))
+        return os.path.join(folder, f".{base}.parallel-append")
 
 
-def begin_parallel(
+def plan_parallel(
     path: str | os.PathLike, mode: str = "w", *, durable: bool = False
 ) -> ParallelPlan:
-    """Start a parallel write: a hidden temp file (modes "w"/"x") or the finalized file
-    itself padded to an aligned end (mode "a"), ready for reserve_region/append_blob."""
+    """Plan a parallel write without touching any file (so an uncomputed graph costs
+    nothing): the temp file name for "w"/"x", or the finalized file's state for "a"."""
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     path = os.fspath(path)
@@ -837,24 +845,58 @@ def begin_parallel(
             raise FileExistsZTError("path exists (mode='x')", path=path)
         folder = os.path.dirname(os.path.abspath(path))
         target = os.path.join(folder, f".{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
+        return ParallelPlan(path, target, mode, 0, {}, {}, durable)
+    probe = Writer(path, "a")  # checks the append lock and reads the manifest
+    try:
+        objects, attrs, size = dict(probe._objects), dict(probe.attributes), probe._pos
+    finally:
+        probe._done = True  # release without truncating: nothing was written
+        probe._release()
+    return ParallelPlan(path, path, "a", size, objects, attrs, durable, secrets.token_hex(8))
+
+
+def begin_parallel(plan: ParallelPlan, regions: list[int]) -> list[int]:
+    """Create the temp file (modes "w"/"x") or pad the finalized file to an aligned end
+    (mode "a"), then preallocate one aligned region per entry of ``regions`` (byte sizes);
+    returns their offsets. Runs once, before any worker writes (the first graph task)."""
+    if plan.mode != "a":
         try:
-            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666)
+            fd = os.open(plan.target, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666)
         except OSError as exc:
-            raise ZTensorError(f"cannot create: {exc.strerror}", path=path) from None
+            raise ZTensorError(f"cannot create: {exc.strerror}", path=plan.path) from None
         try:
             os.pwrite(fd, manifest.MAGIC, 0)
             os.ftruncate(fd, manifest.ALIGNMENT)
         finally:
             os.close(fd)
-        return ParallelPlan(path, target, mode, 0, {}, {}, durable)
-    probe = Writer(path, "a")  # takes the append lock and reads the manifest
-    try:
-        objects, attrs, size = dict(probe._objects), dict(probe.attributes), probe._pos
-        os.ftruncate(probe._fd, size + (-size % manifest.ALIGNMENT))
-    finally:
-        probe._done = True  # release without truncating: nothing was written yet
-        probe._release()
-    return ParallelPlan(path, path, "a", size, objects, attrs, durable)
+    else:
+        fd = _open_target(plan.path, os.O_RDWR, plan.path)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ZTensorError("another writer is appending to this file", path=plan.path) \
+                    from None
+            size = os.fstat(fd).st_size
+            if size != plan.base_size:
+                raise ZTensorError(
+                    f"file changed since the write was planned ({size} bytes, expected "
+                    f"{plan.base_size})",
+                    path=plan.path,
+                )
+            try:
+                with open(plan.lock_path, "x") as lock:
+                    lock.write(plan.token)
+            except FileExistsError:
+                raise ZTensorError(
+                    f"another parallel append is in progress (or crashed: then run repair "
+                    f"and delete {plan.lock_path})",
+                    path=plan.path,
+                ) from None
+            os.ftruncate(fd, size + (-size % manifest.ALIGNMENT))
+        finally:
+            os.close(fd)
+    return [reserve_region(plan, n) for n in regions]
 
 
 def _open_target(target: str, flags: int, path: str) -> int:
@@ -868,8 +910,8 @@ def _open_target(target: str, flags: int, path: str) -> int:
 
 
 def reserve_region(plan: ParallelPlan, nbytes: int) -> int:
-    """Preallocate an aligned region of ``nbytes`` at the end of the target (client side,
-    before any worker appends; the end stays aligned); returns its offset."""
+    """Preallocate an aligned region of ``nbytes`` at the end of the target (before any
+    worker appends; the end stays aligned); returns its offset."""
     fd = _open_target(plan.target, os.O_RDWR, plan.path)
     try:
         size = os.fstat(fd).st_size
@@ -995,6 +1037,12 @@ class ParallelWriter(Writer):
         self._append_base = self._plan.base_size
         self._pos = os.fstat(self._fd).st_size
 
+    def finalize(self) -> int:
+        size = super().finalize()
+        if self.mode == "a":
+            _unlink_quietly(self._plan.lock_path)
+        return size
+
     def put_object(self, name: str, obj: Object) -> None:
         """Record an object whose blobs the workers wrote (replaces one of that name)."""
         self._check_name(name, replacing=True)
@@ -1005,8 +1053,16 @@ def abort_parallel(plan: ParallelPlan) -> None:
     """Undo a parallel write that will not be committed: the previous file stays as it was."""
     if plan.mode == "a":
         try:
+            with open(plan.lock_path) as lock:
+                ours = lock.read() == plan.token
+        except OSError:
+            ours = False
+        if not ours:
+            return  # our first task never ran: the file was not touched by this write
+        try:
             truncate_file(plan.path, plan.base_size)
         except (OSError, ZTensorError):
             pass  # repair() cuts a torn tail back to the last footer
+        _unlink_quietly(plan.lock_path)
     else:
         _unlink_quietly(plan.target)

@@ -395,7 +395,7 @@ class _Spec:
     shape: tuple[int, ...]
     storage: str
     type: str | None
-    offset: int = 0  # dense raw region
+    region: int = -1  # dense raw: index of its preallocated region
     nbytes: int = 0
     checksum: str | None = None
     attributes: Mapping[str, Any] | None = None
@@ -414,11 +414,11 @@ def _le(block: np.ndarray, le: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(block if block.dtype == le else block.astype(le))
 
 
-def _write_region(block, target: str, offset: int, shape, start, le) -> None:
-    writer.pwrite_block(target, offset, tuple(shape), tuple(start), _le(block, le))
+def _write_region(block, target: str, offsets, region: int, shape, start, le) -> None:
+    writer.pwrite_block(target, offsets[region], tuple(shape), tuple(start), _le(block, le))
 
 
-def _write_chunk(block, target: str, role: str, storage, type_, le, level, checksum):
+def _write_chunk(block, target: str, role: str, storage, type_, le, level, checksum, _begun):
     from ..codecs import digests, zstd
 
     data = _le(block, le)
@@ -430,7 +430,7 @@ def _write_chunk(block, target: str, role: str, storage, type_, le, level, check
     return role, Component(storage, offset, length, "zstd" if level else "raw", digest, None, type_)
 
 
-def _commit(plan: writer.ParallelPlan, specs: list[_Spec], results: list) -> int:
+def _commit(plan: writer.ParallelPlan, specs: list[_Spec], offsets, results: list) -> int:
     by_name: dict[str, dict[str, Component]] = {s.name: {} for s in specs}
     for name, items in results:
         for role, comp in items:
@@ -439,13 +439,14 @@ def _commit(plan: writer.ParallelPlan, specs: list[_Spec], results: list) -> int
     try:
         for s in specs:
             if s.layout == "dense":
+                offset = offsets[s.region]
                 digest = (
-                    writer.region_digest(plan.target, s.offset, s.nbytes, s.checksum)
+                    writer.region_digest(plan.target, offset, s.nbytes, s.checksum)
                     if s.checksum
                     else None
                 )
                 comps = {
-                    "data": Component(s.storage, s.offset, s.nbytes, "raw", digest, None, s.type)
+                    "data": Component(s.storage, offset, s.nbytes, "raw", digest, None, s.type)
                 }
                 fmt = "dense"
             elif s.layout == "dense_zstd":
@@ -582,19 +583,23 @@ def write_arrays(
         if name in existing and append_dim is not None:
             grow_info[name] = _check_growth(path, name, existing[name], arr)
 
-    plan = writer.begin_parallel(path, wmode)
-    try:
-        if attributes:
-            plan = _with_attributes(plan, attributes)
-        specs, tasks = [], []
-        for item in prepared:
-            spec, task = _plan_object(plan, item, grow_info.get(item[0]))
-            specs.append(spec)
-            tasks.append(task)
-        final = dask.delayed(_commit, pure=False)(plan, specs, tasks)
-    except BaseException:
-        writer.abort_parallel(plan)
-        raise
+    plan = writer.plan_parallel(path, wmode)
+    if attributes:
+        plan = _with_attributes(plan, attributes)
+    regions = []  # byte sizes of the raw dense objects' regions, in order
+    for item in prepared:
+        name, arr, _np, layout, level, *_ = item
+        if layout == "dense" and not level:
+            regions.append(math.prod(arr.shape) * item[10].itemsize)
+    begin = dask.delayed(writer.begin_parallel, pure=False)(plan, regions)
+    specs, tasks = [], []
+    region = 0
+    for item in prepared:
+        spec, task = _plan_object(plan, item, grow_info.get(item[0]), begin, region)
+        region += spec.region >= 0
+        specs.append(spec)
+        tasks.append(task)
+    final = dask.delayed(_commit, pure=False)(plan, specs, begin, tasks)
     if not compute:
         return final
     try:
@@ -645,7 +650,7 @@ def _check_growth(path: str, name: str, obj: Object, arr):
     return grid, full_rows, prefix
 
 
-def _plan_object(plan: writer.ParallelPlan, item, growth):
+def _plan_object(plan: writer.ParallelPlan, item, growth, begin, region: int):
     import dask
     import dask.array as da
 
@@ -656,22 +661,23 @@ def _plan_object(plan: writer.ParallelPlan, item, growth):
     shape = tuple(int(s) for s in arr.shape)
     if layout == "dense" and not level:
         nbytes = math.prod(shape) * le.itemsize
-        offset = writer.reserve_region(plan, nbytes)
         tasks = []
         starts = [np.cumsum((0,) + c) for c in arr.chunks]
         blocks = arr.to_delayed().ravel()
         for index, block in zip(np.ndindex(*arr.numblocks), blocks):
             start = tuple(int(starts[a][i]) for a, i in enumerate(index))
             tasks.append(
-                dask.delayed(_write_region, pure=False)(block, target, offset, shape, start, le)
+                dask.delayed(_write_region, pure=False)(
+                    block, target, begin, region, shape, start, le
+                )
             )
-        spec = _Spec(name, "dense", shape, storage, type_, offset, nbytes, csum, user_attrs or None)
+        spec = _Spec(name, "dense", shape, storage, type_, region, nbytes, csum, user_attrs or None)
         return spec, dask.delayed(_collect, pure=False)(name, *tasks)
     if layout == "dense":  # one zstd frame, as the reference writes
         whole = arr.rechunk(-1) if arr.ndim else arr
         block = whole.to_delayed().ravel()[0]
         task = dask.delayed(_write_chunk, pure=False)(
-            block, target, "data", storage, type_, le, level, csum
+            block, target, "data", storage, type_, le, level, csum, begin
         )
         spec = _Spec(name, "dense_zstd", shape, storage, type_, attributes=user_attrs or None)
         return spec, dask.delayed(_collect, pure=False)(name, task)
@@ -714,7 +720,7 @@ def _plan_object(plan: writer.ParallelPlan, item, growth):
         role = manifest.chunk_role(grid_index)
         tasks.append(
             dask.delayed(_write_chunk, pure=False)(
-                block, target, role, storage, type_, le, level, csum
+                block, target, role, storage, type_, le, level, csum, begin
             )
         )
     spec = _Spec(
