@@ -875,8 +875,9 @@ def begin_parallel(plan: ParallelPlan, regions: list[int]) -> list[int]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ZTensorError("another writer is appending to this file", path=plan.path) \
-                    from None
+                raise ZTensorError(
+                    "another writer is appending to this file", path=plan.path
+                ) from None
             size = os.fstat(fd).st_size
             if size != plan.base_size:
                 raise ZTensorError(
