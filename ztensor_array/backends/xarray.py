@@ -44,7 +44,8 @@ ATTR_DTYPES_KEY = "_xarray_attr_dtypes"  # attr name -> numpy dtype of numpy-typ
 CHAR_KEY = "_xarray_char"  # true: u8 storage holds CF character (S1) data
 # Reserved global attribute: {group path: {"attrs": {...}, "dtypes": {...}}} for subgroups.
 GROUPS_KEY = "_xarray_groups"
-_RESERVED_OBJ = frozenset({DIMS_KEY, ATTR_DTYPES_KEY, CHAR_KEY})
+CHUNK_GRID_KEY = "chunk_grid"  # the chunked layout's own attribute (manifest.CHUNK_GRID_KEY)
+_RESERVED_OBJ = frozenset({DIMS_KEY, ATTR_DTYPES_KEY, CHAR_KEY, CHUNK_GRID_KEY})
 _RESERVED_ROOT = frozenset({GROUPS_KEY, ATTR_DTYPES_KEY})
 
 MAGICS = (b"ZTEN1000", b"ZTEN0001")
@@ -317,21 +318,32 @@ class ZTensorStore(WritableCFDataStore):
             self._writer = root._writer
             self._written = root._written
             self._global = root._global
+            self._reader = root._reader
             return
         self._existing: dict = {}
         self._ident: tuple | None = None
         self._writer: Writer | None = None
         self._written: dict[str, Variable] = {}
         self._global: dict[str, Any] = {}  # decoded root attrs as stored
+        self._reader: Reader | None = None
         exists = os.path.exists(self.path)
         if mode == "r" or (mode in ("a", "a-", "r+") and exists):
             reader, self._ident = _READERS.get(self.path)
+            self._reader = reader
             self._existing = dict(reader.manifest.objects)
             self._global = reader.attributes
         elif mode == "r+":
             raise MissingFileError("no such file (mode='r+' needs an existing file)", path=path)
         if mode == "w-" and exists:
             raise FileExistsZTError("path exists (mode='w-')", path=self.path)
+
+    def __getstate__(self):
+        if self.mode != "r":
+            raise TypeError("a ZTensorStore open for writing cannot be pickled")
+        return {"path": self.path, "group": self.group}
+
+    def __setstate__(self, state) -> None:
+        self.__init__(state["path"], "r", group=state["group"])
 
     @classmethod
     def open(
@@ -498,12 +510,20 @@ class ZTensorStore(WritableCFDataStore):
         unlimited_dims=None,
     ):
         """Encode and write variables, validating appends/regions before any byte moves."""
-        from xarray import conventions
-
         if writer is None:
             from xarray.backends.common import ArrayWriter
 
             writer = ArrayWriter()
+        encoded, attributes, _ = self._prepare(variables, attributes)
+        if self.mode not in ("r", "r+"):
+            self.set_attributes(attributes)
+        self.set_variables(encoded, check_encoding_set, writer, unlimited_dims=unlimited_dims)
+
+    def _prepare(self, variables, attributes):
+        """(encoded variables, encoded attrs, names of existing ones): CF-encodes new
+        variables, and existing ones with their stored encoding, refusing mismatches."""
+        from xarray import conventions
+
         names = self._names()
         existing = {vn for vn in variables if _var_name(vn) in names and self.mode != "w"}
         if self.mode == "r+":
@@ -550,13 +570,11 @@ class ZTensorStore(WritableCFDataStore):
                     self._write_region,
                     self._append_dim,
                 )
-        if self.mode not in ("r", "r+"):
-            self.set_attributes(attributes)
         if self.mode == "a-" and self._append_dim is not None:
             encoded = {
                 k: v for k, v in encoded.items() if k not in existing or self._append_dim in v.dims
             }
-        self.set_variables(encoded, check_encoding_set, writer, unlimited_dims=unlimited_dims)
+        return encoded, attributes, existing
 
     def _check_dimension_sizes(self, variables) -> None:
         """Refuse, before writing anything, data whose sizes clash with the file's."""
@@ -710,7 +728,7 @@ class _AppendTarget:
 
     def __setitem__(self, key, value) -> None:
         obj = self.store._existing[self.full]
-        old = _read_stored(self.store.path, self.full)
+        old = _read_stored(self.store, self.full)
         new = _storage_array(self.full, np.asarray(value))
         data = np.concatenate([old, new.astype(old.dtype, copy=False)], axis=self.axis)
         attrs = dict(obj.attributes or {})
@@ -718,13 +736,7 @@ class _AppendTarget:
         compress = any(c.encoding == "zstd" for c in comps)
         digest = next((c.digest for c in comps if c.digest), None)
         self.writer.remove(self.full)
-        self.writer.add_tensor(
-            self.full,
-            data,
-            compress=compress,
-            checksum=digest.split(":")[0] if digest else None,
-            attributes=attrs,
-        )
+        _rewrite(self.writer, self.full, obj, data, compress, digest, attrs)
 
     def write_blocks(self, source) -> None:
         self[...] = np.asarray(source)
@@ -740,27 +752,45 @@ class _RegionTarget:
 
     def __setitem__(self, key, value) -> None:
         obj = self.writer._objects.get(self.full) or self.store._existing[self.full]
-        data = np.array(_read_stored(self.store.path, self.full, self.writer))
+        data = _read_stored(self.store, self.full)
         data[key] = _storage_array(self.full, np.asarray(value))
         comps = list(obj.components.values())
         compress = any(c.encoding == "zstd" for c in comps)
         digest = next((c.digest for c in comps if c.digest), None)
         self.writer.remove(self.full)
-        self.writer.add_tensor(
-            self.full,
-            data,
-            compress=compress,
-            checksum=digest.split(":")[0] if digest else None,
-            attributes=dict(obj.attributes or {}),
-        )
+        _rewrite(self.writer, self.full, obj, data, compress, digest, dict(obj.attributes or {}))
 
     def write_blocks(self, source, region=None) -> None:
         self[region or ...] = np.asarray(source)
 
 
-def _read_stored(path: str, full: str, writer: Writer | None = None) -> np.ndarray:
-    """An object's stored values as an owned array (u8 for char data)."""
-    reader, _ = _READERS.get(path)
+def _rewrite(writer: Writer, full: str, obj, data, compress, digest, attrs) -> None:
+    """Write ``data`` as a new blob for ``full`` in the same layout as ``obj``."""
+    checksum = digest.split(":")[0] if digest else None
+    if obj.format != "chunked":
+        writer.add_tensor(full, data, compress=compress, checksum=checksum, attributes=attrs)
+        return
+    from ..layouts import chunked
+    from ..manifest import chunk_role
+
+    grid = attrs[CHUNK_GRID_KEY]
+    chunk_shape = tuple(grid["chunk_shape"])
+    comps = {}
+    bounds = [np.cumsum((0,) + c) for c in chunked.regular_chunks(data.shape, chunk_shape)]
+    for index in np.ndindex(*[len(b) - 1 for b in bounds]):
+        sl = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, index))
+        block = data[sl]
+        if block.size:
+            comps[chunk_role(index)] = np.ascontiguousarray(block).reshape(-1)
+    writer.add_object(
+        full, "chunked", data.shape, comps, compress=compress, checksum=checksum, attributes=attrs
+    )
+
+
+def _read_stored(store: ZTensorStore, full: str) -> np.ndarray:
+    """An object's values as stored when the store opened, as an owned array (u8 for char
+    data); the store's own reader still sees the file from before this write began."""
+    reader = (store._root or store)._reader
     value = reader.read_tensor(full, copy=True)
     if not isinstance(value, np.ndarray):
         value = value.toarray()
@@ -1082,6 +1112,10 @@ def _write(
             v.encoding = {**defaults, **v.encoding}
     if mode in ("w", "w-") and group is None and region is None:
         return _write_new(ds, path, mode, encoding, compute)
+    if append_dim is not None and group is None and region is None and os.path.exists(path):
+        done = _append_parallel(ds, path, mode, encoding, append_dim, compute)
+        if done is not _INELIGIBLE:
+            return done
     if not compute:
         import dask
 
@@ -1106,6 +1140,98 @@ def _write(
         raise
 
 
+def _is_dask(data) -> bool:
+    return hasattr(data, "__dask_graph__") and data.__dask_graph__() is not None
+
+
+def _storage_data(name: str, v: Variable):
+    """The variable's data (numpy or dask) in a storable dtype (char data as u8)."""
+    data = v.data
+    if _is_dask(data):
+        _storage_array(name, np.empty(0, v.dtype))
+        return data.view(np.uint8) if v.dtype == np.dtype("S1") else data
+    return _storage_array(name, data)
+
+
+def _new_array(store: ZTensorStore, name: str, v: Variable, explicit: bool):
+    """(data, write_arrays encoding) of a variable that becomes a new object."""
+    if "/" in name:
+        raise ValueError(f"variable name {name!r} contains '/', which zTensor uses for groups")
+    enc = _extract_encoding(v, raise_on_invalid=explicit, name=name)
+    obj_attrs = store._object_attributes(name, v)
+    data = _storage_data(name, v)
+    layout = "chunked" if (enc["compress"] or enc["chunks"] is not None) else "dense"
+    fill = obj_attrs.get("_FillValue", 0)
+    if not isinstance(fill, bool | int | float) or layout == "dense":
+        fill = 0
+    return data, {
+        "compress": enc["compress"],
+        "checksum": enc["checksum"],
+        "chunks": enc["chunks"],
+        "layout": layout,
+        "fill_value": fill,
+        "attributes": obj_attrs,
+    }
+
+
+_INELIGIBLE = object()
+
+
+def _append_parallel(ds, path: str, mode: str, encoding: Mapping, append_dim, compute):
+    """Grow chunked variables along their first axis by writing only new chunks (and the
+    manifest), in parallel; ``_INELIGIBLE`` when some variable needs a rewrite instead."""
+    from xarray import conventions
+
+    from .dask import write_arrays
+
+    store = ZTensorStore(path, mode, append_dim=append_dim)
+    names = store._names()
+    for name in encoding:
+        if name in names:
+            raise ValueError(f"variable {name!r} already exists, but encoding was provided")
+    variables, attrs = conventions.encode_dataset_coordinates(ds)
+    for k, enc in encoding.items():
+        variables[k].encoding = enc
+    encoded, attrs, existing = store._prepare(variables, attrs)
+    arrays: dict[str, Any] = {}
+    per_name: dict[str, dict] = {}
+    for vn, v in encoded.items():
+        name = _var_name(vn)
+        if vn not in existing:
+            arrays[name], per_name[name] = _new_array(store, name, v, vn in encoding)
+            continue
+        full = names[name]
+        obj = store._existing[full]
+        if append_dim not in v.dims:
+            if _same_as_stored(store, full, v):
+                continue  # unchanged (e.g. a coordinate along another dimension)
+            return _INELIGIBLE
+        if obj.format != "chunked" or v.dims.index(append_dim) != 0:
+            return _INELIGIBLE
+        arrays[full] = _storage_data(name, v)
+    values, types = encode_attrs(attrs, "/")
+    stored_types = dict(store._global.get(ATTR_DTYPES_KEY) or {})
+    if types or stored_types:
+        values[ATTR_DTYPES_KEY] = {**stored_types, **types}
+    return write_arrays(
+        arrays,
+        path,
+        mode="a",
+        encoding=per_name,
+        append_dim=0,
+        attributes=values,
+        compute=compute,
+    )
+
+
+def _same_as_stored(store: ZTensorStore, full: str, v: Variable) -> bool:
+    old = _read_stored(store, full)
+    new = np.asarray(v.values)
+    if new.dtype == np.dtype("S1"):
+        new = new.view(np.uint8)
+    return old.shape == new.shape and old.dtype == new.dtype and old.tobytes() == new.tobytes()
+
+
 def _write_new(ds, path: str, mode: str, encoding: Mapping, compute: bool):
     """A new file: every variable goes through the parallel Dask writer (raw regions filled
     block by block, compressed or chunked variables as ``chunked`` objects)."""
@@ -1125,30 +1251,7 @@ def _write_new(ds, path: str, mode: str, encoding: Mapping, compute: bool):
     per_name: dict[str, dict] = {}
     for vn, v in encoded.items():
         name = _var_name(vn)
-        if "/" in name:
-            raise ValueError(f"variable name {name!r} contains '/', which zTensor uses for groups")
-        enc = _extract_encoding(v, raise_on_invalid=vn in encoding, name=name)
-        obj_attrs = store._object_attributes(name, v)
-        data = v.data
-        if hasattr(data, "__dask_graph__") and data.__dask_graph__() is not None:
-            _storage_array(name, np.empty(0, v.dtype))
-            if v.dtype == np.dtype("S1"):
-                data = data.view(np.uint8)
-        else:
-            data = _storage_array(name, data)
-        layout = "chunked" if (enc["compress"] or enc["chunks"] is not None) else "dense"
-        fill = obj_attrs.get("_FillValue", 0)
-        if not isinstance(fill, bool | int | float) or layout == "dense":
-            fill = 0
-        arrays[name] = data
-        per_name[name] = {
-            "compress": enc["compress"],
-            "checksum": enc["checksum"],
-            "chunks": enc["chunks"],
-            "layout": layout,
-            "fill_value": fill,
-            "attributes": obj_attrs,
-        }
+        arrays[name], per_name[name] = _new_array(store, name, v, vn in encoding)
     return write_arrays(
         arrays,
         path,
