@@ -1,0 +1,264 @@
+"""Truncated and mutated files: a ZTensorError or arrays of the declared shapes and dtypes,
+nothing else (no other exception, no crash, no hang). With digests on every component and
+verification on, a changed data byte must raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+import cbor2
+import ml_dtypes
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ztensor_array as za
+from ztensor_array.errors import ChecksumError, ZTensorError
+
+SETTINGS = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _manifest(data: bytes) -> dict:
+    n = int.from_bytes(data[-16:-8], "little")
+    return cbor2.loads(data[-16 - n : -16])
+
+
+def _build(path, checksum: str | None) -> bytes:
+    rng = np.random.default_rng(5)
+    m = sp.random(6, 9, density=0.3, format="csr", random_state=3, dtype=np.float32)
+    coo = sp.random(5, 4, density=0.4, random_state=4, dtype=np.float64).tocoo()
+    with za.Writer(path) as w:
+        w.attributes.update({"title": "fuzz", "n": 3})
+        w.add_tensor("raw_f32", rng.standard_normal((4, 5)).astype(np.float32), checksum=checksum)
+        w.add_tensor("z_i16", np.arange(300, dtype=np.int16), compress=True, checksum=checksum)
+        w.add_tensor("bool", rng.integers(0, 2, 17).astype(bool), checksum=checksum)
+        w.add_tensor(
+            "f8",
+            rng.standard_normal(12).astype(ml_dtypes.float8_e4m3fn),
+            checksum=checksum,
+            attributes={"unit": "x", "k": [1, 2]},
+        )
+        w.add_tensor("c64", (rng.standard_normal(3) + 1j).astype(np.complex64), checksum=checksum)
+        w.add_tensor(
+            "bf16_z",
+            rng.standard_normal((3, 3)).astype(ml_dtypes.bfloat16),
+            compress=5,
+            checksum=checksum,
+        )
+        w.add_tensor("scalar", np.array(1.5), checksum=checksum)
+        w.add_tensor("empty", np.zeros((0, 3), np.float32), checksum=checksum)
+        w.add_sparse_csr(
+            "csr", m.data, m.indices, m.indptr, m.shape, compress=True, checksum=checksum
+        )
+        w.add_sparse_coo(
+            "coo", coo.data, np.stack([coo.row, coo.col]), coo.shape, checksum=checksum
+        )
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz") / "base.zt"
+    return _build(path, None)
+
+
+@pytest.fixture(scope="module")
+def digested(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fuzz") / "digested.zt"
+    data = _build(path, "crc32c")
+    spans = [
+        (c["offset"], c["offset"] + c["length"], name)
+        for name, o in _manifest(data)["objects"].items()
+        for c in o["components"].values()
+        if c["length"]
+    ]
+    return data, spans
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    def on_alarm(signum, frame):
+        raise Hang(f"no answer within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _check_any(path, verify: bool) -> None:
+    """Open and read everything: a ZTensorError, or values matching the declared metadata."""
+    with _deadline(20):
+        try:
+            with za.Reader(path, verify=verify) as r:
+                _ = r.attributes
+                for md in r:
+                    try:
+                        value = r.read_tensor(md.name)
+                    except ZTensorError:
+                        continue
+                    assert tuple(value.shape) == tuple(md.shape), md
+                    if isinstance(value, np.ndarray):
+                        assert value.dtype == md.dtype, md
+                        np.asarray(value).sum()  # touch every byte
+                    else:  # scipy.sparse
+                        assert sp.issparse(value)
+                        value.toarray()
+        except ZTensorError:
+            pass
+
+
+def test_base_files_are_valid(base, digested, tmp_path):
+    for data in (base, digested[0]):
+        p = tmp_path / "ok.zt"
+        p.write_bytes(data)
+        with za.Reader(p, verify=True) as r:
+            assert len(r) == 10
+            for n in r.tensor_names:
+                r.read_tensor(n)
+
+
+def _manifest_start(data: bytes) -> int:
+    return len(data) - 16 - int.from_bytes(data[-16:-8], "little")
+
+
+@contextlib.contextmanager
+def _in_place(tmp_path, data: bytes):
+    """A file holding ``data`` and a function that flips one byte of it in place (rewriting
+    whole small files per case is slow on ext4, which flushes on truncate)."""
+    p = tmp_path / "case.zt"
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDWR)
+
+    @contextlib.contextmanager
+    def flipped(pos: int, mask: int):
+        os.pwrite(fd, bytes([data[pos] ^ mask]), pos)
+        try:
+            yield p
+        finally:
+            os.pwrite(fd, bytes([data[pos]]), pos)
+
+    try:
+        yield flipped
+    finally:
+        os.close(fd)
+
+
+def _truncations(base, tmp_path, lengths) -> None:
+    for n in lengths:
+        p = tmp_path / f"t{n}.zt"  # a fresh file per case (see _in_place)
+        p.write_bytes(base[:n])
+        with pytest.raises(ZTensorError):  # the footer is gone: nothing can be trusted
+            with _deadline(20), za.Reader(p) as r:
+                [r.read_tensor(x) for x in r.tensor_names]
+        p.unlink()
+
+
+def _flips(base, tmp_path, positions, masks) -> None:
+    with _in_place(tmp_path, base) as flipped:
+        for pos in positions:
+            for mask in masks:
+                with flipped(pos, mask) as p:
+                    _check_any(p, verify=False)
+
+
+def test_truncations(base, tmp_path):
+    n = len(base)
+    edges = set(range(0, 80)) | set(range(_manifest_start(base) - 8, n))
+    _truncations(base, tmp_path, sorted(edges | set(range(0, n, 17))))
+
+
+def test_single_byte_flips(base, tmp_path):
+    # every byte of the header, manifest and footer; a sample of the blob bytes
+    start = _manifest_start(base)
+    positions = list(range(0, 64)) + list(range(64, start, 5)) + list(range(start, len(base)))
+    _flips(base, tmp_path, positions, (0xFF,))
+
+
+@pytest.mark.slow
+def test_every_truncation(base, tmp_path):
+    _truncations(base, tmp_path, range(len(base)))
+
+
+@pytest.mark.slow
+def test_every_single_byte_flip(base, tmp_path):
+    _flips(base, tmp_path, range(len(base)), (0x01, 0x80, 0xFF))
+
+
+def test_every_data_byte_flip_is_caught_by_verification(digested, tmp_path):
+    data0, spans = digested
+    with _in_place(tmp_path, data0) as flipped:
+        for start, end, name in spans:
+            for pos in range(start, end):
+                with flipped(pos, 0x04) as p, _deadline(20), za.Reader(p, verify=True) as r:
+                    with pytest.raises(ChecksumError) as info:
+                        r.read_tensor(name)
+                    assert info.value.obj == name
+
+
+@SETTINGS
+@given(data=st.data())
+def test_random_mutations(base, tmp_path, data):
+    buf = bytearray(base)
+    for _ in range(data.draw(st.integers(1, 8), label="count")):
+        pos = data.draw(st.integers(0, len(buf) - 1), label="pos")
+        buf[pos] = data.draw(st.integers(0, 255), label="byte")
+    cut = data.draw(st.one_of(st.none(), st.integers(0, len(buf))), label="cut")
+    if cut is not None:
+        buf = buf[:cut]
+    insert = data.draw(st.binary(max_size=8), label="insert")
+    at = data.draw(st.integers(0, len(buf)), label="at")
+    buf[at:at] = insert
+    p = tmp_path / "r.zt"
+    p.write_bytes(bytes(buf))
+    _check_any(p, verify=data.draw(st.booleans(), label="verify"))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_random_data_mutations_with_digests_raise(digested, tmp_path, data):
+    data0, spans = digested
+    start, end, name = data.draw(st.sampled_from(spans), label="component")
+    buf = bytearray(data0)
+    pos = data.draw(st.integers(start, end - 1), label="pos")
+    buf[pos] ^= data.draw(st.integers(1, 255), label="mask")
+    for _ in range(data.draw(st.integers(0, 3), label="more")):  # more bytes in that blob
+        q = data.draw(st.integers(start, end - 1))
+        buf[q] = data.draw(st.integers(0, 255))
+    p = tmp_path / "d.zt"
+    p.write_bytes(bytes(buf))
+    with _deadline(20), za.Reader(p) as r:
+        with pytest.raises(ZTensorError):
+            r.read_tensor(name, verify_checksum=True)
+        _check_any(p, verify=True)
+
+
+@settings(SETTINGS, max_examples=60)
+@given(data=st.data())
+def test_random_manifest_mutations(base, tmp_path, data):
+    """Concentrated on the CBOR manifest, where structure lives."""
+    n = int.from_bytes(base[-16:-8], "little")
+    start = len(base) - 16 - n
+    buf = bytearray(base)
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(start, len(base) - 17))
+        buf[pos] = data.draw(st.integers(0, 255))
+    p = tmp_path / "m.zt"
+    p.write_bytes(bytes(buf))
+    _check_any(p, verify=False)
