@@ -226,7 +226,7 @@ def test_compute_false_returns_delayed(tmp_path):
     delayed = zt.to_ztensor(da.from_array(x, chunks=7), p, "x", compress=3, compute=False)
     assert isinstance(delayed, Delayed)
     assert os.listdir(tmp_path) == []  # nothing happens until it is computed
-    delayed.compute()
+    cloudpickle.loads(cloudpickle.dumps(delayed)).compute()
     np.testing.assert_array_equal(zt.from_ztensor(p, "x").compute(), x)
     before = p.read_bytes()
     grow = zt.to_ztensor(x, p, "x", mode="a", append_dim=0, compute=False)
@@ -258,6 +258,14 @@ def test_failed_computation_leaves_previous_file(tmp_path, kw, mode):
         zt.to_ztensor(bad, p, "new", mode=mode, **kw)
     assert p.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["f.zt"]
+
+
+def test_unknown_chunk_sizes_are_refused(tmp_path):
+    x = da.from_array(_data((10, 4)), chunks=3)
+    y = x[x[:, 0] > 0]
+    with pytest.raises(zt.ZTensorError, match="compute_chunk_sizes"):
+        zt.to_ztensor(y, tmp_path / "u.zt", "y")
+    assert os.listdir(tmp_path) == []
 
 
 def test_mode_w_dash_refuses_existing(tmp_path):

@@ -568,6 +568,12 @@ def write_arrays(
         if layout not in ("dense", "chunked"):
             raise ValueError(f"layout must be 'dense' or 'chunked', got {layout!r}")
         arr, from_np = _as_dask(value, "auto" if want_chunks is None else want_chunks)
+        if any(math.isnan(n) for n in arr.shape):
+            raise ZTensorError(
+                "the dask array has unknown chunk sizes; call compute_chunk_sizes() first",
+                path=path,
+                obj=name,
+            )
         all_numpy &= from_np
         try:
             storage, type_, le = _storage_of(arr.dtype)
