@@ -53,11 +53,13 @@ def save(
     tensors: Mapping[str, Any],
     metadata: Mapping[str, Any] | None = None,
     compress: bool | int = False,
+    *,
+    compression: bool | int | None = None,
 ) -> bytes:
-    """The bytes of a .zt file holding ``tensors``."""
+    """The bytes of a .zt file holding ``tensors`` (``compression``: the reference's name)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "buffer.zt")
-        save_file(tensors, path, metadata, compress)
+        save_file(tensors, path, metadata, compress, compression=compression)
         with open(path, "rb") as f:
             return f.read()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -82,15 +83,19 @@ def save_file(
     compress: bool | int = False,
     *,
     checksum: str | None = None,
+    compression: bool | int | None = None,
 ) -> None:
-    """Write a dict of tensors. Tensors that share storage are refused (use save_model)."""
+    """Write a dict of tensors. Tensors that share storage are refused (use save_model).
+    ``compression`` is the reference's spelling of ``compress``."""
     shared = _shared_groups(tensors)
     if shared:
         raise ZTensorError(
             f"tensors share memory: {shared}; saving them would duplicate or split their "
             "storage. Use save_model(), or clone() the ones you need separately"
         )
-    zt_numpy.save_file(tensors, path, metadata, compress, checksum=checksum)
+    zt_numpy.save_file(
+        tensors, path, metadata, compress, checksum=checksum, compression=compression
+    )
 
 
 def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -101,8 +106,19 @@ def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> di
     return out
 
 
-def save(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None) -> bytes:
-    return zt_numpy.save(tensors, metadata)
+def save(
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, Any] | None = None,
+    compress: bool | int = False,
+    *,
+    compression: bool | int | None = None,
+) -> bytes:
+    """The bytes of a .zt file holding ``tensors`` (shared storage refused, as save_file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "buffer.zt")
+        save_file(tensors, path, metadata, compress, compression=compression)
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def load(data: bytes) -> dict:
