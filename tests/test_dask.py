@@ -355,3 +355,30 @@ def test_fill_value_and_empty_axes(tmp_path):
     zt.to_ztensor(_data((5, 5)), q, "x", chunks=(2, 2), encoding={"fill_value": -1.0})
     with zt.Reader(q) as r:
         assert r.metadata("x").attributes["chunk_grid"]["fill_value"] == -1.0
+
+
+def test_region_rewrites_chunk_aligned_boxes(tmp_path):
+    p = tmp_path / "r.zt"
+    x = _data((10, 6))
+    zt.to_ztensor(x, p, "x", chunks=(4, 3), compress=3)
+    zt.to_ztensor({"d": x}, p, mode="a")
+    want = x.copy()
+    for box in [(slice(4, 8), slice(0, 3)), (slice(8, None), slice(3, 6)), (slice(0, 4),)]:
+        new = _data(want[box].shape, seed=9)
+        want[box] = new
+        zt.to_ztensor(da.from_array(new, chunks=2), p, "x", mode="a", region=box)
+        with zt.Reader(p) as r:
+            np.testing.assert_array_equal(r.read_tensor("x"), want)
+            np.testing.assert_array_equal(r.read_tensor("d"), x)
+    before = p.read_bytes()
+    bad = [
+        ("x", (slice(2, 6),), _data((4, 6)), "not aligned"),
+        ("x", (slice(0, 4),), _data((3, 6)), "region shape"),
+        ("x", (slice(0, 4),), _data((4, 6), "<f8"), "f64"),
+        ("d", (slice(0, 4),), _data((4, 6)), "chunked object"),
+        ("nope", (slice(0, 4),), _data((4, 6)), "existing object"),
+    ]
+    for name, box, arr, match in bad:
+        with pytest.raises(zt.ZTensorError, match=match):
+            zt.to_ztensor(arr, p, name, mode="a", region=box)
+    assert p.read_bytes() == before

@@ -518,11 +518,8 @@ def write_arrays(
     path = os.fspath(path)
     if mode not in _MODE_OF:
         raise ValueError(f"mode must be one of {sorted(_MODE_OF)}, got {mode!r}")
-    if region is not None:
-        raise UnsupportedError(
-            "region= writes are not supported for arrays; use append_dim=0 or rewrite",
-            path=path,
-        )
+    if region is not None and append_dim is not None:
+        raise ValueError("give append_dim or region, not both")
     if append_dim is not None and append_dim != 0:
         raise ZTensorError(
             f"append_dim={append_dim!r}: chunked objects grow along axis 0 only", path=path
@@ -555,10 +552,13 @@ def write_arrays(
         level = writer.normalize_compress(enc.get("compress", compress))
         csum = writer.normalize_checksum(enc.get("checksum", checksum))
         want_chunks = enc.get("chunks", chunks)
-        growing = append_dim is not None and name in existing
+        growing = (append_dim is not None or region is not None) and name in existing
+        if region is not None and name not in existing:
+            raise ZTensorError("region= writes into an existing object", path=path, obj=name)
         if name in existing and not growing:
             raise ZTensorError(
-                "an object of this name already exists (append_dim=0 grows a chunked one)",
+                "an object of this name already exists (append_dim=0 grows a chunked one, "
+                "region= overwrites part of it)",
                 path=path,
                 obj=name,
             )
@@ -567,6 +567,12 @@ def write_arrays(
             layout = "chunked" if (level or want_chunks is not None or growing) else "dense"
         if layout not in ("dense", "chunked"):
             raise ValueError(f"layout must be 'dense' or 'chunked', got {layout!r}")
+        if growing and layout != "chunked":
+            raise ZTensorError(
+                "append_dim/region update chunked objects; layout='dense' cannot be used",
+                path=path,
+                obj=name,
+            )
         arr, from_np = _as_dask(value, "auto" if want_chunks is None else want_chunks)
         if any(math.isnan(n) for n in arr.shape):
             raise ZTensorError(
@@ -584,10 +590,12 @@ def write_arrays(
         )
 
     # check growth before anything is written
-    grow_info = {}
+    updates = {}
     for name, arr, *_rest in prepared:
         if name in existing and append_dim is not None:
-            grow_info[name] = _check_growth(path, name, existing[name], arr)
+            updates[name] = _check_growth(path, name, existing[name], arr)
+        elif name in existing and region is not None:
+            updates[name] = _check_region(path, name, existing[name], arr, region)
 
     plan = writer.plan_parallel(path, wmode)
     if attributes:
@@ -601,7 +609,7 @@ def write_arrays(
     specs, tasks = [], []
     region = 0
     for item in prepared:
-        spec, task = _plan_object(plan, item, grow_info.get(item[0]), begin, region)
+        spec, task = _plan_object(plan, item, updates.get(item[0]), begin, region)
         region += spec.region >= 0
         specs.append(spec)
         tasks.append(task)
@@ -653,15 +661,77 @@ def _check_growth(path: str, name: str, obj: Object, arr):
     if obj.shape[0] > full_rows * grid.chunk_shape[0]:  # partial last chunk row: rewrite it
         with Reader(path) as r:
             prefix = r.read_slice(name, (slice(full_rows * grid.chunk_shape[0], None),))
-    return grid, full_rows, prefix
+    keep = {role: c for role, c in obj.components.items() if _index(role, obj)[0] < full_rows}
+    shape = (obj.shape[0] + arr.shape[0], *obj.shape[1:])
+    return _Update(obj, grid, (full_rows,) + (0,) * (len(shape) - 1), prefix, keep, shape)
 
 
-def _plan_object(plan: writer.ParallelPlan, item, growth, begin, region: int):
+def _index(role: str, obj: Object) -> tuple[int, ...]:
+    return manifest.parse_chunk_role(role, len(obj.shape))
+
+
+def _check_region(path: str, name: str, obj: Object, arr, region):
+    """The chunk-aligned box of ``obj`` that ``arr`` replaces (chunked objects only)."""
+    if obj.format != chunked.FORMAT:
+        raise UnsupportedError(
+            f"region= rewrites chunks of a chunked object; this one is {obj.format!r}",
+            path=path,
+            obj=name,
+        )
+    grid = manifest.chunk_grid(obj, path, name)
+    if dtypes.from_numpy(arr.dtype) != grid.dtype:
+        raise ZTensorError(
+            f"cannot write {dtypes.from_numpy(arr.dtype)} data into a {grid.dtype} object",
+            path=path,
+            obj=name,
+        )
+    sel = region if isinstance(region, tuple) else (region,)
+    if len(sel) > len(obj.shape) or not all(isinstance(s, slice) for s in sel):
+        raise ZTensorError("region must be a tuple of slices, one per leading axis", path=path)
+    sel = sel + (slice(None),) * (len(obj.shape) - len(sel))
+    box = []
+    for axis, (s, n, c) in enumerate(zip(sel, obj.shape, grid.chunk_shape)):
+        start, stop, step = s.indices(n)
+        if step != 1 or start % c or (stop % c and stop != n) or stop < start:
+            raise ZTensorError(
+                f"region {s} on axis {axis} is not aligned to the chunk size {c}",
+                path=path,
+                obj=name,
+            )
+        box.append((start, stop))
+    if tuple(b - a for a, b in box) != tuple(arr.shape):
+        raise ZTensorError(
+            f"region shape {[b - a for a, b in box]} != data shape {list(arr.shape)}",
+            path=path,
+            obj=name,
+        )
+    lo = tuple(a // c for (a, _), c in zip(box, grid.chunk_shape))
+    hi = tuple(-(-b // c) for (_, b), c in zip(box, grid.chunk_shape))
+    keep = {
+        role: comp
+        for role, comp in obj.components.items()
+        if not all(a <= i < b for i, a, b in zip(_index(role, obj), lo, hi))
+    }
+    return _Update(obj, grid, lo, None, keep, obj.shape)
+
+
+@dataclass(frozen=True)
+class _Update:
+    """A change to an existing chunked object: new chunks start at grid index ``offset``."""
+
+    old: Object
+    grid: manifest.ChunkGrid
+    offset: tuple[int, ...]
+    prefix: np.ndarray | None  # stored rows re-written in front of the new data (growth)
+    keep: dict[str, Component]
+    shape: tuple[int, ...]
+
+
+def _plan_object(plan: writer.ParallelPlan, item, update: _Update | None, begin, region: int):
     import dask
     import dask.array as da
 
     name, arr, from_np, layout, level, csum, want_chunks, growing, storage, type_, le, enc = item
-    grid, full_rows, prefix = growth if growth is not None else (None, 0, None)
     target = plan.target
     user_attrs = dict(enc.get("attributes") or {})
     shape = tuple(int(s) for s in arr.shape)
@@ -690,30 +760,20 @@ def _plan_object(plan: writer.ParallelPlan, item, growth, begin, region: int):
 
     # chunked
     keep: dict[str, Component] = {}
-    row0 = 0
-    if grid is not None:  # grow along axis 0 after the last full chunk row
-        old = plan.base_objects[name]
-        obj_shape = old.shape
-        cs = grid.chunk_shape
-        row0 = full_rows
-        for role, comp in old.components.items():
-            index = manifest.parse_chunk_role(role, len(obj_shape))
-            if index[0] < full_rows:
-                keep[role] = comp
-        if prefix is not None:
-            arr = da.concatenate([da.from_array(prefix, chunks=cs), arr])
-        chunk_shape = cs
-        fill = grid.fill_value
-        total0 = obj_shape[0] + shape[0]
-        attrs = dict(old.attributes or {})
+    offset = (0,) * arr.ndim
+    if update is not None:  # growth or region: new chunks land at a grid offset
+        keep, offset = update.keep, update.offset
+        chunk_shape = update.grid.chunk_shape
+        if update.prefix is not None:
+            arr = da.concatenate([da.from_array(update.prefix, chunks=chunk_shape), arr])
+        attrs = dict(update.old.attributes or {})
         attrs.update(user_attrs)
-        new_shape = (total0, *shape[1:])
+        new_shape = update.shape
     else:
         chunk_shape = _chunk_shape_for(arr, want_chunks, from_np)
-        fill = enc.get("fill_value", 0)
         attrs = dict(user_attrs)
         attrs[manifest.CHUNK_GRID_KEY] = chunked.grid_attributes(
-            chunk_shape, dtypes.from_numpy(arr.dtype), fill
+            chunk_shape, dtypes.from_numpy(arr.dtype), enc.get("fill_value", 0)
         )
         new_shape = shape
     if arr.ndim and tuple(arr.chunks) != chunked.regular_chunks(arr.shape, chunk_shape):
@@ -722,7 +782,7 @@ def _plan_object(plan: writer.ParallelPlan, item, growth, begin, region: int):
     for index, block in zip(np.ndindex(*arr.numblocks), arr.to_delayed().ravel()):
         if any(arr.chunks[a][i] == 0 for a, i in enumerate(index)):
             continue  # an empty axis has no chunks
-        grid_index = (index[0] + row0, *index[1:]) if index else ()
+        grid_index = tuple(i + o for i, o in zip(index, offset))
         role = manifest.chunk_role(grid_index)
         tasks.append(
             dask.delayed(_write_chunk, pure=False)(
