@@ -19,6 +19,8 @@ import scipy.sparse
 from conftest import dense_file
 from dask.base import tokenize
 from dask.delayed import Delayed
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ztensor_array as zt
 
@@ -382,3 +384,28 @@ def test_region_rewrites_chunk_aligned_boxes(tmp_path):
         with pytest.raises(zt.ZTensorError, match=match):
             zt.to_ztensor(arr, p, name, mode="a", region=box)
     assert p.read_bytes() == before
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 7), min_size=0, max_size=3),
+    data=st.data(),
+    dtype=st.sampled_from(["<f4", "<i2", "|u1", "<f8"]),
+    compress=st.sampled_from([False, 1]),
+)
+def test_chunked_round_trip_property(tmp_path_factory, shape, data, dtype, compress):
+    shape = tuple(shape)
+    x = (np.arange(int(np.prod(shape)), dtype=np.int64) * 37 % 251).astype(dtype).reshape(shape)
+    store = tuple(data.draw(st.integers(1, max(s, 1) + 2)) for s in shape)
+    split = tuple(data.draw(st.integers(1, max(s, 1))) for s in shape)
+    p = tmp_path_factory.mktemp("prop") / "p.zt"
+    with dask.config.set(scheduler="sync"):
+        zt.to_ztensor(da.from_array(x, chunks=split or ()), p, "x", chunks=store, compress=compress)
+        got = zt.from_ztensor(p, "x")
+        assert got.chunks == tuple(
+            tuple(min(c, s - i) for i in range(0, s, c)) or (0,) for s, c in zip(shape, store)
+        )
+        np.testing.assert_array_equal(got.compute(), x)
+    with zt.Reader(p) as r:
+        np.testing.assert_array_equal(r.read_tensor("x"), x)
+        assert r.metadata("x").attributes["chunk_grid"]["chunk_shape"] == list(store)

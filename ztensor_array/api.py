@@ -40,6 +40,8 @@ def to_ztensor(
     ``dense`` unless ``chunks`` is given. checksum: None, "crc32c" or "sha256".
     encoding: for arrays, ``{"layout", "fill_value", "attributes", "compress", "chunks",
     "checksum"}`` (per name for a mapping); for xarray, per variable as in ``to_zarr``.
+    region: a tuple of chunk-aligned slices of an existing chunked object (mode "a") whose
+    chunks ``obj`` replaces.
     """
     if _is_xarray(obj):
         from .backends.xarray import to_ztensor_dataset

@@ -481,6 +481,17 @@ def _chunk_shape_for(arr, chunks, from_numpy: bool) -> tuple[int, ...]:
 
     if chunks is None and not from_numpy:
         return tuple(max(max(c), 1) if c else 1 for c in arr.chunks)
+    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
+        chunks = (int(chunks),) * arr.ndim
+    if isinstance(chunks, (tuple, list)) and all(
+        c is None or (isinstance(c, (int, np.integer)) and not isinstance(c, bool)) for c in chunks
+    ):
+        if len(chunks) != arr.ndim:
+            raise ValueError(f"chunks {chunks!r} do not match {arr.ndim} dimensions")
+        out = tuple(max(s, 1) if c in (None, -1) else int(c) for c, s in zip(chunks, arr.shape))
+        if any(c < 1 for c in out):
+            raise ValueError(f"chunk sizes must be positive, got {chunks!r}")
+        return out
     if chunks is None:
         chunks = "auto"
     norm = da.core.normalize_chunks(chunks, arr.shape, limit=DEFAULT_CHUNK_BYTES, dtype=arr.dtype)
