@@ -491,3 +491,58 @@ def test_register_structure_check_is_used(tmp_path):
         assert calls == ["q"]
     finally:
         manifest.STRUCTURE_CHECKS.pop("test_custom", None)
+
+
+# ----------------------------------------------------------------- v1.2 uncompressed_length
+
+
+def _frame(data: bytes) -> bytes:
+    import zstandard
+
+    c = zstandard.ZstdCompressor(level=3).compressobj()
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize(
+    "encoding,ulen,stored",
+    [
+        ("zstd", 20, _frame(bytes(20))),  # shape [4] f32 is 16 bytes, not 20
+        ("zstd", 12, _frame(bytes(12))),
+        ("raw", 20, bytes(20)),
+        ("raw", 20, bytes(16)),  # disagrees with the raw length itself
+    ],
+    ids=["zstd-long", "zstd-short", "raw-long", "raw-mismatch"],
+)
+def test_uncompressed_length_must_agree_with_shape(tmp_path, encoding, ulen, stored):
+    p = tmp_path / "a.zt"
+    extra = {"uncompressed_length": ulen}
+    if encoding != "raw":
+        extra["encoding"] = encoding
+    build_file(p, {"t": _dense("f32", 64, len(stored), [4], **extra)}, {64: stored})
+    _open_fails(p, FormatError, "t", "data")
+
+
+def test_uncompressed_length_not_a_multiple_of_itemsize(tmp_path):
+    # sparse values carry no size in the manifest except this field
+    p = tmp_path / "a.zt"
+    frame = _frame(bytes(10))
+    obj = {
+        "shape": [4, 4],
+        "format": "sparse_coo",
+        "components": {
+            "values": component("f32", 64, len(frame), encoding="zstd", uncompressed_length=10),
+            "coords": component("u64", 128, 32),
+        },
+    }
+    build_file(p, {"c": obj}, {64: frame, 128: bytes(32)})
+    _open_fails(p, FormatError, "c", "values")
+
+
+def test_correct_uncompressed_length_is_read(tmp_path):
+    p = tmp_path / "a.zt"
+    arr = np.arange(4, dtype="<f4")
+    frame = _frame(arr.tobytes())
+    obj = _dense("f32", 64, len(frame), [4], encoding="zstd", uncompressed_length=16)
+    build_file(p, {"t": obj}, {64: frame})
+    with Reader(p) as r:
+        np.testing.assert_array_equal(r.read_tensor("t"), arr)

@@ -798,6 +798,39 @@ def _component_problem(name, role, obj, comp, blob_end, path, aligned) -> None:
     )
 
 
+def _check_uncompressed_length(name, role, obj, comp, path) -> None:
+    """A v1.2 `uncompressed_length` is trusted as the decoded size, so it must agree with
+    the raw length, the item size and whatever size the shape implies."""
+    ulen = comp.uncompressed_length
+    if comp.encoding == "raw":
+        _expect(
+            ulen == comp.length,
+            f"uncompressed_length {ulen} != raw length {comp.length}",
+            path,
+            name,
+            role,
+        )
+    _expect(
+        ulen % _ITEMSIZE[comp.dtype] == 0,
+        f"uncompressed_length {ulen} is not a multiple of the {comp.dtype} item size",
+        path,
+        name,
+        role,
+    )
+    plain = replace(
+        obj, components={**obj.components, role: replace(comp, uncompressed_length=None)}
+    )
+    implied = expected_nbytes(plain, role)
+    if implied is not None:
+        _expect(
+            ulen == implied,
+            f"uncompressed_length {ulen} != {implied} bytes implied by shape {list(obj.shape)}",
+            path,
+            name,
+            role,
+        )
+
+
 def _validate_object(name, obj, blob_end, path, aligned, spans) -> None:
     """Every check of one parsed object; appends its byte spans for the overlap test."""
     lowest = len(MAGIC)
@@ -813,6 +846,8 @@ def _validate_object(name, obj, blob_end, path, aligned, spans) -> None:
             or (comp.encoding == "raw" and comp.length % isz)
         ):
             _component_problem(name, role, obj, comp, blob_end, path, aligned)
+        if comp.uncompressed_length is not None:
+            _check_uncompressed_length(name, role, obj, comp, path)
         if comp.length:
             spans.append((start, end, name, role))
     check = STRUCTURE_CHECKS.get(obj.format)
