@@ -78,6 +78,8 @@ class TensorMetadata:
         """The dtype read_tensor returns: quantized layouts dequantize to their scales' dtype
         (quantized_group) or to float32 (ggml_quantized), not to their packed storage."""
         obj = self.object
+        if obj.format == "chunked":  # the grid names the dtype, even with no chunk written
+            return manifest.chunk_grid(obj).dtype
         comp = self._primary
         if comp is None:
             return None
