@@ -186,7 +186,10 @@ def _identity(path: str) -> tuple:
 
 
 def _outer_index(array, key: tuple) -> np.ndarray:
-    """Apply an outer (orthogonal) key of slices, ints and int arrays to a numpy array."""
+    """Apply an outer (orthogonal) key of slices, ints and int arrays to a numpy array.
+
+    Slices of a raw tensor stay zero-copy, read-only views of the file map (which lives
+    as long as they do); array keys copy."""
     basic = tuple(k if isinstance(k, slice | int | np.integer) else slice(None) for k in key)
     out = array[basic]
     axis = 0
@@ -196,7 +199,7 @@ def _outer_index(array, key: tuple) -> np.ndarray:
         if not isinstance(k, slice):
             out = np.take(out, np.asarray(k), axis=axis)
         axis += 1
-    return np.array(out)  # an owned copy: never hand out views of the file map
+    return out
 
 
 def _read_chunked(reader: Reader, obj, name: str, key: tuple) -> np.ndarray:
@@ -280,6 +283,8 @@ class ZTensorBackendArray(BackendArray):
                 value = value.toarray() if hasattr(value, "toarray") else np.asarray(value)
                 value = value.reshape(self.shape)
             out = _outer_index(value, key)
+            if not out.flags.writeable:  # a view of the file map: hand out an owned copy
+                out = np.array(out)
         if self.char:
             out = out.view("S1")
         return out

@@ -1,0 +1,204 @@
+"""xarray backend benchmarks of issue 6, as ratios measured in one run on one machine.
+
+Dataset: three float32 variables of shape (time, 721, 1440) (a 0.25-degree global grid),
+time = 120 at full size. Peers: zarr 3 (uncompressed and zstd-3), h5netcdf and netcdf4.
+
+Figures (each the best of --repeat runs, warm page cache: the files were just written):
+  open      xr.open_dataset (lazy) + close
+  slice     one time slice of every variable, loaded
+  mean      ds.mean("time") with chunks={"time": 10}, computed (threaded dask)
+  write     writing the in-memory dataset (to_ztensor / to_zarr / to_netcdf)
+Baselines: the same mean on in-memory dask arrays with the same chunks, and a plain
+``write()`` of the same bytes (3 x nbytes) to one file.
+
+    python benchmark/xarray_perf.py --time 24      # reduced size (what CI-sized machines run)
+    python benchmark/xarray_perf.py                # full size, 1.5 GB of data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import xarray as xr
+
+import ztensor_array as zt
+
+NAMES = ("t2m", "u10", "v10")
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def dataset(n_time: int) -> xr.Dataset:
+    rng = np.random.default_rng(0)
+    shape = (n_time, 721, 1440)
+    data = {}
+    for i, name in enumerate(NAMES):
+        base = np.linspace(0, 30, shape[1] * shape[2], dtype=np.float32).reshape(shape[1:])
+        noise = rng.standard_normal(shape, dtype=np.float32)
+        data[name] = (("time", "lat", "lon"), (base + i + noise).round(2), {"units": "x"})
+    return xr.Dataset(
+        data,
+        coords={
+            "time": np.datetime64("2024-01-01", "ns") + np.arange(n_time) * np.timedelta64(6, "h"),
+            "lat": np.linspace(90, -90, 721),
+            "lon": np.linspace(0, 359.75, 1440),
+        },
+    )
+
+
+def writers(folder: str):
+    """name -> (path, write(ds, path), open kwargs)."""
+    import zarr
+
+    zstd = zarr.codecs.ZstdCodec(level=3)
+
+    def enc(codec):
+        return {n: {"compressors": codec, "chunks": (10, 721, 1440)} for n in NAMES}
+
+    return {
+        "ztensor": (
+            os.path.join(folder, "d.zt"),
+            lambda ds, p: zt.to_ztensor(ds, p, mode="w"),
+            {"engine": "ztensor"},
+        ),
+        "zarr-raw": (
+            os.path.join(folder, "raw.zarr"),
+            lambda ds, p: ds.to_zarr(p, mode="w", zarr_format=3, encoding=enc(None)),
+            {"engine": "zarr"},
+        ),
+        "zarr-zstd3": (
+            os.path.join(folder, "zstd.zarr"),
+            lambda ds, p: ds.to_zarr(p, mode="w", zarr_format=3, encoding=enc(zstd)),
+            {"engine": "zarr"},
+        ),
+        "h5netcdf": (
+            os.path.join(folder, "h5.nc"),
+            lambda ds, p: ds.to_netcdf(p, engine="h5netcdf"),
+            {"engine": "h5netcdf"},
+        ),
+        "netcdf4": (
+            os.path.join(folder, "nc4.nc"),
+            lambda ds, p: ds.to_netcdf(p, engine="netcdf4"),
+            {"engine": "netcdf4"},
+        ),
+    }
+
+
+def remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
+def run(n_time: int, repeat: int, folder: str) -> dict:
+    ds = dataset(n_time)
+    nbytes = sum(ds[n].nbytes for n in NAMES)
+    out: dict = {"shape": [n_time, 721, 1440], "nbytes": nbytes, "seconds": {}}
+
+    # baselines
+    raw = os.path.join(folder, "plain.bin")
+
+    def plain_write():
+        with open(raw, "wb") as f:
+            for n in NAMES:
+                f.write(memoryview(ds[n].values).cast("B"))
+
+    out["seconds"]["baseline-write"] = best(plain_write, repeat)
+    remove(raw)
+    mem = ds.chunk({"time": 10})
+    out["seconds"]["baseline-mean-inmemory-dask"] = best(lambda: mem.mean("time").compute(), repeat)
+
+    for name, (path, write, kw) in writers(folder).items():
+        secs = {}
+
+        def do_write(write=write, path=path):
+            remove(path)
+            write(ds, path)
+
+        secs["write"] = best(do_write, repeat)
+
+        def do_open(path=path, kw=kw):
+            xr.open_dataset(path, **kw).close()
+
+        secs["open"] = best(do_open, max(repeat, 10))  # cheap and noisy: more runs
+
+        def do_slice(path=path, kw=kw):
+            with xr.open_dataset(path, **kw) as o:
+                for n in NAMES:
+                    o[n].isel(time=n_time // 2).load()
+
+        secs["slice"] = best(do_slice, repeat)
+
+        def do_mean(path=path, kw=kw):
+            with xr.open_dataset(path, chunks={"time": 10}, **kw) as o:
+                o.mean("time").compute()
+
+        secs["mean"] = best(do_mean, repeat)
+        out["seconds"][name] = secs
+        remove(path)
+
+    peers = [k for k in out["seconds"] if k not in ("ztensor",) and not k.startswith("base")]
+    ours = out["seconds"]["ztensor"]
+    ratios = {}
+    for fig in ("open", "slice", "mean", "write"):
+        fastest = min(out["seconds"][p][fig] for p in peers)
+        ratios[f"{fig}: ztensor / fastest peer"] = ours[fig] / fastest
+    ratios["mean: ztensor / in-memory dask"] = (
+        ours["mean"] / out["seconds"]["baseline-mean-inmemory-dask"]
+    )
+    for p in peers:
+        ratios[f"mean: {p} / in-memory dask"] = (
+            out["seconds"][p]["mean"] / out["seconds"]["baseline-mean-inmemory-dask"]
+        )
+    ratios["write: ztensor / plain write()"] = ours["write"] / out["seconds"]["baseline-write"]
+    for p in peers:
+        ratios[f"write: {p} / plain write()"] = (
+            out["seconds"][p]["write"] / out["seconds"]["baseline-write"]
+        )
+    out["ratios"] = ratios
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--time", type=int, default=120, help="length of the time axis")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", default=None, help="folder for the files (default: a temp dir)")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")  # zarr's consolidated-metadata notices
+    folder = args.dir or tempfile.mkdtemp(prefix="zt-xr-bench-")
+    try:
+        result = run(args.time, args.repeat, folder)
+    finally:
+        if args.dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    for k, v in result["seconds"].items():
+        if isinstance(v, dict):
+            print(f"{k:12s} " + "  ".join(f"{f}={s * 1e3:9.1f} ms" for f, s in v.items()))
+        else:
+            print(f"{k:30s} {v * 1e3:9.1f} ms")
+    for k, v in result["ratios"].items():
+        print(f"{k:40s} {v:6.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
