@@ -11,6 +11,7 @@ import json
 import math
 import mmap
 import os
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ from . import Item, Source, release_pages
 
 # The safetensors library refuses headers above 100 MB; so do we (a header is JSON text).
 MAX_HEADER = 100_000_000
+BLOCK = 32 << 20  # tensors above STREAM_ABOVE bytes are written in blocks of this size
+STREAM_ABOVE = 64 << 20
+STREAM_ABOVE_COMPRESSED = 4 << 20  # pooled compressed frames wait in memory until written
 
 
 def sniff(head: bytes, size: int) -> bool:
@@ -108,6 +112,7 @@ class SafetensorsSource(Source):
                     path=path,
                 )
             self._data_start = 8 + n
+            self._recent: deque[tuple[int, int]] = deque(maxlen=16)
             entries, meta = parse_header(self._file.read(n), size - self._data_start, path)
             self.attributes = dict(meta)
             self._entries = dict(sorted(entries.items(), key=lambda kv: kv[1][2]))
@@ -124,17 +129,35 @@ class SafetensorsSource(Source):
         def write(writer, out_name, level, checksum, attributes=None) -> None:
             start = self._data_start + begin
             count = (end - begin) // dtypes.itemsize(zname)
+            dt = dtypes.to_numpy(zname)
             if count == 0:
-                array = np.zeros(shape, dtype=dtypes.to_numpy(zname))
+                array = np.zeros(shape, dtype=dt)
             else:
-                array = np.frombuffer(
-                    self._map, dtype=dtypes.to_numpy(zname), count=count, offset=start
-                ).reshape(shape)
+                array = np.frombuffer(self._map, dtype=dt, count=count, offset=start)
+            limit = STREAM_ABOVE_COMPRESSED if level else STREAM_ABOVE
+            if end - begin > limit and hasattr(writer, "stream_tensor"):
+                # a big tensor goes block by block, so resident memory stays O(block)
+                step = BLOCK // dt.itemsize
+                with writer.stream_tensor(
+                    out_name, shape, dt, compress=level, checksum=checksum, attributes=attributes
+                ) as stream:
+                    for i in range(0, count, step):
+                        stream.write(array[i : i + step])
+                        release_pages(self._map, start + i * dt.itemsize, step * dt.itemsize)
+                return
             writer.add_tensor(
-                out_name, array, compress=level, checksum=checksum, attributes=attributes
+                out_name,
+                array.reshape(shape),
+                compress=level,
+                checksum=checksum,
+                attributes=attributes,
             )
-            if count:
-                release_pages(self._map, start, end - begin)
+            # A compressed tensor is read later by the writer's pool: keep dropping the
+            # pages of recent tensors until the pool must have finished with them.
+            self._recent.append((start, end - begin))
+            for offset, length in self._recent:
+                if length:
+                    release_pages(self._map, offset, length)
 
         return write
 
