@@ -380,6 +380,28 @@ class Reader:
             out = out.astype(dt)
         return out
 
+    def private_view(self, name: str, role: str = "data") -> np.ndarray:
+        """A raw component as a writable 1-D array over a copy-on-write map of its own:
+        reads are zero-copy, writes stay private to this array (never reach the file or
+        any other view). Other encodings come back as an owned decoded copy."""
+        self._check_open()
+        try:
+            comp = self._object(name).components[role]
+        except KeyError:
+            raise TensorNotFoundError(
+                "no such component", path=self.path, obj=name, component=role
+            ) from None
+        dt = dtypes.to_numpy(comp.dtype)
+        if comp.encoding != "raw" or comp.byte_order != "little" or comp.length == 0:
+            return self.read_component(name, role, copy=True)
+        start = comp.offset - comp.offset % mmap.ALLOCATIONGRANULARITY
+        mm = mmap.mmap(
+            self._fd, comp.offset + comp.length - start, access=mmap.ACCESS_COPY, offset=start
+        )
+        return np.frombuffer(
+            mm, dtype=dt, count=comp.length // dt.itemsize, offset=comp.offset - start
+        )
+
     def _readinto(self, out: np.ndarray, offset: int, name: str, role: str) -> None:
         buf = memoryview(out.reshape(-1).view(np.uint8))
         done = 0

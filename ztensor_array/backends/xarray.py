@@ -277,6 +277,13 @@ class ZTensorBackendArray(BackendArray):
             )
         if obj.format == "chunked":
             out = _read_chunked(reader, obj, self.name, key)
+        elif obj.format == "dense" and hasattr(reader, "private_view"):
+            # zero-copy and still writable: each read gets its own copy-on-write map, so
+            # in-place edits (``ds["v"] += 1``) never reach the file or other reads
+            from ..layouts import dense
+
+            value = dense.read(obj, lambda role: reader.private_view(self.name, role))
+            out = np.asarray(_outer_index(value, key))
         else:
             value = reader.read_tensor(self.name)
             if not isinstance(value, np.ndarray):  # sparse: densified per access
