@@ -314,6 +314,25 @@ class Reader:
         mm = self._map(access)
         return memoryview(mm)[comp.offset : comp.offset + comp.length]
 
+    def _drop_pages(self, comp: Component) -> None:
+        """Unmap the whole pages of a decoded component's stored bytes from this process.
+
+        Compressed bytes are needed once; left mapped they count in the process's RSS until
+        the Reader closes, so reading a compressed file tensor by tensor would grow RSS to the
+        file size. The pages stay in the page cache (a shared read-only map loses nothing).
+        """
+        mm = self._maps.get(mmap.ACCESS_READ)
+        if mm is None or not hasattr(mm, "madvise"):
+            return
+        page = mmap.PAGESIZE
+        start = -(-comp.offset // page) * page
+        end = (comp.offset + comp.length) // page * page
+        if end > start:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                pass  # advice only
+
     def stored_bytes(self, name: str, role: str) -> memoryview:
         """The stored (possibly compressed) bytes of a component, zero-copy."""
         self._check_open()
@@ -376,6 +395,7 @@ class Reader:
             if verify:
                 self._verify(name, role, comp, stored)
             out = self._decode(name, role, obj, comp, stored).view(stored_dt)
+            self._drop_pages(comp)
         if comp.byte_order == "big":
             out = out.astype(dt)
         return out
