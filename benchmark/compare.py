@@ -49,9 +49,10 @@ class Peer:
 
     name: str
     ext: str
-    write: Callable[[dict, str], object]
+    write: Callable[[dict, str], object] | None  # None: reads the file of ``reads_from``
     read: Callable[[str], object]  # returns arrays (or views) to be touched
-    slow: bool = False  # skipped above --slow-limit MiB (zstd-19)
+    slow: bool = False  # one repetition, and skipped above --slow-limit MiB (zstd-19)
+    reads_from: str | None = None
 
 
 def _zt_write(level: int) -> Callable:
@@ -72,7 +73,7 @@ def _zt_read_views(path: str):
 def peers() -> list[Peer]:
     out = [
         Peer("ztensor_array", ".zt", _zt_write(0), zt.load_file),
-        Peer("ztensor_array mmap", ".zt", _zt_write(0), _zt_read_views),
+        Peer("ztensor_array mmap", ".zt", None, _zt_read_views, reads_from="ztensor_array"),
         Peer("ztensor_array zstd-1", ".zt", _zt_write(1), zt.load_file),
         Peer("ztensor_array zstd-3", ".zt", _zt_write(3), zt.load_file),
         Peer("ztensor_array zstd-19", ".zt", _zt_write(19), zt.load_file, slow=True),
@@ -216,7 +217,7 @@ def _warm(path: str) -> None:
 
 
 def limits(workdir: str, size: int, reps: int) -> dict[str, float]:
-    """The machine's limits for ``size`` bytes, in bytes/s."""
+    """The machine's limits for ``size`` bytes, in bytes/s (best of ``reps``)."""
     buf = np.random.default_rng(1).integers(0, 255, size, dtype=np.uint8)
     path = os.path.join(workdir, "limit.bin")
     w, r = [], []
@@ -227,10 +228,38 @@ def limits(workdir: str, size: int, reps: int) -> dict[str, float]:
         r.append(wl.readinto_seconds(path))
     os.unlink(path)
     return {
-        "memcpy": wl.memcpy_bandwidth(min(size, 512 * wl.MiB)),
+        "memcpy": wl.memcpy_bandwidth(min(size, 512 * wl.MiB), reps),
         "write": size / min(w),
         "read": size / min(r),
     }
+
+
+def _best(*lims: dict[str, float]) -> dict[str, float]:
+    return {k: max(lim[k] for lim in lims) for k in lims[0]}
+
+
+def _path(workdir: str, peer: Peer, by_name: dict[str, Peer]) -> str:
+    src = by_name[peer.reads_from] if peer.reads_from else peer
+    return os.path.join(workdir, _slug(src.name) + src.ext)
+
+
+def _time_op(op: str, peer: Peer, path: str, tensors: dict, first: bool) -> float:
+    """One timed write, or one timed read (open + touch every byte; warm-up untimed)."""
+    if op == "write":
+        wl.drop_dirty()
+        _remove(path)
+        t0 = time.perf_counter()
+        peer.write(tensors, path)
+        return time.perf_counter() - t0
+    if first:
+        _warm(path)
+        wl.touch(peer.read(path))  # untimed warm-up of the reader and the page cache
+    t0 = time.perf_counter()
+    got = peer.read(path)
+    wl.touch(got)
+    dt = time.perf_counter() - t0
+    del got
+    return dt
 
 
 def run_case(
@@ -239,52 +268,40 @@ def run_case(
     shapes = (wl.mixed_shapes if dist == "mixed" else wl.large_shapes)(size_mib * wl.MiB)
     tensors = wl.make_tensors(shapes)
     data = wl.nbytes(tensors)
-    lim = limits(workdir, data, args.reps)
+    lim = limits(workdir, data, max(args.reps, 3))
+    print(f"\n== {size_mib} MiB, {dist} ({len(tensors)} tensors)", flush=True)
+    by_name = {p.name: p for p in plist}
+    active = [p for p in plist if not (p.slow and size_mib > args.slow_limit)]
+    times: dict[tuple[str, str], list[float]] = {}
+    sizes: dict[str, int] = {}
+    for op in ("write", "read"):
+        for rep in range(args.reps):
+            for peer in active if rep % 2 == 0 else list(reversed(active)):
+                if (op == "write" and peer.write is None) or (peer.slow and rep > 0):
+                    continue
+                path = _path(workdir, peer, by_name)
+                try:
+                    dt = _time_op(op, peer, path, tensors, rep == 0)
+                except Exception as exc:  # a peer that cannot handle the case is reported
+                    print(f"  {peer.name}: {op} failed: {type(exc).__name__}: {exc}")
+                    active = [p for p in active if p is not peer]
+                    continue
+                times.setdefault((peer.name, op), []).append(dt)
+                sizes[peer.name] = _file_bytes(path)
+    lim = _best(lim, limits(workdir, data, max(args.reps, 3)))
     print(
-        f"\n== {size_mib} MiB, {dist} ({len(tensors)} tensors): memcpy "
-        f"{lim['memcpy'] / 1e9:.2f} GB/s, page-cache read {lim['read'] / 1e9:.2f} GB/s, "
-        f"file write {lim['write'] / 1e9:.2f} GB/s",
+        f"   limits: memcpy {lim['memcpy'] / 1e9:.2f} GB/s, page-cache read "
+        f"{lim['read'] / 1e9:.2f} GB/s, file write {lim['write'] / 1e9:.2f} GB/s",
         flush=True,
     )
     results = []
     for op in ("write", "read"):
-        times: dict[str, list[float]] = {}
-        sizes: dict[str, int] = {}
-        active = [p for p in plist if not (p.slow and size_mib > args.slow_limit)]
-        for rep in range(args.reps):
-            for peer in active if rep % 2 == 0 else reversed(active):
-                path = os.path.join(workdir, _slug(peer.name) + peer.ext)
-                try:
-                    if op == "write":
-                        wl.drop_dirty()
-                        _remove(path)
-                        t0 = time.perf_counter()
-                        peer.write(tensors, path)
-                        dt = time.perf_counter() - t0
-                    else:
-                        if rep == 0:
-                            if not os.path.exists(path):
-                                peer.write(tensors, path)
-                            _warm(path)
-                            wl.touch(peer.read(path))  # untimed warm-up of the reader
-                        t0 = time.perf_counter()
-                        got = peer.read(path)
-                        wl.touch(got)
-                        dt = time.perf_counter() - t0
-                        del got
-                except Exception as exc:  # a peer that cannot handle the case is reported
-                    print(f"  {peer.name}: {op} failed: {type(exc).__name__}: {exc}")
-                    times.pop(peer.name, None)
-                    active = [p for p in active if p is not peer]
-                    continue
-                times.setdefault(peer.name, []).append(dt)
-                sizes[peer.name] = _file_bytes(path)
-        base = min(times.get("ztensor_array", [np.nan]))
+        base = min(times.get(("ztensor_array", op), [np.nan]))
         limit = lim["write"] if op == "write" else lim["read"]
         for peer in plist:
-            if peer.name not in times:
+            t = times.get((peer.name, op))
+            if not t or peer not in active:
                 continue
-            t = times[peer.name]
             best = min(t)
             r = Result(
                 size_mib,
@@ -308,7 +325,7 @@ def run_case(
                 flush=True,
             )
     for peer in plist:
-        _remove(os.path.join(workdir, _slug(peer.name) + peer.ext))
+        _remove(_path(workdir, peer, by_name))
     return results, lim
 
 
@@ -415,14 +432,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--slow-limit",
         type=int,
-        default=1024,
-        help="skip the slow peers (zstd-19) above this many MiB (default 1024)",
+        default=None,
+        help="skip the slow peers (zstd-19) above this many MiB (default 128, quick 16)",
     )
     ap.add_argument("--dir", help="work folder for the files (default: a temp folder)")
     ap.add_argument("--out", default=HERE, help="folder for results.csv/.png/.md")
     args = ap.parse_args(argv)
     args.sizes = args.sizes or ([16, 64] if args.quick else [128, 512, 1024])
     args.reps = args.reps or (1 if args.quick else 3)
+    if args.slow_limit is None:
+        args.slow_limit = 16 if args.quick else 128
     plist = peers()
     if args.peers:
         plist = [p for p in plist if p.name in args.peers]
