@@ -538,3 +538,72 @@ def test_info_verify_and_rewrite_v12_files(fname, tmp_path):
             if hasattr(value, "toarray"):
                 got, value = got.toarray(), value.toarray()
             np.testing.assert_array_equal(np.asarray(got), np.asarray(value))
+
+
+def test_seed_readme_cli_section_works_as_written(tmp_path):
+    """Every command line of the seed README's CLI section, verbatim (files made first)."""
+    import gguf
+    from fake_hub import FakeHub, tiny_repos
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    save_file({"w": rng.standard_normal((4, 4)).astype(np.float32)}, tmp_path / "model.safetensors")
+    save_file({"v": np.arange(3, dtype=np.int64)}, tmp_path / "extra.safetensors")
+    w = gguf.GGUFWriter(str(tmp_path / "llama.gguf"), "llama")
+    w.add_tensor("tok", rng.standard_normal((2, 32)).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with zt.Writer(tmp_path / "raw.zt") as zw:
+        zw.add_tensor("a", np.arange(1000, dtype=np.float32))
+    with zt.Writer(tmp_path / "part1.zt") as zw:
+        zw.add_tensor("p1", np.ones(3, np.int8))
+    with zt.Writer(tmp_path / "part2.zt") as zw:
+        zw.add_tensor("p2", np.zeros(3, np.int8))
+    shutil.copy(os.path.join(LEGACY, "wheel_dense.zt"), tmp_path / "old_model.zt")
+    lines = [
+        "ztensor info model.zt",
+        "ztensor convert model.safetensors -o model.zt",
+        "ztensor info model.zt",
+        "ztensor convert -f gguf -c llama.gguf -o llama.zt",
+        "ztensor convert model.safetensors -o model10.zt -l 10",
+        "ztensor compress raw.zt -o compressed.zt",
+        "ztensor compress raw.zt -o highly_compressed.zt -l 19",
+        "ztensor decompress compressed.zt -o raw2.zt",
+        "ztensor merge part1.zt part2.zt -o merged.zt",
+        "ztensor migrate old_model.zt -o new_model.zt",
+        "ztensor download-hf microsoft/resnet-18 -o ./models",
+        "ztensor download-hf openai-community/gpt2 -o ./models --compress",
+        "ztensor convert --delete-original *.safetensors -o all.zt",
+    ]
+    repos, _ = tiny_repos(rng)
+    hub_repos = {
+        "microsoft/resnet-18": repos["tiny/single"],
+        "openai-community/gpt2": repos["tiny/sharded"],
+    }
+    with FakeHub(hub_repos) as hub:
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+        cli = f"{sys.executable} -m ztensor_array.cli"
+        for i, line in enumerate(lines):
+            proc = subprocess.run(
+                line.replace("ztensor", cli, 1),
+                shell=True,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
+            if i == 0:  # before model.zt exists: a clean one-line error
+                assert_one_line_error(proc, "model.zt")
+                continue
+            assert proc.returncode == 0, f"{line}: {proc.stderr}"
+    assert sorted(zt.Reader(tmp_path / "merged.zt").tensor_names) == ["p1", "p2"]
+    assert sorted(zt.Reader(tmp_path / "all.zt").tensor_names) == ["v", "w"]
+    assert not list(tmp_path.glob("*.safetensors"))
+    assert (tmp_path / "models" / "resnet-18" / "model.zt").exists()
+    assert (tmp_path / "models" / "gpt2" / "model.zt.index.json").exists()
+    with zt.Reader(tmp_path / "highly_compressed.zt") as r:
+        assert r.manifest.objects["a"].components["data"].encoding == "zstd"

@@ -50,10 +50,11 @@ def gguf_file(tmp_path):
     return path, arrays, blocks, {n: q for n, (_, q) in quant_src.items()}
 
 
-def test_plain_tensors_metadata_and_lossless_blocks(gguf_file, tmp_path):
+@pytest.mark.parametrize("flags", [[], ["-c", "--checksum", "sha256"]])
+def test_plain_tensors_metadata_and_lossless_blocks(gguf_file, tmp_path, flags):
     path, arrays, blocks, qtypes = gguf_file
     out = tmp_path / "tiny.zt"
-    ztensor("convert", "-f", "gguf", path, "-o", out)
+    ztensor("convert", "-f", "gguf", path, "-o", out, *flags)
     reader = gguf.GGUFReader(str(path))  # the oracle
     with zt.Reader(out) as r:
         attrs = r.attributes

@@ -146,11 +146,6 @@ class GGUFSource(Source):
         return write
 
     def close(self) -> None:
-        data = getattr(self._reader, "data", None)
-        mm = getattr(data, "_mmap", None)
+        # Never unmap explicitly: the writer's compression pool may still read views of the
+        # map after the source is closed; the map goes when the last view does.
         self._reader = None
-        if mm is not None:
-            try:
-                mm.close()
-            except (BufferError, ValueError):
-                pass

@@ -162,9 +162,7 @@ class SafetensorsSource(Source):
         return write
 
     def close(self) -> None:
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:
-                pass  # a view is still queued in a writer; the map goes with it
+        # The map is not closed here: the writer's compression pool may still read views
+        # of it; it is unmapped when the last view goes.
+        self._map = None
         self._file.close()
