@@ -313,3 +313,48 @@ def test_distributed_processes(tmp_path):
             delayed.compute()
         with xr.open_dataset(out) as back:
             assert_identical(back.load(), ds)
+
+
+def _attr_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**64 - 1),
+        st.floats(allow_nan=False),
+        st.text(max_size=8),
+        st.binary(max_size=8),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+
+def test_attribute_fidelity_property(tmp_path_factory):
+    """Any CBOR-representable attribute (bool/int/float/str/bytes/list/dict, nested) comes
+    back exactly, on variables and on the dataset, and 1.1.1 still opens the file."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.dictionaries(st.text(min_size=1, max_size=6), _attr_values(), max_size=4))
+    def check(attrs):
+        attrs = {k: v for k, v in attrs.items() if not k.startswith("_")}
+        ds = xr.Dataset({"v": ("x", np.arange(3), dict(attrs))}, attrs=dict(attrs))
+        path = tmp_path_factory.mktemp("p") / "a.zt"
+        to_ztensor_dataset(ds, path, mode="w")
+        with xr.open_dataset(path) as back:
+            assert back.attrs == attrs
+            assert back["v"].attrs == attrs
+            for k, v in attrs.items():  # exact types too (True is not 1)
+                assert type(back.attrs[k]) is type(v)
+        import ztensor
+
+        assert ztensor.Reader(str(path)).read_tensor("v").tolist() == [0, 1, 2]
+
+    check()
