@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -831,6 +832,48 @@ class ParallelPlan:
         folder, base = os.path.split(os.path.abspath(self.path))
         return os.path.join(folder, f".{base}.parallel-append")
 
+    @property
+    def fence(self) -> WriteFence | None:
+        """What workers need to refuse writing once the append was aborted (mode "a")."""
+        return WriteFence(self.path, self.lock_path, self.token) if self.mode == "a" else None
+
+
+@dataclass(frozen=True)
+class WriteFence:
+    """Keeps late workers from writing into a finalized file after an aborted append.
+
+    Workers hold a shared lock on the append lock file while they write, and write only if
+    it still exists and names their append; abort_parallel takes the exclusive lock, so it
+    waits for writes in flight, then removes the lock file before cutting the file back.
+    (Modes "w"/"x" need no fence: a late write lands in a removed temp file or fails.)"""
+
+    path: str
+    lock_path: str
+    token: str
+
+    @contextmanager
+    def hold(self):
+        """Shared lock for one write; raises if the append was aborted meanwhile."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ZTensorError(
+                "the parallel append was aborted or committed", path=self.path
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            st = os.fstat(fd)
+            try:
+                now = os.stat(self.lock_path)
+                same = (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
+            except FileNotFoundError:
+                same = False
+            if not same or os.pread(fd, 64, 0).decode("ascii", "replace") != self.token:
+                raise ZTensorError("the parallel append was aborted", path=self.path)
+            yield
+        finally:
+            os.close(fd)  # releases the shared lock
+
 
 def plan_parallel(
     path: str | os.PathLike, mode: str = "w", *, durable: bool = False
@@ -1054,16 +1097,19 @@ def abort_parallel(plan: ParallelPlan) -> None:
     """Undo a parallel write that will not be committed: the previous file stays as it was."""
     if plan.mode == "a":
         try:
-            with open(plan.lock_path) as lock:
-                ours = lock.read() == plan.token
-        except OSError:
-            ours = False
-        if not ours:
+            fd = os.open(plan.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
             return  # our first task never ran: the file was not touched by this write
         try:
-            truncate_file(plan.path, plan.base_size)
-        except (OSError, ZTensorError):
-            pass  # repair() cuts a torn tail back to the last footer
-        _unlink_quietly(plan.lock_path)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the writes in flight (WriteFence)
+            if os.pread(fd, 64, 0).decode("ascii", "replace") != plan.token:
+                return  # another append's lock: not ours to undo
+            _unlink_quietly(plan.lock_path)  # from now on no worker writes
+            try:
+                truncate_file(plan.path, plan.base_size)
+            except (OSError, ZTensorError):
+                pass  # repair() cuts a torn tail back to the last footer
+        finally:
+            os.close(fd)
     else:
         _unlink_quietly(plan.target)

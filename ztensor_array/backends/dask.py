@@ -13,6 +13,7 @@ failure before the commit leaves any previous file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -414,17 +415,24 @@ def _le(block: np.ndarray, le: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(block if block.dtype == le else block.astype(le))
 
 
-def _write_region(block, target: str, offsets, region: int, shape, start, le) -> None:
-    writer.pwrite_block(target, offsets[region], tuple(shape), tuple(start), _le(block, le))
+def _write_region(block, target: str, offsets, region: int, shape, start, le, fence) -> None:
+    data = _le(block, le)
+    with _held(fence):
+        writer.pwrite_block(target, offsets[region], tuple(shape), tuple(start), data)
 
 
-def _write_chunk(block, target: str, role: str, storage, type_, le, level, checksum, _begun):
+def _held(fence: writer.WriteFence | None):
+    return fence.hold() if fence is not None else contextlib.nullcontext()
+
+
+def _write_chunk(block, target: str, role: str, storage, type_, le, level, checksum, fence, _begun):
     from ..codecs import digests, zstd
 
     data = _le(block, le)
     view = memoryview(data.reshape(-1).view(np.uint8))
     blob = zstd.compress_sized(view, level) if level else view
-    offset = writer.append_blob(target, blob)
+    with _held(fence):
+        offset = writer.append_blob(target, blob)
     length = memoryview(blob).nbytes
     digest = digests.compute(checksum, blob) if checksum else None
     return role, Component(storage, offset, length, "zstd" if level else "raw", digest, None, type_)
@@ -616,7 +624,25 @@ def write_arrays(
         name, arr, _np, layout, level, *_ = item
         if layout == "dense" and not level:
             regions.append(math.prod(arr.shape) * item[10].itemsize)
-    begin = dask.delayed(writer.begin_parallel, pure=False)(plan, regions)
+    if not compute:  # the file is created by the graph's first task, when computed
+        begin = dask.delayed(writer.begin_parallel, pure=False)(plan, regions)
+        return _graph_of_writes(plan, prepared, updates, begin)
+    # computing now: start here, so that no task can begin the file after a failure
+    offsets = writer.begin_parallel(plan, regions)
+    try:
+        final = _graph_of_writes(plan, prepared, updates, offsets)
+        if all_numpy:
+            return dask.compute(final, scheduler="threads")[0]
+        return dask.compute(final)[0]
+    except BaseException:
+        writer.abort_parallel(plan)  # waits for writes in flight, then undoes them
+        raise
+
+
+def _graph_of_writes(plan: writer.ParallelPlan, prepared, updates, begin):
+    """The delayed commit of every object's write tasks; ``begin`` gives region offsets."""
+    import dask
+
     specs, tasks = [], []
     region = 0
     for item in prepared:
@@ -624,16 +650,7 @@ def write_arrays(
         region += spec.region >= 0
         specs.append(spec)
         tasks.append(task)
-    final = dask.delayed(_commit, pure=False)(plan, specs, begin, tasks)
-    if not compute:
-        return final
-    try:
-        if all_numpy:
-            return dask.compute(final, scheduler="threads")[0]
-        return dask.compute(final)[0]
-    except BaseException:
-        writer.abort_parallel(plan)
-        raise
+    return dask.delayed(_commit, pure=False)(plan, specs, begin, tasks)
 
 
 def _with_attributes(plan: writer.ParallelPlan, attributes) -> writer.ParallelPlan:
@@ -755,7 +772,7 @@ def _plan_object(plan: writer.ParallelPlan, item, update: _Update | None, begin,
             start = tuple(int(starts[a][i]) for a, i in enumerate(index))
             tasks.append(
                 dask.delayed(_write_region, pure=False)(
-                    block, target, begin, region, shape, start, le
+                    block, target, begin, region, shape, start, le, plan.fence
                 )
             )
         spec = _Spec(name, "dense", shape, storage, type_, region, nbytes, csum, user_attrs or None)
@@ -764,7 +781,7 @@ def _plan_object(plan: writer.ParallelPlan, item, update: _Update | None, begin,
         whole = arr.rechunk(-1) if arr.ndim else arr
         block = whole.to_delayed().ravel()[0]
         task = dask.delayed(_write_chunk, pure=False)(
-            block, target, "data", storage, type_, le, level, csum, begin
+            block, target, "data", storage, type_, le, level, csum, plan.fence, begin
         )
         spec = _Spec(name, "dense_zstd", shape, storage, type_, attributes=user_attrs or None)
         return spec, dask.delayed(_collect, pure=False)(name, task)
@@ -797,7 +814,7 @@ def _plan_object(plan: writer.ParallelPlan, item, update: _Update | None, begin,
         role = manifest.chunk_role(grid_index)
         tasks.append(
             dask.delayed(_write_chunk, pure=False)(
-                block, target, role, storage, type_, le, level, csum, begin
+                block, target, role, storage, type_, le, level, csum, plan.fence, begin
             )
         )
     spec = _Spec(
