@@ -358,3 +358,25 @@ def test_attribute_fidelity_property(tmp_path_factory):
         assert ztensor.Reader(str(path)).read_tensor("v").tolist() == [0, 1, 2]
 
     check()
+
+
+@pytest.mark.parametrize(
+    "encoding", [{"checksum": "crc32c"}, {"checksum": "sha256", "compress": 3}]
+)
+def test_checksums_written_and_verified_on_request(tmp_path, encoding):
+    ds = climate(4)
+    path = tmp_path / "ck.zt"
+    to_ztensor_dataset(ds, path, encoding={"temp": dict(encoding)})
+    with xr.open_dataset(path, verify_checksums=True) as back:
+        assert back["temp"].encoding["checksum"] == encoding["checksum"]
+        assert_identical(back.load(), ds)
+    with zt.Reader(path) as r:
+        comp = next(iter(r.metadata("temp").components.values()))
+    with open(path, "r+b") as f:  # flip one stored byte of the variable
+        f.seek(comp.offset + comp.length // 2)
+        b = f.read(1)
+        f.seek(comp.offset + comp.length // 2)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with xr.open_dataset(path, verify_checksums=True) as back:
+        with pytest.raises(zt.ChecksumError, match="temp"):
+            back["temp"].load()

@@ -159,16 +159,17 @@ class _ReaderCache:
         self._readers: OrderedDict[tuple, Reader] = OrderedDict()
         self._size = size
 
-    def get(self, path: str) -> tuple[Reader, tuple]:
+    def get(self, path: str, verify: bool = False) -> tuple[Reader, tuple]:
         ident = _identity(path)
+        key = (ident, verify)
         with self._lock:
-            reader = self._readers.get(ident)
+            reader = self._readers.get(key)
             if reader is not None:
-                self._readers.move_to_end(ident)
+                self._readers.move_to_end(key)
                 return reader, ident
-        reader = Reader(path)
+        reader = Reader(path, verify=verify)
         with self._lock:
-            self._readers[ident] = reader
+            self._readers[key] = reader
             while len(self._readers) > self._size:
                 self._readers.popitem(last=False)
         return reader, ident
@@ -236,9 +237,19 @@ class ZTensorBackendArray(BackendArray):
     """A lazy variable: path + object name; reads only what is indexed (chunks, or a
     zero-copy slice of a raw tensor). Holds no open handle in its pickled state."""
 
-    __slots__ = ("char", "dtype", "ident", "name", "path", "shape")
+    __slots__ = ("char", "dtype", "ident", "name", "path", "shape", "verify")
 
-    def __init__(self, path: str, name: str, shape, dtype, ident: tuple, char: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        shape,
+        dtype,
+        ident: tuple,
+        char: bool,
+        verify: bool = False,
+    ) -> None:
+        self.verify = verify
         self.path = path
         self.name = name
         self.shape = tuple(shape)
@@ -267,7 +278,7 @@ class ZTensorBackendArray(BackendArray):
         return await asyncio.to_thread(self.__getitem__, key)
 
     def _getitem(self, key: tuple) -> np.ndarray:
-        reader, _ = _READERS.get(self.path)
+        reader, _ = _READERS.get(self.path, self.verify)
         obj = reader.manifest.objects.get(self.name)
         if obj is None or tuple(obj.shape) != self.shape:
             raise ZTensorError(
@@ -277,7 +288,7 @@ class ZTensorBackendArray(BackendArray):
             )
         if obj.format == "chunked":
             out = _read_chunked(reader, obj, self.name, key)
-        elif obj.format == "dense" and hasattr(reader, "private_view"):
+        elif obj.format == "dense" and not self.verify:
             # zero-copy and still writable: each read gets its own copy-on-write map, so
             # in-place edits (``ds["v"] += 1``) never reach the file or other reads
             from ..layouts import dense
@@ -315,6 +326,7 @@ class ZTensorStore(WritableCFDataStore):
         append_dim: Hashable | None = None,
         write_region: Mapping[Hashable, slice] | None = None,
         root: ZTensorStore | None = None,
+        verify: bool = False,
     ) -> None:
         if mode != "r" and mode not in _WRITE_MODES:
             raise ValueError(f"mode must be 'r' or one of {_WRITE_MODES}, got {mode!r}")
@@ -324,6 +336,7 @@ class ZTensorStore(WritableCFDataStore):
         self._append_dim = append_dim
         self._write_region = write_region
         self._root = root
+        self.verify = verify
         if root is not None:  # a child store shares the root's file state
             self._existing = root._existing
             self._ident = root._ident
@@ -352,10 +365,10 @@ class ZTensorStore(WritableCFDataStore):
     def __getstate__(self):
         if self.mode != "r":
             raise TypeError("a ZTensorStore open for writing cannot be pickled")
-        return {"path": self.path, "group": self.group}
+        return {"path": self.path, "group": self.group, "verify": self.verify}
 
     def __setstate__(self, state) -> None:
-        self.__init__(state["path"], "r", group=state["group"])
+        self.__init__(state["path"], "r", group=state["group"], verify=state["verify"])
 
     @classmethod
     def open(
@@ -372,6 +385,7 @@ class ZTensorStore(WritableCFDataStore):
             append_dim=self._append_dim,
             write_region=self._write_region,
             root=self._root or self,
+            verify=self.verify,
         )
 
     # ------------------------------------------------------------------ reading
@@ -408,7 +422,9 @@ class ZTensorStore(WritableCFDataStore):
             stored.get(ATTR_DTYPES_KEY),
         )
         dtype = _object_dtype(obj)
-        array = ZTensorBackendArray(self.path, full, obj.shape, dtype, self._ident, char)
+        array = ZTensorBackendArray(
+            self.path, full, obj.shape, dtype, self._ident, char, self.verify
+        )
         encoding: dict[str, Any] = {"dtype": array.dtype}
         comps = list(obj.components.values())
         if comps and all(c.encoding == "zstd" for c in comps):
@@ -1359,6 +1375,7 @@ class ZTensorBackendEntrypoint(BackendEntrypoint):
         "use_cftime",
         "decode_timedelta",
         "group",
+        "verify_checksums",
     )
 
     def guess_can_open(self, filename_or_obj) -> bool:
@@ -1376,12 +1393,14 @@ class ZTensorBackendEntrypoint(BackendEntrypoint):
         use_cftime=None,
         decode_timedelta=None,
         group: str | None = None,
+        verify_checksums: bool = False,
     ):
+        """``verify_checksums=True`` checks each component's digest when it is read."""
         if isinstance(filename_or_obj, AbstractDataStore):
             store = filename_or_obj
         else:
             path = os.fspath(_normalize_path(filename_or_obj))
-            store = ZTensorStore.open(path, "r", group=group)
+            store = ZTensorStore.open(path, "r", group=group, verify=verify_checksums)
         with close_on_error(store):
             return StoreBackendEntrypoint().open_dataset(
                 store,
@@ -1406,9 +1425,10 @@ class ZTensorBackendEntrypoint(BackendEntrypoint):
         use_cftime=None,
         decode_timedelta=None,
         group: str | None = None,
+        verify_checksums: bool = False,
     ) -> dict:
         path = os.fspath(_normalize_path(filename_or_obj))
-        root = ZTensorStore.open(path, "r")
+        root = ZTensorStore.open(path, "r", verify=verify_checksums)
         parent = _norm_group(group)
         out = {}
         for g in root.groups():
