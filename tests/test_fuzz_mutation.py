@@ -262,3 +262,158 @@ def test_random_manifest_mutations(base, tmp_path, data):
     p = tmp_path / "m.zt"
     p.write_bytes(bytes(buf))
     _check_any(p, verify=False)
+
+
+# --------------------------------------------------------------------------- structure-aware
+
+_DTYPES = ["f64", "f32", "f16", "bf16", "f8_e4m3", "f8_e5m2", "complex64", "complex128"]
+_DTYPES += ["i64", "i32", "i16", "i8", "u64", "u32", "u16", "u8", "bool"]
+_ROLES = {
+    "dense": ["data"],
+    "sparse_csr": ["values", "indices", "indptr"],
+    "sparse_coo": ["values", "coords"],
+    "chunked": ["0", "0.0", "1.0", "c0", "c0.0"],
+    "quantized_group": ["packed_weight", "scales", "zeros", "g_idx"],
+    "ggml_quantized": ["data", "blocks"],
+    "hologram": ["data"],
+}
+
+
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    c = zstandard.ZstdCompressor(level=1).compressobj()
+    return c.compress(data) + c.flush()
+
+
+@st.composite
+def _component(draw, role_pool):
+    encoding = draw(st.sampled_from(["raw", "raw", "zstd"]))
+    comp = {
+        "dtype": draw(st.sampled_from(_DTYPES)),
+        "offset": 64 * draw(st.integers(1, 8)),
+        "length": draw(st.sampled_from([0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 100])),
+    }
+    if encoding == "zstd":
+        comp["encoding"] = "zstd"
+    if draw(st.booleans()):
+        comp["uncompressed_length"] = draw(st.integers(0, 200))
+    if draw(st.integers(0, 4)) == 0:
+        comp["type"] = draw(st.sampled_from(["f8_e4m3fn", "f8_e5m2", "complex64", "complex128"]))
+    if draw(st.integers(0, 4)) == 0:
+        comp["digest"] = draw(st.sampled_from(["crc32c:0x00000000", "sha256:00", "x:1"]))
+    return comp
+
+
+@st.composite
+def _manifests(draw):
+    objects = {}
+    for i in range(draw(st.integers(1, 3))):
+        fmt = draw(st.sampled_from(list(_ROLES)))
+        roles = draw(st.lists(st.sampled_from(_ROLES[fmt]), min_size=1, max_size=4, unique=True))
+        obj = {
+            "shape": draw(st.lists(st.integers(0, 6), max_size=3)),
+            "format": fmt,
+            "components": {r: draw(_component(roles)) for r in roles},
+        }
+        if draw(st.booleans()):
+            obj["attributes"] = draw(
+                st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "bits",
+                            "group_size",
+                            "packing",
+                            "chunks",
+                            "fill_value",
+                            "ggml_type",
+                            "chunk_shape",
+                            "sym",
+                        ]
+                    ),
+                    st.one_of(
+                        st.integers(-2, 64),
+                        st.text(max_size=6),
+                        st.lists(st.integers(0, 4), max_size=3),
+                        st.none(),
+                    ),
+                )
+            )
+        objects[f"o{i}"] = obj
+    return objects
+
+
+@settings(SETTINGS, max_examples=150)
+@given(objects=_manifests(), data=st.data())
+def test_random_manifests(tmp_path, objects, data):
+    """Hand-made manifests of every format over random blobs: never anything but
+    ZTensorError or declared shapes."""
+    from conftest import build_file
+
+    blobs = {}
+    for obj in objects.values():
+        for comp in obj["components"].values():
+            payload = data.draw(st.binary(min_size=comp["length"], max_size=comp["length"]))
+            if comp.get("encoding") == "zstd":
+                payload = _zstd(data.draw(st.binary(max_size=200)))
+                comp["length"] = len(payload)
+            blobs[comp["offset"]] = payload
+    p = tmp_path / "g.zt"
+    build_file(p, objects, blobs, pad_to=64 * 10)
+    _check_any(p, verify=data.draw(st.booleans()))
+
+
+_FIELD_VALUES = {
+    "dtype": st.sampled_from(_DTYPES + ["f4", 7]),
+    "offset": st.one_of(st.integers(0, 3000), st.sampled_from([64, 128, 192, 1 << 64])),
+    "length": st.one_of(st.integers(0, 400), st.sampled_from([1 << 40, 2**64 - 1])),
+    "encoding": st.sampled_from(["raw", "zstd", "lz4", 0]),
+    "uncompressed_length": st.one_of(st.integers(0, 3000), st.just(1 << 50)),
+    "type": st.sampled_from(["f8_e4m3fn", "f8_e5m2", "complex64", "complex128", "bf16", "x"]),
+    "digest": st.sampled_from(["crc32c:0x00000000", "sha256:", "crc32c:zz", "md5:1"]),
+}
+
+
+@settings(SETTINGS, max_examples=200)
+@given(data=st.data())
+def test_structured_manifest_mutations(base, tmp_path, data):
+    """Change manifest fields (not bytes) of a valid file, keep every blob: the reader must
+    still answer with a ZTensorError or values of the declared shapes and dtypes."""
+    start = _manifest_start(base)
+    root = _manifest(base)
+    objects = root["objects"]
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        name = data.draw(st.sampled_from(sorted(objects)), label="object")
+        obj = objects[name]
+        what = data.draw(
+            st.sampled_from(["shape", "dim", "format", "component", "drop", "rename", "attrs"]),
+            label="what",
+        )
+        comps = obj["components"]
+        if what == "shape":
+            obj["shape"] = data.draw(st.lists(st.integers(0, 40), max_size=4))
+        elif what == "dim" and obj["shape"]:
+            i = data.draw(st.integers(0, len(obj["shape"]) - 1))
+            obj["shape"][i] = max(0, obj["shape"][i] + data.draw(st.integers(-2, 2)))
+        elif what == "format":
+            obj["format"] = data.draw(st.sampled_from(["dense", "sparse_csr", "sparse_coo", "zz"]))
+        elif what == "component" and comps:
+            role = data.draw(st.sampled_from(sorted(comps)))
+            field = data.draw(st.sampled_from(sorted(_FIELD_VALUES)))
+            comps[role][field] = data.draw(_FIELD_VALUES[field])
+        elif what == "drop" and comps:
+            comps.pop(data.draw(st.sampled_from(sorted(comps))))
+        elif what == "rename" and comps:
+            role = data.draw(st.sampled_from(sorted(comps)))
+            new = data.draw(st.sampled_from(["data", "values", "indices", "indptr", "coords"]))
+            comps[new] = comps.pop(role)
+        elif what == "attrs":
+            obj["attributes"] = data.draw(
+                st.one_of(st.none(), st.dictionaries(st.text(max_size=3), st.integers()))
+            )
+            if obj["attributes"] is None:
+                del obj["attributes"]
+    mb = cbor2.dumps(root)
+    p = tmp_path / "s.zt"
+    p.write_bytes(base[:start] + mb + len(mb).to_bytes(8, "little") + base[-8:])
+    _check_any(p, verify=data.draw(st.booleans(), label="verify"))

@@ -374,3 +374,56 @@ def test_many_tensors_written_in_add_order(tmp_path):
     with za.Reader(path) as r:
         for i, n in enumerate(names):
             assert_same(r.read_tensor(n), np.full(i + 1, i, np.int32))
+
+
+# --------------------------------------------------------------------------- invalid input
+
+
+def test_directory_as_target_is_ztensor_error(tmp_path):
+    target = tmp_path / "adir"
+    target.mkdir()
+    with pytest.raises(ZTensorError) as info:
+        with za.Writer(target) as w:
+            w.add_tensor("a", np.ones(2))
+    assert str(target) in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["adir"] and os.listdir(target) == []
+
+
+@pytest.mark.parametrize(
+    "values,indices,indptr,shape",
+    [
+        ([1.0], [5], [0, 1], (1, 3)),  # column out of range
+        ([1.0, 2.0], [0, 1], [0, 2, 1], (2, 3)),  # indptr decreasing
+        ([1.0, 2.0], [0, 1], [1, 1, 2], (2, 3)),  # indptr not starting at 0
+        ([1.0, 2.0], [0, 1], [0, 1, 3], (2, 3)),  # indptr ends past nnz
+        ([1.0, 2.0], [0], [0, 1, 1], (2, 3)),  # values / indices length
+        ([1.0], [0], [0, 1], (2, 3)),  # indptr length
+        ([1.0], [-1], [0, 1], (1, 3)),  # negative index
+    ],
+)
+def test_invalid_csr_refused_at_write(tmp_path, values, indices, indptr, shape):
+    path = tmp_path / "c.zt"
+    with za.Writer(path) as w:
+        with pytest.raises(ZTensorError) as info:
+            w.add_sparse_csr("bad", values, indices, indptr, shape)
+        assert isinstance(info.value, ValueError) and "'bad'" in str(info.value)
+        w.add_tensor("ok", np.ones(1))
+    with za.Reader(path) as r:
+        assert r.tensor_names == ["ok"]
+
+
+@pytest.mark.parametrize(
+    "values,coords,shape",
+    [
+        ([1.0], [[5], [0]], (1, 3)),  # row out of range
+        ([1.0], [[0], [3]], (1, 3)),  # col out of range
+        ([1.0, 2.0], [[0, 0, 0], [1, 1, 1]], (4, 4)),  # ndim x nnz mismatch
+        ([1.0], [[0], [0], [2]], (2, 2, 2)),  # axis 2 out of range
+        ([1.0], [[-1], [0]], (2, 2)),
+    ],
+)
+def test_invalid_coo_refused_at_write(tmp_path, values, coords, shape):
+    with za.Writer(tmp_path / "c.zt") as w:
+        with pytest.raises(ZTensorError) as info:
+            w.add_sparse_coo("bad", values, coords, shape)
+        assert isinstance(info.value, ValueError) and "'bad'" in str(info.value)

@@ -138,6 +138,8 @@ class Writer:
     def _open_new(self) -> None:
         if self.mode == "x" and os.path.lexists(self.path):
             raise FileExistsZTError("path exists (mode='x')", path=self.path)
+        if os.path.isdir(self.path):
+            raise ZTensorError("is a folder, not a file path", path=self.path)
         folder = os.path.dirname(os.path.abspath(self.path))
         try:
             self._fd = os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666)
@@ -258,7 +260,10 @@ class Writer:
         attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self._check_name(name)
-        comps = sparse.encode_csr(as_array(values), as_array(indices), as_array(indptr), shape)
+        try:
+            comps = sparse.encode_csr(as_array(values), as_array(indices), as_array(indptr), shape)
+        except ZTensorError as exc:  # name the object in the error
+            raise type(exc)(exc.reason, path=self.path, obj=name) from None
         self._add_sparse(name, "sparse_csr", shape, comps, compress, checksum, attributes)
 
     def add_sparse_coo(
@@ -274,7 +279,10 @@ class Writer:
     ) -> None:
         """``indices``: (ndim, nnz) or the flat structure-of-arrays form."""
         self._check_name(name)
-        comps = sparse.encode_coo(as_array(values), as_array(indices), shape)
+        try:
+            comps = sparse.encode_coo(as_array(values), as_array(indices), shape)
+        except ZTensorError as exc:  # name the object in the error
+            raise type(exc)(exc.reason, path=self.path, obj=name) from None
         self._add_sparse(name, "sparse_coo", shape, comps, compress, checksum, attributes)
 
     def add_sparse(
@@ -288,7 +296,10 @@ class Writer:
     ) -> None:
         """Add any scipy.sparse array or matrix (CSR stays CSR, everything else as COO)."""
         self._check_name(name)
-        fmt, comps, shape = sparse.from_scipy(matrix)
+        try:
+            fmt, comps, shape = sparse.from_scipy(matrix)
+        except ZTensorError as exc:  # name the object in the error
+            raise type(exc)(exc.reason, path=self.path, obj=name) from None
         self._add_sparse(name, fmt, shape, comps, compress, checksum, attributes)
 
     def _add_sparse(self, name, fmt, shape, comps, compress, checksum, attributes) -> None:
@@ -587,6 +598,11 @@ class Writer:
                 os.unlink(self._tmp_name)
             else:
                 os.replace(self._tmp_name, self.path)
+        except OSError as exc:
+            _unlink_quietly(self._tmp_name)
+            if isinstance(exc, ZTensorError):
+                raise
+            raise ZTensorError(f"cannot move into place: {exc.strerror}", path=self.path) from None
         except BaseException:
             _unlink_quietly(self._tmp_name)
             raise

@@ -89,23 +89,31 @@ def _u64(a: Any) -> np.ndarray:
     if arr.dtype.kind not in "iu":
         raise TypeError(f"sparse indices must be integers, got dtype {arr.dtype}")
     if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-        raise ValueError("sparse indices must not be negative")
+        raise FormatError("sparse indices must not be negative")
     return np.ascontiguousarray(arr, dtype="<u8").reshape(-1)
 
 
 def encode_csr(values, indices, indptr, shape) -> dict[str, np.ndarray]:
+    """Components of a CSR matrix, refusing any structure a reader would reject."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2:
-        raise ValueError(f"CSR shape must be 2-D, got {shape}")
+        raise FormatError(f"CSR shape must be 2-D, got {shape}")
     out = {
         "values": np.asarray(values).reshape(-1),
         "indices": _u64(indices),
         "indptr": _u64(indptr),
     }
-    if out["indptr"].size != shape[0] + 1:
-        raise ValueError(f"indptr has {out['indptr'].size} entries, expected {shape[0] + 1}")
-    if out["indices"].size != out["values"].size:
-        raise ValueError("values and indices differ in length")
+    indptr_, indices_ = out["indptr"], out["indices"]
+    if indptr_.size != shape[0] + 1:
+        raise FormatError(f"indptr has {indptr_.size} entries, expected {shape[0] + 1}")
+    if indices_.size != out["values"].size:
+        raise FormatError("values and indices differ in length")
+    if indptr_[0] != 0 or np.any(indptr_[1:] < indptr_[:-1]):
+        raise FormatError("indptr must start at 0 and never decrease")
+    if int(indptr_[-1]) != indices_.size:
+        raise FormatError(f"indptr ends at {int(indptr_[-1])}, expected nnz = {indices_.size}")
+    if indices_.size and int(indices_.max()) >= shape[1]:
+        raise FormatError(f"column index {int(indices_.max())} out of range [0, {shape[1]})")
     return out
 
 
@@ -115,9 +123,14 @@ def encode_coo(values, indices, shape) -> dict[str, np.ndarray]:
     vals = np.asarray(values).reshape(-1)
     coords = _u64(indices)
     if coords.size != len(shape) * vals.size:
-        raise ValueError(
+        raise FormatError(
             f"indices hold {coords.size} entries, expected ndim x nnz = {len(shape) * vals.size}"
         )
+    if vals.size:
+        highest = coords.reshape(len(shape), vals.size).max(axis=1)
+        for axis, (top, extent) in enumerate(zip(highest.tolist(), shape)):
+            if top >= extent:
+                raise FormatError(f"coordinate {top} on axis {axis} out of range [0, {extent})")
     return {"values": vals, "coords": coords}
 
 
