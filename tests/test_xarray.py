@@ -121,10 +121,17 @@ def test_unstorable_dtype_names_the_variable(tmp_path):
 
 def test_reference_reader_reads_our_file(tmp_path, zref):
     ds = climate()
-    to_ztensor_dataset(ds, tmp_path / "r.zt")
-    r = zref.Reader(str(tmp_path / "r.zt"))
+    ds["name"] = ("lat", ["a", "bb", "ccc"])
+    ds["packed"] = ds["temp"].copy()
+    to_ztensor_dataset(ds, tmp_path / "r.zt", encoding={"packed": {"compress": 3}})
+    r = zref.Reader(str(tmp_path / "r.zt"))  # chunked objects and non-text attrs inside
     np.testing.assert_array_equal(r.read_tensor("temp"), ds["temp"].values)
     np.testing.assert_array_equal(r.read_tensor("lat"), ds["lat"].values)
+    assert r.read_tensor("name").dtype == np.uint8  # CF character array
+    tree = xr.DataTree.from_dict({"/": ds[["temp"]], "/g": ds[["flag"]]})
+    to_ztensor_dataset(tree, tmp_path / "tree.zt")
+    r = zref.Reader(str(tmp_path / "tree.zt"))
+    np.testing.assert_array_equal(r.read_tensor("g/flag"), ds["flag"].values)
 
 
 def test_foreign_file_gets_default_dims_and_sparse_opens_dense(tmp_path, zref):

@@ -1138,6 +1138,9 @@ def _write(
         ds = ds.copy(deep=False)
         for v in ds.variables.values():
             v.encoding = {**defaults, **v.encoding}
+        encoding = {  # an explicit encoding replaces a variable's: keep the defaults in it
+            k: ({**defaults, **e} if isinstance(e, Mapping) else e) for k, e in encoding.items()
+        }
     if mode in ("w", "w-") and group is None and region is None:
         return _write_new(ds, path, mode, encoding, compute)
     if append_dim is not None and group is None and region is None and os.path.exists(path):
