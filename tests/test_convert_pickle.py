@@ -186,3 +186,50 @@ def test_garbage_and_truncated_pickles(tmp_path):
     assert_one_line_error(
         ztensor("convert", junk, "-o", tmp_path / "b.zt", check=False), "junk.pkl"
     )
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ztensor_array.convert.pickle import PickleSource  # noqa: E402
+from ztensor_array.errors import ZTensorError  # noqa: E402
+
+
+def _seed_pickles():
+    buf = io.BytesIO()
+    torch.save(
+        {"w": torch.arange(6.0).reshape(2, 3), "v": torch.ones(2)[1:]},
+        buf,
+        _use_new_zipfile_serialization=False,
+    )
+    plain = pickle.dumps({"a": np.arange(4), "b": [1, "x"]}, protocol=2)
+    return [buf.getvalue(), plain]
+
+
+_SEEDS = _seed_pickles()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    which=st.integers(0, len(_SEEDS) - 1),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+    cut=st.integers(0, 10_000),
+)
+def test_mutated_pickles_load_or_fail_cleanly(tmp_path, which, edits, cut):
+    """Flipped and truncated bytes: a ZTensorError or a clean load, never anything else."""
+    data = bytearray(_SEEDS[which])
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    data = bytes(data[: max(1, len(data) - cut % len(data))])
+    src = tmp_path / "m.pkl"
+    src.write_bytes(data)
+    try:
+        with PickleSource(str(src)) as source, zt.Writer(tmp_path / "m.zt") as w:
+            for item in source.items():
+                item.write(w, item.name, 0, None)
+    except ZTensorError:
+        pass

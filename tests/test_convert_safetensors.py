@@ -294,3 +294,50 @@ def test_conversion_memory_is_flat(tmp_path, flags):
     with zt.Reader(out) as r:
         assert len(r) == 23
         np.testing.assert_array_equal(r.read_tensor("big")[:5], load_file(src)["big"][:5])
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ztensor_array.convert import convert as convert_files  # noqa: E402
+from ztensor_array.errors import ZTensorError  # noqa: E402
+
+_ENTRY = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(["F32", "F16", "I8", "U64", "BOOL", "BF16", "F8_E5M2", "X9"]),
+        "shape": st.lists(st.integers(-1, 4), max_size=3),
+        "data_offsets": st.lists(st.integers(-1, 64), min_size=0, max_size=3),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.dictionaries(st.text("abc", min_size=1, max_size=3), _ENTRY, max_size=4),
+       data_len=st.integers(0, 64))
+def test_random_headers_convert_exactly_or_fail_cleanly(tmp_path, header, data_len):
+    """Whatever the header says, the converter either produces exactly what the safetensors
+    library reads, or raises a ZTensorError; never another exception."""
+    from safetensors import SafetensorError
+
+    src = tmp_path / "h.safetensors"
+    out = tmp_path / "h.zt"
+    _raw_safetensors(src, header, bytes(range(data_len)))
+    if out.exists():
+        out.unlink()
+    try:
+        oracle = load_file(src)
+    except (SafetensorError, Exception):  # noqa: BLE001 - the library's verdict: invalid
+        oracle = None
+    try:
+        convert_files([str(src)], str(out))
+    except ZTensorError:
+        assert not out.exists()
+        return
+    assert oracle is not None, "we accepted a file the safetensors library refuses"
+    with zt.Reader(out) as r:
+        assert set(r.tensor_names) == set(oracle)
+        for name, arr in oracle.items():
+            _assert_equal_bits(r.read_tensor(name), arr)

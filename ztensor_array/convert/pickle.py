@@ -34,6 +34,7 @@ from . import Item, Source
 
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _INT64 = 8
+MAX_EXPANSION = 256 << 20  # a stride-0 view may not materialise to more than this
 
 
 class _StorageType:
@@ -269,6 +270,25 @@ class RestrictedUnpickler(pickle.Unpickler):
         return known
 
 
+# what reading a damaged pickle or zip archive can raise, besides our own errors
+_READ_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    MemoryError,
+    OverflowError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    OSError,
+    SystemError,
+)
+
+
 def _load(data, path: str, storages) -> Any:
     try:
         return RestrictedUnpickler(data, path=path, storages=storages).load()
@@ -276,17 +296,7 @@ def _load(data, path: str, storages) -> Any:
         raise
     except RecursionError:
         raise FormatError("pickle is nested too deeply", path=path) from None
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        MemoryError,
-        OverflowError,
-    ) as exc:
+    except _READ_ERRORS as exc:
         raise FormatError(
             f"not a loadable pickle ({type(exc).__name__}: {exc})", path=path
         ) from None
@@ -306,7 +316,7 @@ class PickleSource(Source):
         self._storages: dict[str, _Storage] = {}
         self._big_endian = False
         try:
-            if zipfile.is_zipfile(path):
+            if _is_zip(path):
                 self._root = self._open_zip()
             else:
                 self._root = self._open_stream()
@@ -318,10 +328,17 @@ class PickleSource(Source):
 
     def _open_zip(self) -> Any:
         try:
-            self._zip = zipfile.ZipFile(self.path)
-            names = self._zip.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise FormatError(f"not a readable zip checkpoint ({exc})", path=self.path) from None
+            return self._read_zip()
+        except ZTensorError:
+            raise
+        except _READ_ERRORS as exc:
+            raise FormatError(
+                f"not a readable zip checkpoint ({type(exc).__name__}: {exc})", path=self.path
+            ) from None
+
+    def _read_zip(self) -> Any:
+        self._zip = zipfile.ZipFile(self.path)
+        names = self._zip.namelist()
         pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
         if len(pkls) != 1:
             raise FormatError(
@@ -390,7 +407,7 @@ class PickleSource(Source):
                 )
             try:
                 raw = np.frombuffer(self._zip.read(entry), dtype=np.uint8)
-            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            except _READ_ERRORS as exc:
                 raise FormatError(
                     f"storage {st.key!r} is unreadable ({exc})", path=self.path
                 ) from None
@@ -421,6 +438,12 @@ class PickleSource(Source):
         if last >= n:
             raise FormatError(
                 f"tensor view reaches element {last} of a storage of {n}", path=self.path
+            )
+        limit = max(4 * raw.size, MAX_EXPANSION)
+        if t.nbytes > limit:
+            raise FormatError(
+                f"tensor of {t.nbytes} bytes is a view expanding a {raw.size}-byte storage",
+                path=self.path,
             )
         base = raw[: n * dt.itemsize].view(dt)
         view = np.lib.stride_tricks.as_strided(
@@ -469,6 +492,14 @@ class PickleSource(Source):
             self._zip.close()
         if self._file is not None:
             self._file.close()
+
+
+def _is_zip(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError as exc:
+        raise ZTensorError(f"cannot open: {exc.strerror}", path=path) from None
 
 
 def _array_writer(array: np.ndarray):

@@ -81,12 +81,22 @@ def parse_header(raw: bytes, data_len: int, path: str) -> tuple[dict[str, Any], 
                 obj=name,
             )
         entries[name] = (zname, tuple(shape), begin, end)
-    spans = sorted((b, e, n) for n, (_, _, b, e) in entries.items() if e > b)
-    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
-        if b1 < e0:
+    # like the safetensors library: the tensors must tile the data area exactly
+    pos, prev = 0, None
+    for begin, end, name in sorted((b, e, n) for n, (_, _, b, e) in entries.items()):
+        if begin < pos:
             raise FormatError(
-                f"data bytes [{b1}, {e0}) overlap those of tensor {n0!r}", path=path, obj=n1
+                f"data bytes [{begin}, {min(end, pos)}) overlap those of tensor {prev!r}",
+                path=path,
+                obj=name,
             )
+        if begin > pos:
+            raise FormatError(f"data bytes [{pos}, {begin}) belong to no tensor", path=path)
+        pos, prev = end, name
+    if pos != data_len:
+        raise FormatError(
+            f"{data_len - pos} data bytes after the last tensor belong to no tensor", path=path
+        )
     return entries, meta
 
 
