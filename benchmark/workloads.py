@@ -113,11 +113,14 @@ def interleaved(
     reps: int,
     setup: Callable[[str], object] | None = None,
     teardown: Callable[[str, object], object] | None = None,
+    collect: bool = True,
 ) -> dict[str, Timing]:
     """Time each candidate ``reps`` times, alternating candidates inside each repetition.
 
     ``setup(name)`` runs untimed before each call (delete the output file, drop dirty pages),
     ``teardown(name, result)`` untimed after it; the result is dropped before the next call.
+    The garbage collector is off while a call is timed; ``collect`` runs it before each call
+    (leave it off for microsecond cases: a full collection costs more than they do).
     """
     out = {name: Timing(name) for name in candidates}
     for rep in range(reps):
@@ -125,10 +128,15 @@ def interleaved(
         for name in order:
             if setup is not None:
                 setup(name)
-            gc.collect()
-            t0 = time.perf_counter()
-            result = candidates[name]()
-            dt = time.perf_counter() - t0
+            if collect:
+                gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                result = candidates[name]()
+                dt = time.perf_counter() - t0
+            finally:
+                gc.enable()
             if teardown is not None:
                 teardown(name, result)
             del result
@@ -163,10 +171,21 @@ def subprocess_seconds(code: str, reps: int, env: dict | None = None) -> list[fl
     return times
 
 
-def subprocess_value(code: str) -> str:
+def subprocess_value(code: str, env: dict | None = None) -> str:
     """stdout of ``python -c code`` (for figures measured inside a fresh process)."""
-    res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
     return res.stdout.strip()
+
+
+def bytecode_env() -> dict:
+    """The environment with bytecode caching on, as in any installed package: with
+    PYTHONDONTWRITEBYTECODE set, an editable install recompiles every module at each import
+    while numpy's precompiled files load, which is not the comparison users see."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def drop_dirty(path: str | None = None) -> None:
