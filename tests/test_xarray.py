@@ -387,3 +387,19 @@ def test_checksums_written_and_verified_on_request(tmp_path, encoding):
     with xr.open_dataset(path, verify_checksums=True) as back:
         with pytest.raises(zt.ChecksumError, match="temp"):
             back["temp"].load()
+
+
+def test_datatree_dask_compressed_compute_false(tmp_path):
+    sub = climate(2).rename(time="t2", lat="la2", lon="lo2")
+    tree = xr.DataTree.from_dict({"/": climate(8).chunk({"time": 3}), "/sub": sub})
+    path = tmp_path / "dt.zt"
+    delayed = to_ztensor_dataset(
+        tree, path, compute=False, compress=3, encoding={"/sub": {"temp": {"chunks": (1, 3, 4)}}}
+    )
+    assert not os.path.exists(path)
+    delayed.compute()
+    with zt.Reader(path) as r:
+        assert r.metadata("temp").format == "chunked"
+        assert r.metadata("sub/temp").attributes["chunk_grid"]["chunk_shape"] == [1, 3, 4]
+    back = xr.open_datatree(path, engine="ztensor")
+    xr.testing.assert_identical(back.load(), tree.load())

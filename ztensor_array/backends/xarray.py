@@ -1294,50 +1294,55 @@ def _write_new(ds, path: str, mode: str, encoding: Mapping, compute: bool):
 
 
 def _write_datatree(tree, path, *, mode, encoding, compute, compress, checksum):
-    if not compute:
-        import dask
+    """A DataTree as one file: every node's variables become objects named by their group
+    path, written in one parallel commit; group attributes (and empty groups) live in the
+    reserved global attribute."""
+    from xarray import conventions
 
-        return dask.delayed(_write_tree_task, pure=False)(
-            _Opaque((tree, path, mode, encoding, compress, checksum))
-        )
-    _write_tree(tree, path, mode, encoding, compress, checksum)
-    return None
-
-
-def _write_tree_task(box: _Opaque) -> None:
-    import dask
-
-    with dask.config.set(scheduler="threads"):
-        _write_tree(*box.payload)
-
-
-def _write_tree(tree, path, mode, encoding, compress, checksum):
-    from xarray.backends.writers import dump_to_store
+    from .dask import write_arrays
 
     path = os.fspath(path)
     if mode not in ("w", "w-"):
         raise ValueError(f"DataTree writes support mode 'w' or 'w-', got {mode!r}")
-    encoding = dict(encoding or {})
     root = ZTensorStore(path, mode)
-    try:
-        for node in tree.subtree:
-            at = node.path
-            ds = node.to_dataset(inherit=False)
-            if compress is not None or checksum is not None:
-                ds = ds.copy(deep=False)
-                for v in ds.variables.values():
-                    if compress is not None:
-                        v.encoding.setdefault("compress", compress)
-                    if checksum is not None:
-                        v.encoding.setdefault("checksum", checksum)
-            store = root if at == "/" else root.get_child_store(at)
-            writes = _Writes()
-            dump_to_store(ds, store, writes, encoding=encoding.get(at, {}))
-            writes.run()
-        root.close()
-    except BaseException:
-        root.abort()
-        raise
+    defaults = {}
+    if compress is not None:
+        defaults["compress"] = compress
+    if checksum is not None:
+        defaults["checksum"] = checksum
+    encoding = dict(encoding or {})
+    arrays: dict[str, Any] = {}
+    per_name: dict[str, dict] = {}
+    values: dict[str, Any] = {}
+    groups: dict[str, dict] = {}
+    for node in tree.subtree:
+        at = _norm_group(node.path)
+        ds = node.to_dataset(inherit=False)
+        variables, attrs = conventions.encode_dataset_coordinates(ds)
+        explicit = dict(encoding.get(at) or encoding.get(node.path) or {})
+        for v in variables.values():
+            v.encoding = {**defaults, **v.encoding}
+        for k, e in explicit.items():
+            variables[k].encoding = {**defaults, **e} if isinstance(e, Mapping) else e
+        encoded, attrs = root.encode(variables, attrs)
+        prefix = "" if at == "/" else at.strip("/") + "/"
+        for vn, v in encoded.items():
+            name = _var_name(vn)
+            data, enc = _new_array(root, name, v, vn in explicit)
+            arrays[prefix + name] = data
+            per_name[prefix + name] = enc
+        a_values, a_types = encode_attrs(attrs, at)
+        if at == "/":
+            values.update(a_values)
+            if a_types:
+                values[ATTR_DTYPES_KEY] = a_types
+        else:
+            groups[at] = {"attrs": a_values, "dtypes": a_types}
+    if groups:
+        values[GROUPS_KEY] = groups
+    return write_arrays(
+        arrays, path, mode=mode, encoding=per_name, attributes=values, compute=compute
+    )
 
 
 # --------------------------------------------------------------------------- engine
