@@ -270,6 +270,7 @@ def test_surface_matches_reference(zref, tmp_path):
         assert {LONG_NAME[d] for d in CORE_DTYPES} <= {md.dtype_str for md in r}
 
 
+@pytest.mark.filterwarnings("ignore:Sparse:UserWarning")
 def test_to_torch_for_every_core_dtype_and_sparse(tmp_path):
     torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
     from test_dtypes import TORCH_OF
@@ -446,3 +447,22 @@ def test_invalid_coo_structure(tmp_path, coords):
             with za.Reader(p) as r:
                 r.read_tensor("s")
         assert "'s'" in str(info.value)
+
+
+def test_torch_views_survive_close_and_gc(mixed):
+    torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
+    path, arrays = mixed
+    r = za.Reader(path)
+    t = r.read_tensor("raw_f32", to="torch")
+    r.close()
+    del r
+    gc.collect()
+    assert torch.equal(t, torch.from_numpy(arrays["raw_f32"]))
+
+
+def test_read_after_replace_and_durable_writer(tmp_path):
+    path = tmp_path / "d.zt"
+    with za.Writer(path, durable=True) as w:
+        w.add_tensor("a", np.arange(3.0), checksum="crc32c")
+    with za.Reader(path, verify=True) as r:
+        assert_same(r.read_tensor("a"), np.arange(3.0))

@@ -427,3 +427,22 @@ def test_invalid_coo_refused_at_write(tmp_path, values, coords, shape):
         with pytest.raises(ZTensorError) as info:
             w.add_sparse_coo("bad", values, coords, shape)
         assert isinstance(info.value, ValueError) and "'bad'" in str(info.value)
+
+
+def test_raw_writes_stream_without_copies(tmp_path):
+    """A contiguous tensor goes to disk without a copy and the file is never buffered."""
+    import tracemalloc
+
+    big = np.ones((4096, 4096), np.float32)  # 64 MiB
+    path = tmp_path / "big.zt"
+    tracemalloc.start()
+    try:
+        with za.Writer(path) as w:
+            w.add_tensor("a", big)
+            w.add_tensor("b", big, checksum="crc32c")
+            w.add_tensor("c", big[:, :2048])  # non-contiguous: one copy of this tensor only
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < big.nbytes // 2 + (4 << 20), peak
+    assert path.stat().st_size > 2 * big.nbytes + big.nbytes // 2
