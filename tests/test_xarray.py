@@ -403,3 +403,22 @@ def test_datatree_dask_compressed_compute_false(tmp_path):
         assert r.metadata("sub/temp").attributes["chunk_grid"]["chunk_shape"] == [1, 3, 4]
     back = xr.open_datatree(path, engine="ztensor")
     xr.testing.assert_identical(back.load(), tree.load())
+
+
+def test_region_into_chunked_rewrites_only_touched_chunks(tmp_path):
+    ds = climate(8)
+    path = tmp_path / "rc.zt"
+    to_ztensor_dataset(ds, path, encoding={"temp": {"compress": 3, "chunks": (2, 3, 4)}})
+    with zt.Reader(path) as r:
+        before = dict(r.metadata("temp").components)
+    patch = ds[["temp"]].isel(time=slice(4, 6)).drop_vars(["time", "lat", "lon"]) * 0 + 7
+    patch["temp"] = patch["temp"].astype("f4").chunk({"time": 1})
+    to_ztensor_dataset(patch, path, region={"time": slice(4, 6)})
+    expected = ds.copy(deep=True)
+    expected["temp"][4:6] = 7
+    with xr.open_dataset(path) as back:
+        assert_identical(back.load(), expected)
+    with zt.Reader(path) as r:
+        after = dict(r.metadata("temp").components)
+    changed = {k for k in after if after[k] != before[k]}
+    assert changed == {"c.2.0.0"}  # the one chunk row the region covers

@@ -1143,6 +1143,10 @@ def _write(
         }
     if mode in ("w", "w-") and group is None and region is None:
         return _write_new(ds, path, mode, encoding, compute)
+    if region is not None and group is None and os.path.exists(path):
+        done = _region_chunked(ds, path, mode, region, compute)
+        if done is not _INELIGIBLE:
+            return done
     if append_dim is not None and group is None and region is None and os.path.exists(path):
         done = _append_parallel(ds, path, mode, encoding, append_dim, compute)
         if done is not _INELIGIBLE:
@@ -1253,6 +1257,53 @@ def _append_parallel(ds, path: str, mode: str, encoding: Mapping, append_dim, co
         attributes=values,
         compute=compute,
     )
+
+
+def _region_chunked(ds, path: str, mode: str, region, compute):
+    """Region writes into chunked variables whose region is aligned to their chunk grid:
+    only the touched chunks are rewritten (in parallel) and the manifest is replaced.
+    ``_INELIGIBLE`` for anything else, which then goes through the rewriting path."""
+    from xarray import conventions
+
+    from .dask import write_arrays
+
+    store = ZTensorStore(path, mode)
+    ds, region = _prepare_region(store, ds, region)
+    store._write_region = region
+    variables, attrs = conventions.encode_dataset_coordinates(ds)
+    encoded, attrs, existing = store._prepare(variables, attrs)
+    names = store._names()
+    batches: dict[tuple, dict[str, Any]] = {}
+    for vn, v in encoded.items():
+        if vn not in existing:
+            return _INELIGIBLE
+        name = _var_name(vn)
+        full = names[name]
+        obj = store._existing[full]
+        chunk_shape = _chunk_shape(obj)
+        if obj.format != "chunked" or chunk_shape is None:
+            return _INELIGIBLE
+        box = []
+        for d, n, c in zip(v.dims, obj.shape, chunk_shape):
+            start, stop, _ = region.get(d, slice(None)).indices(n)
+            if start % c or (stop % c and stop != n):
+                return _INELIGIBLE  # partial chunks: merge by rewriting instead
+            box.append((start, stop))
+        data = _storage_data(name, v)
+        dt = _object_dtype(obj)
+        batches.setdefault(tuple(box), {})[full] = data if data.dtype == dt else data.astype(dt)
+    if len(batches) != 1 and not compute:
+        return _INELIGIBLE  # one Delayed commit per box would race for the append lock
+    result = None
+    for box, arrays in batches.items():
+        result = write_arrays(
+            arrays,
+            path,
+            mode="a",
+            region=tuple(slice(a, b) for a, b in box),
+            compute=compute,
+        )
+    return result
 
 
 def _same_as_stored(store: ZTensorStore, full: str, v: Variable) -> bool:
