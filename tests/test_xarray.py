@@ -151,7 +151,10 @@ def test_foreign_file_gets_default_dims_and_sparse_opens_dense(tmp_path, zref):
     with xr.open_dataset(tmp_path / "sp.zt") as ds:
         assert ds["m"].dims == ("dim_0", "dim_1")
         assert not ds["m"].variable._in_memory
-        np.testing.assert_array_equal(ds["m"][1:3, ::2].values, m.toarray()[1:3, ::2])
+        d = m.toarray()
+        np.testing.assert_array_equal(ds["m"][1:3, ::2].values, d[1:3, ::2])
+        np.testing.assert_array_equal(ds["m"][[0, 4], 2].values, d[[0, 4], 2])
+        assert ds["m"][3, 5].values == d[3, 5]
 
 
 def test_guess_can_open_never_raises(tmp_path):

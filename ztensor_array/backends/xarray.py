@@ -233,6 +233,19 @@ def _read_chunked(reader: Reader, obj, name: str, key: tuple) -> np.ndarray:
     return out
 
 
+def _sparse_select(matrix, key: tuple, shape) -> np.ndarray:
+    """An outer selection of a scipy.sparse matrix as a dense array (2-D: rows, then
+    columns are cut before densifying; other ranks densify whole)."""
+    if len(shape) != 2 or not hasattr(matrix, "tocsr"):
+        dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+        return np.asarray(_outer_index(dense.reshape(shape), key))
+    as_range = [slice(int(k), int(k) + 1) if isinstance(k, int | np.integer) else k for k in key]
+    part = matrix.tocsr()[as_range[0], :][:, as_range[1]]
+    out = np.asarray(part.toarray())
+    drop = tuple(i for i, k in enumerate(key) if isinstance(k, int | np.integer))
+    return out.squeeze(axis=drop) if drop else out
+
+
 class ZTensorBackendArray(BackendArray):
     """A lazy variable: path + object name; reads only what is indexed (chunks, or a
     zero-copy slice of a raw tensor). Holds no open handle in its pickled state."""
@@ -297,9 +310,8 @@ class ZTensorBackendArray(BackendArray):
             out = np.asarray(_outer_index(value, key))
         else:
             value = reader.read_tensor(self.name)
-            if not isinstance(value, np.ndarray):  # sparse: densified per access
-                value = value.toarray() if hasattr(value, "toarray") else np.asarray(value)
-                value = value.reshape(self.shape)
+            if not isinstance(value, np.ndarray):  # sparse: only the selection is densified
+                return _sparse_select(value, key, self.shape)
             out = _outer_index(value, key)
             if not out.flags.writeable:  # a view of the file map: hand out an owned copy
                 out = np.array(out)
