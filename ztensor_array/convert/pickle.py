@@ -20,9 +20,12 @@ from __future__ import annotations
 import collections
 import io
 import math
+import mmap
 import os
 import pickle
 import zipfile
+import zlib
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +33,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, UnsupportedError, ZTensorError
-from . import Item, Source
+from . import Item, Source, release_pages
 
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _INT64 = 8
@@ -313,6 +316,8 @@ class PickleSource(Source):
         self._file = None
         self._spans: dict[str, tuple[int, int]] = {}
         self._cache: tuple[str, np.ndarray] | None = None
+        self._map: mmap.mmap | None = None
+        self._regions: deque[tuple[int, int]] = deque(maxlen=16)
         self._storages: dict[str, _Storage] = {}
         self._big_endian = False
         try:
@@ -389,6 +394,8 @@ class PickleSource(Source):
     # ------------------------------------------------------------------ storages
 
     def _storage_bytes(self, st: _Storage) -> np.ndarray:
+        """The storage's bytes: a read-only view of the file when it is stored uncompressed
+        (torch writes zip entries that way), else read from the archive."""
         if self._cache is not None and self._cache[0] == st.key:
             return self._cache[1]
         if self._zip is not None:
@@ -406,7 +413,9 @@ class PickleSource(Source):
                     path=self.path,
                 )
             try:
-                raw = np.frombuffer(self._zip.read(entry), dtype=np.uint8)
+                raw = self._stored_entry(info)
+                if raw is None:
+                    raw = np.frombuffer(self._zip.read(entry), dtype=np.uint8)
             except _READ_ERRORS as exc:
                 raise FormatError(
                     f"storage {st.key!r} is unreadable ({exc})", path=self.path
@@ -415,16 +424,41 @@ class PickleSource(Source):
             span = self._spans.get(st.key)
             if span is None:
                 raise FormatError(f"storage {st.key!r} has no data", path=self.path)
-            raw = np.empty(span[1], dtype=np.uint8)
-            got = self._file.readinto(memoryview(raw)) if self._seek(span[0]) else 0
-            if got != span[1]:
-                raise FormatError(f"storage {st.key!r} is truncated", path=self.path)
+            raw = np.frombuffer(self._file_map(), dtype=np.uint8, count=span[1], offset=span[0])
+            self._regions.append(span)
         self._cache = (st.key, raw)
         return raw
 
-    def _seek(self, pos: int) -> bool:
-        self._file.seek(pos)
-        return True
+    def _file_map(self) -> mmap.mmap:
+        if self._map is None:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._map
+
+    def _stored_entry(self, info: zipfile.ZipInfo) -> np.ndarray | None:
+        """A zero-copy view of an uncompressed zip entry, its CRC checked; None otherwise."""
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            return None
+        mm = self._file_map()
+        head = mm[info.header_offset : info.header_offset + 30]
+        if len(head) != 30 or head[:4] != b"PK\x03\x04":
+            raise FormatError(f"zip entry {info.filename!r} has no local header", path=self.path)
+        name_len = int.from_bytes(head[26:28], "little")
+        extra_len = int.from_bytes(head[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
+        if start + info.file_size > len(mm):
+            raise FormatError(f"zip entry {info.filename!r} is truncated", path=self.path)
+        raw = np.frombuffer(mm, dtype=np.uint8, count=info.file_size, offset=start)
+        if zlib.crc32(raw) != info.CRC:
+            raise FormatError(f"zip entry {info.filename!r} fails its CRC", path=self.path)
+        self._regions.append((start, info.file_size))
+        return raw
+
+    def _release(self) -> None:
+        """Drop pages of recently written storages (the writer's pool may still re-read)."""
+        if self._map is not None:
+            for offset, length in self._regions:
+                release_pages(self._map, offset, length)
 
     def _materialize(self, t: _Tensor) -> np.ndarray:
         dt = dtypes.to_numpy(t.dtype)
@@ -483,11 +517,13 @@ class PickleSource(Source):
                 checksum=checksum,
                 attributes=attributes,
             )
+            self._release()
 
         return write
 
     def close(self) -> None:
         self._cache = None
+        self._map = None  # unmapped when the writer's last view of it goes
         if self._zip is not None:
             self._zip.close()
         if self._file is not None:
