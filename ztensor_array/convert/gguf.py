@@ -10,6 +10,7 @@ asked (``dequantize=True``), dequantized to float32 with ``gguf.quants.dequantiz
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, UnsupportedError, ZTensorError
-from . import Item, Source
+from . import Item, Source, release_pages
 
 _HEADER_FIELDS = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count")
 
@@ -68,6 +69,7 @@ class GGUFSource(Source):
                 self.attributes[key] = _plain(field.contents())
             except Exception as exc:
                 raise FormatError(f"metadata {key!r} is unreadable ({exc})", path=path) from None
+        self._recent: deque[tuple[int, int]] = deque(maxlen=16)
         self._check_quantized()
 
     def _check_quantized(self) -> None:
@@ -101,49 +103,67 @@ class GGUFSource(Source):
 
     def _writer_of(self, t, shape: tuple[int, ...], zname: str | None):
         def write(writer, out_name, level, checksum, attributes=None) -> None:
-            raw = np.asarray(t.data).reshape(-1).view(np.uint8)
-            if raw.size != int(t.n_bytes):
-                raise FormatError(
-                    f"{raw.size} bytes stored, {int(t.n_bytes)} expected",
-                    path=self.path,
-                    obj=t.name,
-                )
-            if zname is not None:
-                array = raw.view(dtypes.to_numpy(zname)).reshape(shape)
-                writer.add_tensor(
-                    out_name, array, compress=level, checksum=checksum, attributes=attributes
-                )
-                return
-            if not self.dequantize and hasattr(writer, "add_ggml_quantized"):
-                writer.add_ggml_quantized(
-                    out_name,
-                    raw,
-                    t.tensor_type.name,
-                    shape,
-                    compress=level,
-                    checksum=checksum,
-                    attributes=attributes,
-                )
-                return
             try:
-                values = self._gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
-            except Exception as exc:
-                raise ZTensorError(
-                    f"cannot dequantize {t.tensor_type.name} ({exc})",
-                    path=self.path,
-                    obj=t.name,
-                ) from None
-            attrs = dict(attributes or {})
-            attrs["gguf_type"] = t.tensor_type.name
-            writer.add_tensor(
-                out_name,
-                values.astype(np.float32).reshape(shape),
-                compress=level,
-                checksum=checksum,
-                attributes=attrs,
-            )
+                self._write(t, shape, zname, writer, out_name, level, checksum, attributes)
+            finally:
+                self._release(int(t.data_offset), int(t.n_bytes))
 
         return write
+
+    def _release(self, offset: int, length: int) -> None:
+        """Drop the pages of recently written tensors (the writer's pool may re-read)."""
+        mm = getattr(getattr(self._reader, "data", None), "_mmap", None)
+        if mm is None:
+            return
+        self._recent.append((offset, length))
+        for off, n in self._recent:
+            if n:
+                release_pages(mm, off, n)
+
+    def _write(self, t, shape, zname, writer, out_name, level, checksum, attributes) -> None:
+        """Write one tensor: plain dtypes as they are, quantized ones as blocks or
+        dequantized."""
+        raw = np.asarray(t.data).reshape(-1).view(np.uint8)
+        if raw.size != int(t.n_bytes):
+            raise FormatError(
+                f"{raw.size} bytes stored, {int(t.n_bytes)} expected",
+                path=self.path,
+                obj=t.name,
+            )
+        if zname is not None:
+            array = raw.view(dtypes.to_numpy(zname)).reshape(shape)
+            writer.add_tensor(
+                out_name, array, compress=level, checksum=checksum, attributes=attributes
+            )
+            return
+        if not self.dequantize and hasattr(writer, "add_ggml_quantized"):
+            writer.add_ggml_quantized(
+                out_name,
+                raw,
+                t.tensor_type.name,
+                shape,
+                compress=level,
+                checksum=checksum,
+                attributes=attributes,
+            )
+            return
+        try:
+            values = self._gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
+        except Exception as exc:
+            raise ZTensorError(
+                f"cannot dequantize {t.tensor_type.name} ({exc})",
+                path=self.path,
+                obj=t.name,
+            ) from None
+        attrs = dict(attributes or {})
+        attrs["gguf_type"] = t.tensor_type.name
+        writer.add_tensor(
+            out_name,
+            values.astype(np.float32).reshape(shape),
+            compress=level,
+            checksum=checksum,
+            attributes=attrs,
+        )
 
     def close(self) -> None:
         # Never unmap explicitly: the writer's compression pool may still read views of the
