@@ -111,11 +111,22 @@ def test_raw_dense_output_opens_in_reference(tmp_path, zref):
     x = _data((40, 17), "<i2", seed=1)
     y = _data((9,), "<f8", seed=2)
     p = tmp_path / "ref.zt"
-    zt.to_ztensor({"x": da.from_array(x, chunks=(7, 5)), "y": y}, p)
+    zt.to_ztensor(
+        {"x": da.from_array(x, chunks=(7, 5)), "y": y, "z": x},
+        p,
+        encoding={"z": {"layout": "dense", "compress": 3}},
+    )
     r = zref.Reader(str(p))
     np.testing.assert_array_equal(r.read_tensor("x"), x)
     np.testing.assert_array_equal(r.read_tensor("y"), y)
+    np.testing.assert_array_equal(r.read_tensor("z"), x)
     assert r.metadata("x").dtype == np.int16
+    # the dense zstd frame is the reference writer's own bytes for the same data
+    q = tmp_path / "ref_made.zt"
+    with zref.Writer(str(q)) as w:
+        w.add_tensor("z", x, compress=3)
+    with zt.Reader(p) as ours, zt.Reader(q) as theirs:
+        assert bytes(ours.stored_bytes("z", "data")) == bytes(theirs.stored_bytes("z", "data"))
 
 
 def test_auto_chunks_follow_stored_grid(tmp_path):

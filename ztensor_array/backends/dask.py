@@ -430,7 +430,10 @@ def _write_chunk(block, target: str, role: str, storage, type_, le, level, check
 
     data = _le(block, le)
     view = memoryview(data.reshape(-1).view(np.uint8))
-    blob = zstd.compress_sized(view, level) if level else view
+    # chunked-layout frames record their size (one-shot decode); a dense object's frame is
+    # written exactly as the reference writes it
+    encode = zstd.compress if role == "data" else zstd.compress_sized
+    blob = encode(view, level) if level else view
     with _held(fence):
         offset = writer.append_blob(target, blob)
     length = memoryview(blob).nbytes
