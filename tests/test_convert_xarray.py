@@ -42,6 +42,10 @@ def _write(ds, kind, path):
         ds.to_zarr(path, mode="w", consolidated=False)
 
 
+def _open_kwargs(kind):
+    return {"engine": "zarr", "consolidated": False} if kind == "zarr" else {}
+
+
 @pytest.mark.parametrize("kind,ext", [("netcdf4", ".nc"), ("h5netcdf", ".h5"), ("zarr", ".zarr")])
 def test_dataset_round_trips_identically(dataset, tmp_path, kind, ext):
     src = tmp_path / f"d{ext}"
@@ -49,7 +53,7 @@ def test_dataset_round_trips_identically(dataset, tmp_path, kind, ext):
     out = tmp_path / "d.zt"
     ztensor("convert", src, "-o", out, "-c")
     with (
-        xr.open_dataset(src, engine="zarr" if kind == "zarr" else None) as want,
+        xr.open_dataset(src, **_open_kwargs(kind)) as want,
         xr.open_dataset(out, engine="ztensor") as got,
     ):
         xr.testing.assert_identical(got.load(), want.load())

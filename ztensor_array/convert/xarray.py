@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 from ..errors import FormatError, UnsupportedError, ZTensorError
@@ -24,7 +25,9 @@ def open_dataset(path: str):
 
     engine = "zarr" if os.path.isdir(path) else None
     try:
-        return xr.open_dataset(path, engine=engine, chunks=None)
+        with warnings.catch_warnings():  # zarr's "no consolidated metadata" fallback notice
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return xr.open_dataset(path, engine=engine, chunks=None)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise FormatError(
             f"xarray cannot open it ({type(exc).__name__}: {exc})", path=path
