@@ -446,3 +446,38 @@ def test_raw_writes_stream_without_copies(tmp_path):
         tracemalloc.stop()
     assert peak < big.nbytes // 2 + (4 << 20), peak
     assert path.stat().st_size > 2 * big.nbytes + big.nbytes // 2
+
+
+def test_object_attribute_names_must_be_text(zref, tmp_path):
+    # 1.1.1 refuses the whole file when an object's attribute name is not text
+    path = tmp_path / "a.zt"
+    with za.Writer(path) as w:
+        with pytest.raises(ZTensorError) as info:
+            w.add_tensor("t", np.ones(2), attributes={1: "a"})
+        assert "'t'" in str(info.value)
+        w.add_tensor("u", np.ones(2), attributes={"nested": {1: 2}, "big": 2**70, "b": b"\x00"})
+    with zref.Reader(str(path)) as r:
+        assert r.tensor_names == ["u"]
+    with za.Reader(path) as r:
+        assert r.metadata("u").attributes == {"nested": {1: 2}, "big": 2**70, "b": b"\x00"}
+
+
+def test_unencodable_attributes_fail_at_add_time(tmp_path):
+    path = tmp_path / "a.zt"
+    with za.Writer(path) as w:
+        w.add_tensor("first", np.ones(2))
+        with pytest.raises(ZTensorError) as info:
+            w.add_tensor("t", np.ones(2), attributes={"scale": object()})
+        assert "'t'" in str(info.value) and str(path) in str(info.value)
+    with za.Reader(path) as r:  # the rest of the file is still written
+        assert r.tensor_names == ["first"]
+
+
+def test_unencodable_global_attributes_name_the_file(tmp_path):
+    path = tmp_path / "g.zt"
+    with pytest.raises(ZTensorError) as info:
+        with za.Writer(path) as w:
+            w.attributes["x"] = object()
+            w.add_tensor("t", np.ones(2))
+    assert str(path) in str(info.value)
+    assert not path.exists()

@@ -16,7 +16,7 @@ from .errors import FormatError, ZTensorError
 RESERVED_KEY = "__ztensor_array_cbor__"
 
 
-def encode_root(attributes: Mapping[str, Any] | None) -> dict[str, str] | None:
+def encode_root(attributes: Mapping[str, Any] | None, path=None) -> dict[str, str] | None:
     """Root attributes in a form every 1.x reader accepts (text -> text)."""
     if not attributes:
         return None
@@ -24,9 +24,9 @@ def encode_root(attributes: Mapping[str, Any] | None) -> dict[str, str] | None:
     other: dict[str, Any] = {}
     for key, value in attributes.items():
         if not isinstance(key, str):
-            raise ZTensorError(f"attribute names must be text, got {key!r}")
+            raise ZTensorError(f"attribute names must be text, got {key!r}", path=path)
         if key == RESERVED_KEY:
-            raise ZTensorError(f"attribute name {RESERVED_KEY!r} is reserved")
+            raise ZTensorError(f"attribute name {RESERVED_KEY!r} is reserved", path=path)
         if isinstance(value, str):
             text[key] = value
         else:
@@ -35,9 +35,27 @@ def encode_root(attributes: Mapping[str, Any] | None) -> dict[str, str] | None:
         try:
             packed = cbor2.dumps(other)
         except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
-            raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}") from None
+            raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}", path=path) from None
         text[RESERVED_KEY] = base64.b64encode(packed).decode("ascii")
     return text
+
+
+def check_object(attributes: Mapping[str, Any] | None, path=None, obj=None) -> dict | None:
+    """Object attributes as written: text names (1.1.1 refuses the whole file otherwise)
+    and CBOR-encodable values, checked when the object is added rather than at finalize."""
+    if not attributes:
+        return None
+    out = dict(attributes)
+    for key in out:
+        if not isinstance(key, str):
+            raise ZTensorError(f"attribute names must be text, got {key!r}", path=path, obj=obj)
+    try:
+        cbor2.dumps(out)
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise ZTensorError(
+            f"attributes cannot be encoded as CBOR: {exc}", path=path, obj=obj
+        ) from None
+    return out
 
 
 def decode_root(stored: Mapping[str, Any] | None, path=None) -> dict[str, Any]:

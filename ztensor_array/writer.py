@@ -411,7 +411,7 @@ class Writer:
     def _add_object(self, name, fmt, shape, parts, compress, checksum, attributes) -> None:
         level = normalize_compress(compress)
         checksum = normalize_checksum(checksum)
-        attrs = dict(attributes) if attributes else None
+        attrs = attrs_codec.check_object(attributes, path=self.path, obj=name)
         with self._lock:
             self._incoming[name] = {}
             self._planned[name] = (tuple(int(s) for s in shape), fmt, attrs, list(parts))
@@ -561,7 +561,7 @@ class Writer:
                 self._done = True  # nothing changed: leave the file exactly as it was
                 self._release()
                 return self._pos
-            m = Manifest(self._objects, attrs_codec.encode_root(self.attributes))
+            m = Manifest(self._objects, attrs_codec.encode_root(self.attributes, self.path))
             mbytes = manifest.encode(m)
             if self.durable:
                 os.fsync(self._fd)
