@@ -124,6 +124,22 @@ def test_missing_input_is_a_one_line_error(args, tmp_path):
     assert not (tmp_path / "out.zt").exists()
 
 
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("convert", "a.safetensors"), "-o"),
+        (("convert", "a.safetensors", "-o", "a.zt", "-l", "30"), "30"),
+        (("compress", "a.zt", "-o", "b.zt", "-l", "0"), "0"),
+        (("convert", "a.safetensors", "-o", "a.zt", "-f", "onnx"), "onnx"),
+        (("nonsense",), "nonsense"),
+    ],
+)
+def test_usage_errors_are_one_line(args, needle, tmp_path):
+    proc = ztensor(*args, check=False, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, needle, "--help")
+
+
 def test_not_a_zt_file_is_a_one_line_error(tmp_path):
     junk = tmp_path / "junk.zt"
     junk.write_bytes(b"hello world, not a tensor file at all" * 4)
