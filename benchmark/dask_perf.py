@@ -9,7 +9,7 @@
     python benchmark/dask_perf.py                 # full size: 2 GiB / 64 MiB chunks, 8 GiB
     python benchmark/dask_perf.py --quick         # 256 MiB / 16 MiB chunks, 1 GiB
 
-Every timing is the best of --repeat runs, with a warm page cache (the files were just
+Every timing is the best of --repeat interleaved rounds, with a warm page cache (the files were just
 written), so the read figures compare decoding and reduction, not the disk.
 """
 
@@ -32,13 +32,16 @@ import ztensor_array as zt
 MiB = 1 << 20
 
 
-def best(fn, repeat: int) -> float:
-    times = []
+def interleaved(fns: dict, repeat: int) -> dict:
+    """Best time of each function over ``repeat`` rounds that each run every function once,
+    so that load from other processes weighs on all of them alike."""
+    times = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in times.items()}
 
 
 def source(nbytes: int, chunk_bytes: int) -> da.Array:
@@ -110,18 +113,19 @@ def bench_read(folder: str, nbytes: int, chunk_bytes: int, repeat: int) -> dict:
     )
     zz[...] = data
     want = float(data.sum(dtype=np.float64))
-    for label, a in [
-        ("zt_raw", zt.from_ztensor(raw, "x")),
-        ("zt_zstd", zt.from_ztensor(zst, "x")),
-        ("zarr_raw", da.from_zarr(zr)),
-        ("zarr_zstd", da.from_zarr(zz)),
-    ]:
+    arrays = {
+        "zt_raw": zt.from_ztensor(raw, "x"),
+        "zt_zstd": zt.from_ztensor(zst, "x"),
+        "zarr_raw": da.from_zarr(zr),
+        "zarr_zstd": da.from_zarr(zz),
+        "numpy_dask": da.from_array(data, chunks=chunks, name=False),
+    }
+    for label, a in arrays.items():
         got = float(a.sum(dtype=np.float64).compute())
         assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), (label, got, want)
-        out[label] = best(lambda a=a: a.sum().compute(), repeat)
-    numpy_blocks = da.from_array(data, chunks=chunks, name=False)
-    out["numpy_dask"] = best(lambda: numpy_blocks.sum().compute(), repeat)
-    out["numpy_plain"] = best(lambda: data.sum(), repeat)
+    fns = {label: (lambda a=a: a.sum().compute()) for label, a in arrays.items()}
+    fns["numpy_plain"] = data.sum
+    out.update(interleaved(fns, repeat))
     out["ratio_zt_raw_vs_zarr_raw"] = out["zt_raw"] / out["zarr_raw"]
     out["ratio_zt_zstd_vs_zarr_zstd"] = out["zt_zstd"] / out["zarr_zstd"]
     out["ratio_zt_raw_vs_numpy_dask"] = out["zt_raw"] / out["numpy_dask"]
@@ -156,9 +160,8 @@ def bench_write(folder: str, nbytes: int, chunk_bytes: int, repeat: int) -> dict
         )
         da.to_zarr(arr, z)
 
-    out["single_thread_compress"] = best(single_thread, repeat)
-    out["zt_to_ztensor"] = best(ours, repeat)
-    out["zarr_to_zarr"] = best(theirs, repeat)
+    fns = {"single_thread_compress": single_thread, "zt_to_ztensor": ours, "zarr_to_zarr": theirs}
+    out.update(interleaved(fns, repeat))
     out["speedup_vs_single_thread"] = out["single_thread_compress"] / out["zt_to_ztensor"]
     out["ratio_zt_vs_zarr"] = out["zt_to_ztensor"] / out["zarr_to_zarr"]
     out["cores"] = os.cpu_count()
