@@ -107,7 +107,10 @@ def download(
             targets = {
                 os.path.join(folder, _stem(s).replace("/", "--") + ".zt"): [s] for s in shards
             }
-        for path in targets:
+        index_out = None
+        if index is not None and not single_file:
+            index_out = os.path.join(out_dir, name, "model.zt.index.json")
+        for path in [*targets, *([index_out] if index_out else [])]:
             if os.path.lexists(path) and not overwrite:
                 raise FileExistsZTError("output exists (use --force to overwrite)", path=path)
         local: dict[str, str] = {}
@@ -136,30 +139,25 @@ def download(
             progress=progress,
         )
         written.append(path)
-    if index is not None and not single_file:
-        written.append(_write_index(targets, local, out_dir, name, overwrite))
+    if index_out is not None:
+        written.append(_write_index(targets, index_out))
     return written
 
 
-def _write_index(
-    targets: dict[str, list[str]], local: dict[str, str], out_dir: str, name: str, overwrite: bool
-) -> str:
+def _write_index(targets: dict[str, list[str]], path: str) -> str:
     """``model.zt.index.json``: tensor name -> .zt shard, like the safetensors index."""
     from ..reader import Reader
 
     weight_map = {}
     total = 0
-    for path in targets:
-        with Reader(path) as r:
+    for target in targets:
+        with Reader(target) as r:
             for tensor in r.tensor_names:
-                weight_map[tensor] = os.path.basename(path)
+                weight_map[tensor] = os.path.basename(target)
             total += sum(
                 c.length for o in r.manifest.objects.values() for c in o.components.values()
             )
-    path = os.path.join(out_dir, name, "model.zt.index.json")
-    if os.path.lexists(path) and not overwrite:
-        raise FileExistsZTError("output exists (use --force to overwrite)", path=path)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     os.replace(tmp, path)
