@@ -37,7 +37,8 @@ def arrays(draw, dtypes=ALL_DTYPES, max_dims=4):
     return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
 
 
-ANY_NAME = st.text(min_size=1, max_size=12)
+# any text but U+0000, which the writer refuses (C readers such as 1.1.1 cut names there)
+ANY_NAME = st.text(st.characters(exclude_characters="\x00"), min_size=0, max_size=12)
 
 
 @st.composite
@@ -72,10 +73,7 @@ def test_any_dense_roundtrips(tmp_path, tensors):
 
 
 @settings(SETTINGS, max_examples=25)
-# the reference's C interface cannot look up a name holding U+0000
-@given(
-    tensors=tensor_sets(CORE_DTYPES, st.text(st.characters(exclude_characters="\x00"), min_size=1))
-)
+@given(tensors=tensor_sets(CORE_DTYPES))
 def test_any_core_file_reads_identically_in_reference(zref, tmp_path, tensors):
     path = tmp_path / "p.zt"
     _write(path, tensors)

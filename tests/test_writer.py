@@ -481,3 +481,16 @@ def test_unencodable_global_attributes_name_the_file(tmp_path):
             w.add_tensor("t", np.ones(2))
     assert str(path) in str(info.value)
     assert not path.exists()
+
+
+def test_names_with_nul_are_refused(zref, tmp_path):
+    # 1.1.1 (a C interface) would cut "a\x00b" to "a" and serve another tensor's values
+    path = tmp_path / "n.zt"
+    with za.Writer(path) as w:
+        w.add_tensor("a", np.zeros(2))
+        with pytest.raises(ZTensorError):
+            w.add_tensor("a\x00b", np.ones(2))
+        w.add_tensor("", np.ones(1))  # the empty name is fine for both
+    with zref.Reader(str(path)) as r:
+        assert sorted(r.tensor_names) == ["", "a"]
+        assert np.array(r.read_tensor("")).tolist() == [1.0]

@@ -213,6 +213,8 @@ class Writer:
             raise ZTensorError(f"stream of {self._streaming!r} is still open", path=self.path)
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be str, not {type(name).__name__}")
+        if "\x00" in name:  # C readers (ztensor 1.1.1) cut the name there: wrong tensor
+            raise ZTensorError("tensor names must not contain U+0000", path=self.path, obj=name)
         exists = name in self._objects or name in self._incoming
         if exists and not replacing:
             raise ZTensorError(
