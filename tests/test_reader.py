@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 
 import cbor2
 import numpy as np
@@ -466,3 +467,12 @@ def test_read_after_replace_and_durable_writer(tmp_path):
         w.add_tensor("a", np.arange(3.0), checksum="crc32c")
     with za.Reader(path, verify=True) as r:
         assert_same(r.read_tensor("a"), np.arange(3.0))
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.zt"
+    os.mkfifo(fifo)  # opening a FIFO for reading would wait forever for a writer
+    with pytest.raises(ZTensorError, match="regular file"):
+        za.Reader(fifo)
+    with pytest.raises(ZTensorError):
+        za.Reader("/dev/null")

@@ -152,7 +152,9 @@ class Reader:
         self._lock = threading.Lock()
         self._maps: dict[int, mmap.mmap] = {}
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
+            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+            self._fd = os.open(self.path, flags)
         except FileNotFoundError:
             raise MissingFileError("no such file", path=self.path) from None
         except OSError as exc:
@@ -161,6 +163,8 @@ class Reader:
             st = os.fstat(self._fd)
             if stat.S_ISDIR(st.st_mode):
                 raise ZTensorError("is a folder, not a .zt file", path=self.path)
+            if not stat.S_ISREG(st.st_mode):
+                raise ZTensorError("is not a regular file (cannot be mapped)", path=self.path)
             self.size = st.st_size
             self.manifest, self.manifest_offset = self._load_manifest()
         except OSError as exc:  # e.g. EIO while reading the footer
