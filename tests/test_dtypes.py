@@ -73,29 +73,36 @@ def test_legacy_names_match_reference_dtype_str(zref):
 
 # ------------------------------------------------------------------------------ torch
 
-torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
+try:
+    import torch
+except ImportError:  # torch is the optional `torch` extra
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is the optional `torch` extra")
 
-TORCH_OF = {
-    "f64": torch.float64,
-    "f32": torch.float32,
-    "f16": torch.float16,
-    "bf16": torch.bfloat16,
-    "f8_e4m3": torch.float8_e4m3fn,
-    "f8_e5m2": torch.float8_e5m2,
-    "complex64": torch.complex64,
-    "complex128": torch.complex128,
-    "i64": torch.int64,
-    "i32": torch.int32,
-    "i16": torch.int16,
-    "i8": torch.int8,
-    "u64": torch.uint64,
-    "u32": torch.uint32,
-    "u16": torch.uint16,
-    "u8": torch.uint8,
-    "bool": torch.bool,
-}
+TORCH_OF: dict = {}
+if torch is not None:
+    TORCH_OF = {
+        "f64": torch.float64,
+        "f32": torch.float32,
+        "f16": torch.float16,
+        "bf16": torch.bfloat16,
+        "f8_e4m3": torch.float8_e4m3fn,
+        "f8_e5m2": torch.float8_e5m2,
+        "complex64": torch.complex64,
+        "complex128": torch.complex128,
+        "i64": torch.int64,
+        "i32": torch.int32,
+        "i16": torch.int16,
+        "i8": torch.int8,
+        "u64": torch.uint64,
+        "u32": torch.uint32,
+        "u16": torch.uint16,
+        "u8": torch.uint8,
+        "bool": torch.bool,
+    }
 
 
+@needs_torch
 @pytest.mark.parametrize("name", ALL_DTYPES)
 def test_torch_mapping(name):
     assert dtypes.to_torch(name) is TORCH_OF[name]
@@ -104,6 +111,7 @@ def test_torch_mapping(name):
     assert torch.empty(0, dtype=TORCH_OF[name]).element_size() == NUMPY_OF[name].itemsize
 
 
+@needs_torch
 def test_torch_without_equivalent_raises():
     with pytest.raises(UnsupportedError):
         dtypes.from_torch(torch.quint8)
@@ -135,6 +143,7 @@ def test_safetensors_names_from_the_real_library(name):
     assert dtypes.to_safetensors(name) == st
 
 
+@needs_torch
 def test_safetensors_bf16_and_f8_names_via_torch():
     pytest.importorskip("safetensors", reason="safetensors is in the `test` extra")
     from safetensors.torch import save

@@ -123,15 +123,6 @@ def test_seed_readme_quick_start(tmp_path, monkeypatch, capsys):
         print(f"Weights shape: {weights.shape}, dtype: {weights.dtype}")
     assert "Weights shape: (1024, 768), dtype: float32" in capsys.readouterr().out
 
-    torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
-    t = torch.randn(10, 10)
-    with Writer("torch_model.zt") as w:
-        w.add_tensor("embedding", t)
-    with Reader("torch_model.zt") as r:
-        embedding = r.read_tensor("embedding", to="torch")
-        print(embedding.size())
-    assert torch.equal(embedding, t)
-
     csr = scipy.sparse.csr_matrix([[1, 0], [0, 2]], dtype=np.float32)
     with Writer("sparse.zt") as w:
         w.add_sparse_csr("my_csr", csr.data, csr.indices, csr.indptr, csr.shape)
@@ -145,3 +136,12 @@ def test_seed_readme_quick_start(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "compressed.zt").stat().st_size < data.nbytes // 4
     with Reader("compressed.zt") as r:
         assert_same(r.read_tensor("big_data"), data)
+
+    torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
+    t = torch.randn(10, 10)
+    with Writer("torch_model.zt") as w:
+        w.add_tensor("embedding", t)
+    with Reader("torch_model.zt") as r:
+        embedding = r.read_tensor("embedding", to="torch")
+        print(embedding.size())
+    assert torch.equal(embedding, t)
