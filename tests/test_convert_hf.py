@@ -129,3 +129,34 @@ def test_token_and_revision(tmp_path):
 def test_missing_repo_is_a_one_line_error(hub, tmp_path):
     proc = ztensor("download-hf", "tiny/nope", "-o", tmp_path, env=hub.env, check=False)
     assert_one_line_error(proc, "tiny/nope")
+
+
+def test_download_progress_is_reported(hub, tmp_path, monkeypatch):
+    """In-process: the download and the conversion both report byte progress to our
+    Progress (which the CLI draws with rich)."""
+    from ztensor_array.convert import Progress
+    from ztensor_array.convert.hf import download
+
+    for key in ("HF_ENDPOINT", "HF_HOME"):
+        monkeypatch.setenv(key, hub.env[key])
+
+    class Recorder(Progress):
+        def __init__(self):
+            self.tasks, self.done = [], 0
+
+        def start(self, description, total):
+            self.tasks.append((description, total))
+
+        def advance(self, n):
+            self.done += n
+
+    rec = Recorder()
+    written = download("tiny/single", str(tmp_path), progress=rec, quiet=True)
+    assert written == [str(tmp_path / "single" / "model.zt")]
+    size = len(hub.repos["tiny/single"]["model.safetensors"])
+    downloads = [t for t in rec.tasks if t[0].startswith("download")]
+    converts = [t for t in rec.tasks if t[0].startswith("convert")]
+    if downloads:  # huggingface_hub versions without tqdm_class only show their own bars
+        assert downloads[0][1] == size
+    assert converts and converts[0][1] == size
+    assert rec.done >= size

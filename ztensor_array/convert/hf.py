@@ -11,6 +11,7 @@ Outputs: ``<out>/<repo name>/<file stem>.zt`` per file, or ``<out>/<repo name>.z
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import posixpath
@@ -58,6 +59,39 @@ def pick_files(files: Sequence[str], read_index) -> tuple[list[str], str | None]
     if not shards:  # fall back to sub-folders (e.g. diffusers layouts)
         shards = sorted(f for f in files if f.endswith(".safetensors"))
     return shards, None
+
+
+def _tqdm_for(progress: Progress):
+    """A tqdm-shaped class that reports huggingface_hub's download progress to ours."""
+
+    class Bar:
+        def __init__(self, *args, total=None, desc=None, initial=0, **kwargs) -> None:
+            self.n = initial or 0
+            self.total = total
+            progress.start(f"download {desc or ''}".strip(), total)
+            if self.n:
+                progress.advance(self.n)
+
+        def update(self, n: int = 1) -> None:
+            self.n += n
+            progress.advance(n)
+
+        def close(self) -> None:
+            pass
+
+        def refresh(self, *args, **kwargs) -> None:
+            pass
+
+        def set_description(self, *args, **kwargs) -> None:
+            pass
+
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.close()
+
+    return Bar
 
 
 def _stem(filename: str) -> str:
@@ -114,9 +148,13 @@ def download(
             if os.path.lexists(path) and not overwrite:
                 raise FileExistsZTError("output exists (use --force to overwrite)", path=path)
         local: dict[str, str] = {}
+        bars = {}
+        if "tqdm_class" in inspect.signature(hub.hf_hub_download).parameters:
+            bars["tqdm_class"] = _tqdm_for(progress)  # rich bars instead of tqdm's
         for filename in shards:
-            progress.message(f"downloading {filename}")
-            local[filename] = hub.hf_hub_download(repo, filename, revision=revision, token=token)
+            local[filename] = hub.hf_hub_download(
+                repo, filename, revision=revision, token=token, **bars
+            )
     except ZTensorError:
         raise
     except (
