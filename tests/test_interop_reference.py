@@ -355,3 +355,20 @@ def test_0d_shape_is_the_documented_difference(zref, tmp_path):
     patched = ours[: -16 - n] + ours[-16 - n : -16].replace(b"eshape\x80", b"eshape\x81\x01")
     patched += (n + 1).to_bytes(8, "little") + ours[-8:]
     assert patched == ref
+
+
+def test_reference_call_spellings_work_here(zref, tmp_path):
+    """Positional arguments exactly as the reference accepts them give the same bytes."""
+    a = sample("f32", (20, 20))
+    m = _csr(9)
+    ours, theirs = tmp_path / "o.zt", tmp_path / "t.zt"
+    for mod, path in ((za, ours), (zref, theirs)):
+        with mod.Writer(str(path)) as w:
+            w.add_tensor("raw", a, False)
+            w.add_tensor("z", a, 5)
+            w.add_sparse_csr("m", m.data, m.indices, m.indptr, m.shape)
+            w.add_sparse_coo("c", m.tocoo().data, np.stack([m.tocoo().row, m.tocoo().col]), m.shape)
+        with mod.Reader(str(path)) as r:
+            assert_same(np.array(r.read_tensor("z", "numpy", True), copy=True), a)
+            assert len(r.read_tensors(["raw", "z"], "numpy", False)) == 2
+    assert ours.read_bytes() == theirs.read_bytes()

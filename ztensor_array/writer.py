@@ -227,12 +227,13 @@ class Writer:
         self,
         name: str,
         array: Any,
-        *,
         compress: bool | int = False,
+        *,
         checksum: str | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> None:
-        """Add a dense tensor (numpy, torch or array-like; any dtype of the table)."""
+        """Add a dense tensor (numpy, torch or array-like; any dtype of the table).
+        ``compress`` may be positional, as in the reference's ``add_tensor``."""
         self._check_name(name)
         arr = as_array(array)
         try:
