@@ -131,14 +131,11 @@ def test_missing_repo_is_a_one_line_error(hub, tmp_path):
     assert_one_line_error(proc, "tiny/nope")
 
 
-def test_download_progress_is_reported(hub, tmp_path, monkeypatch):
+def test_download_progress_is_reported(hub, tmp_path):
     """In-process: the download and the conversion both report byte progress to our
     Progress (which the CLI draws with rich)."""
     from ztensor_array.convert import Progress
     from ztensor_array.convert.hf import download
-
-    for key in ("HF_ENDPOINT", "HF_HOME"):
-        monkeypatch.setenv(key, hub.env[key])
 
     class Recorder(Progress):
         def __init__(self):
@@ -151,7 +148,15 @@ def test_download_progress_is_reported(hub, tmp_path, monkeypatch):
             self.done += n
 
     rec = Recorder()
-    written = download("tiny/single", str(tmp_path), progress=rec, quiet=True)
+    # explicit endpoint and cache: huggingface_hub reads HF_* variables once, at import
+    written = download(
+        "tiny/single",
+        str(tmp_path),
+        progress=rec,
+        quiet=True,
+        endpoint=hub.url,
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert written == [str(tmp_path / "single" / "model.zt")]
     size = len(hub.repos["tiny/single"]["model.safetensors"])
     downloads = [t for t in rec.tasks if t[0].startswith("download")]

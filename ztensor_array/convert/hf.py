@@ -110,8 +110,13 @@ def download(
     overwrite: bool = False,
     progress: Progress | None = None,
     quiet: bool = False,
+    endpoint: str | None = None,
+    cache_dir: str | None = None,
 ) -> list[str]:
-    """Download and convert; returns the paths written."""
+    """Download and convert; returns the paths written.
+
+    ``endpoint``/``cache_dir`` default to huggingface_hub's own (HF_ENDPOINT, HF_HOME).
+    """
     hub = _hub()
     if quiet:
         hub.utils.disable_progress_bars()
@@ -119,12 +124,13 @@ def download(
     name = repo.rstrip("/").split("/")[-1]
     if not name or repo.count("/") > 1:
         raise ZTensorError(f"not a repo id (expected 'owner/name' or 'name'): {repo!r}")
-    api = hub.HfApi(token=token)
+    api = hub.HfApi(token=token, endpoint=endpoint)
+    where = {"endpoint": endpoint, "cache_dir": cache_dir}
     try:
         files = api.list_repo_files(repo, revision=revision, token=token)
 
         def read_index(filename: str) -> dict:
-            local = hub.hf_hub_download(repo, filename, revision=revision, token=token)
+            local = hub.hf_hub_download(repo, filename, revision=revision, token=token, **where)
             try:
                 with open(local, encoding="utf-8") as f:
                     return json.load(f)
@@ -153,7 +159,7 @@ def download(
             bars["tqdm_class"] = _tqdm_for(progress)  # rich bars instead of tqdm's
         for filename in shards:
             local[filename] = hub.hf_hub_download(
-                repo, filename, revision=revision, token=token, **bars
+                repo, filename, revision=revision, token=token, **bars, **where
             )
     except ZTensorError:
         raise
