@@ -99,11 +99,11 @@ def test_plain_pickle_of_numpy_containers(tmp_path):
         "b": [np.ones(2), np.zeros(3, bool)],
         "t": (np.float32(1.5), "label"),
     }
-    src = tmp_path / "arrays.pkl"
+    src = tmp_path / "arrays.data"  # no telling extension: -f pickle says what it is
     with open(src, "wb") as f:
         pickle.dump(obj, f, protocol=2)
     out = tmp_path / "arrays.zt"
-    ztensor("convert", src, "-o", out)
+    ztensor("convert", "-f", "pickle", src, "-o", out)
     with zt.Reader(out) as r:
         assert sorted(r.tensor_names) == ["a", "b.0", "b.1"]
         np.testing.assert_array_equal(r.read_tensor("a"), obj["a"])
