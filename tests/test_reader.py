@@ -202,7 +202,12 @@ def test_surface_matches_reference(zref, tmp_path):
     path = tmp_path / "s.zt"
     with za.Writer(path) as w:
         for i, d in enumerate(CORE_DTYPES):
-            w.add_tensor(f"t{i:02d}_{d}", sample(d, (2, i + 1)), compress=bool(i % 2))
+            w.add_tensor(
+                f"t{i:02d}_{d}",
+                sample(d, (2, i + 1)),
+                compress=bool(i % 2),
+                checksum=(None, "crc32c", "sha256")[i % 3],
+            )
         w.add_tensor("Zed", np.ones(1, np.float32))
         m = sp.random(4, 5, density=0.5, format="csr", random_state=0, dtype=np.float32)
         w.add_sparse_csr("sparse", m.data, m.indices, m.indptr, m.shape)
