@@ -3,7 +3,8 @@
 Dataset: three float32 variables of shape (time, 721, 1440) (a 0.25-degree global grid),
 time = 120 at full size. Peers: zarr 3 (uncompressed and zstd-3), h5netcdf and netcdf4.
 
-Figures (each the best of --repeat runs, warm page cache: the files were just written):
+Figures (each the best of --repeat interleaved rounds, warm page cache: the files were
+just written):
   open      xr.open_dataset (lazy) + close
   slice     one time slice of every variable, loaded
   mean      ds.mean("time") with chunks={"time": 10}, computed (threaded dask)
@@ -31,15 +32,6 @@ import xarray as xr
 import ztensor_array as zt
 
 NAMES = ("t2m", "u10", "v10")
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def dataset(n_time: int) -> xr.Dataset:
@@ -106,70 +98,68 @@ def remove(path: str) -> None:
 
 
 def run(n_time: int, repeat: int, folder: str) -> dict:
+    """``repeat`` interleaved rounds (every contender once per round, so machine load
+    weighs on all alike); each figure is a contender's best round."""
     ds = dataset(n_time)
     nbytes = sum(ds[n].nbytes for n in NAMES)
     out: dict = {"shape": [n_time, 721, 1440], "nbytes": nbytes, "seconds": {}}
-
-    # baselines
     raw = os.path.join(folder, "plain.bin")
+    mem = ds.chunk({"time": 10})
 
     def plain_write():
         with open(raw, "wb") as f:
             for n in NAMES:
                 f.write(memoryview(ds[n].values).cast("B"))
 
-    out["seconds"]["baseline-write"] = best(plain_write, repeat)
-    remove(raw)
-    mem = ds.chunk({"time": 10})
-    out["seconds"]["baseline-mean-inmemory-dask"] = best(lambda: mem.mean("time").compute(), repeat)
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
 
-    for name, (path, write, kw) in writers(folder).items():
-        secs = {}
+    seconds: dict = {}
 
-        def do_write(write=write, path=path):
+    def record(who: str, fig: str, value: float) -> None:
+        slot = seconds.setdefault(who, {})
+        slot[fig] = min(slot.get(fig, float("inf")), value)
+
+    contenders = writers(folder)
+    for _ in range(repeat):
+        record("baseline", "write", timed(plain_write))
+        remove(raw)
+        record("baseline", "mean-inmemory-dask", timed(lambda: mem.mean("time").compute()))
+        for name, (path, write, kw) in contenders.items():
             remove(path)
-            write(ds, path)
+            record(name, "write", timed(lambda write=write, path=path: write(ds, path)))
+            for _ in range(5):  # cheap and noisy: several tries per round
+                record(name, "open", timed(lambda p=path, k=kw: xr.open_dataset(p, **k).close()))
 
-        secs["write"] = best(do_write, repeat)
+            def do_slice(path=path, kw=kw):
+                with xr.open_dataset(path, **kw) as o:
+                    for n in NAMES:
+                        o[n].isel(time=n_time // 2).load()
 
-        def do_open(path=path, kw=kw):
-            xr.open_dataset(path, **kw).close()
+            record(name, "slice", timed(do_slice))
 
-        secs["open"] = best(do_open, max(repeat, 10))  # cheap and noisy: more runs
+            def do_mean(path=path, kw=kw):
+                with xr.open_dataset(path, chunks={"time": 10}, **kw) as o:
+                    o.mean("time").compute()
 
-        def do_slice(path=path, kw=kw):
-            with xr.open_dataset(path, **kw) as o:
-                for n in NAMES:
-                    o[n].isel(time=n_time // 2).load()
-
-        secs["slice"] = best(do_slice, repeat)
-
-        def do_mean(path=path, kw=kw):
-            with xr.open_dataset(path, chunks={"time": 10}, **kw) as o:
-                o.mean("time").compute()
-
-        secs["mean"] = best(do_mean, repeat)
-        out["seconds"][name] = secs
+            record(name, "mean", timed(do_mean))
+    for path, _, _ in contenders.values():
         remove(path)
+    out["seconds"] = seconds
 
-    peers = [k for k in out["seconds"] if k not in ("ztensor",) and not k.startswith("base")]
-    ours = out["seconds"]["ztensor"]
+    peers = [k for k in seconds if k not in ("ztensor", "baseline")]
+    ours = seconds["ztensor"]
+    base = seconds["baseline"]
     ratios = {}
     for fig in ("open", "slice", "mean", "write"):
-        fastest = min(out["seconds"][p][fig] for p in peers)
+        fastest = min(seconds[p][fig] for p in peers)
         ratios[f"{fig}: ztensor / fastest peer"] = ours[fig] / fastest
-    ratios["mean: ztensor / in-memory dask"] = (
-        ours["mean"] / out["seconds"]["baseline-mean-inmemory-dask"]
-    )
-    for p in peers:
-        ratios[f"mean: {p} / in-memory dask"] = (
-            out["seconds"][p]["mean"] / out["seconds"]["baseline-mean-inmemory-dask"]
-        )
-    ratios["write: ztensor / plain write()"] = ours["write"] / out["seconds"]["baseline-write"]
-    for p in peers:
-        ratios[f"write: {p} / plain write()"] = (
-            out["seconds"][p]["write"] / out["seconds"]["baseline-write"]
-        )
+    for who in ["ztensor", *peers]:
+        ratios[f"mean: {who} / in-memory dask"] = seconds[who]["mean"] / base["mean-inmemory-dask"]
+    for who in ["ztensor", *peers]:
+        ratios[f"write: {who} / plain write()"] = seconds[who]["write"] / base["write"]
     out["ratios"] = ratios
     return out
 
@@ -189,10 +179,7 @@ def main() -> None:
         if args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)
     for k, v in result["seconds"].items():
-        if isinstance(v, dict):
-            print(f"{k:12s} " + "  ".join(f"{f}={s * 1e3:9.1f} ms" for f, s in v.items()))
-        else:
-            print(f"{k:30s} {v * 1e3:9.1f} ms")
+        print(f"{k:12s} " + "  ".join(f"{f}={s * 1e3:8.1f} ms" for f, s in v.items()))
     for k, v in result["ratios"].items():
         print(f"{k:40s} {v:6.2f}x")
     if args.json:

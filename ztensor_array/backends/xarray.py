@@ -1331,8 +1331,6 @@ def _write_new(ds, path: str, mode: str, encoding: Mapping, compute: bool):
     block by block, compressed or chunked variables as ``chunked`` objects)."""
     from xarray import conventions
 
-    from .dask import write_arrays
-
     store = ZTensorStore(path, mode)
     variables, attrs = conventions.encode_dataset_coordinates(ds)
     for k, enc in encoding.items():
@@ -1346,14 +1344,29 @@ def _write_new(ds, path: str, mode: str, encoding: Mapping, compute: bool):
     for vn, v in encoded.items():
         name = _var_name(vn)
         arrays[name], per_name[name] = _new_array(store, name, v, vn in encoding)
-    return write_arrays(
-        arrays,
-        path,
-        mode=mode,
-        encoding=per_name,
-        attributes=values,
-        compute=compute,
+    return _write_objects(arrays, per_name, path, mode, values, compute)
+
+
+def _write_objects(arrays, per_name, path: str, mode: str, attributes, compute: bool):
+    """Write new objects: in-memory raw tensors straight through the core Writer (one
+    pwrite each, nothing to schedule); anything lazy, compressed or chunked through the
+    parallel Dask writer."""
+    from .dask import write_arrays
+
+    direct = compute and all(
+        not _is_dask(a) and e["layout"] == "dense" and not e["compress"]
+        for a, e in zip(arrays.values(), per_name.values())
     )
+    if not direct:
+        return write_arrays(
+            arrays, path, mode=mode, encoding=per_name, attributes=attributes, compute=compute
+        )
+    with Writer(path, "x" if mode in ("w-", "x") else "w") as w:
+        w.attributes = dict(attributes)
+        for name, data in arrays.items():
+            enc = per_name[name]
+            w.add_tensor(name, data, checksum=enc["checksum"], attributes=enc["attributes"])
+    return None
 
 
 def _write_datatree(tree, path, *, mode, encoding, compute, compress, checksum):
@@ -1361,8 +1374,6 @@ def _write_datatree(tree, path, *, mode, encoding, compute, compress, checksum):
     path, written in one parallel commit; group attributes (and empty groups) live in the
     reserved global attribute."""
     from xarray import conventions
-
-    from .dask import write_arrays
 
     path = os.fspath(path)
     if mode not in ("w", "w-"):
@@ -1403,9 +1414,7 @@ def _write_datatree(tree, path, *, mode, encoding, compute, compress, checksum):
             groups[at] = {"attrs": a_values, "dtypes": a_types}
     if groups:
         values[GROUPS_KEY] = groups
-    return write_arrays(
-        arrays, path, mode=mode, encoding=per_name, attributes=values, compute=compute
-    )
+    return _write_objects(arrays, per_name, path, mode, values, compute)
 
 
 # --------------------------------------------------------------------------- engine
