@@ -14,9 +14,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_cli import assert_one_line_error, no_temp_files, ztensor
 
 import ztensor_array as zt
+from ztensor_array.convert.pickle import PickleSource
+from ztensor_array.errors import ZTensorError
 
 torch = pytest.importorskip("torch")
 
@@ -189,12 +193,6 @@ def test_garbage_and_truncated_pickles(tmp_path):
 
 
 # --------------------------------------------------------------------------- properties
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from ztensor_array.convert.pickle import PickleSource  # noqa: E402
-from ztensor_array.errors import ZTensorError  # noqa: E402
 
 
 def _seed_pickles():

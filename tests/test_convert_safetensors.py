@@ -11,10 +11,14 @@ import sys
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 from test_cli import assert_one_line_error, no_temp_files, ztensor
 
 import ztensor_array as zt
+from ztensor_array.convert import convert as convert_files
+from ztensor_array.errors import ZTensorError
 
 DTYPES = {
     "F64": np.float64,
@@ -37,14 +41,14 @@ DTYPES = {
 
 def _arrays(rng):
     out = {}
-    for i, (st, dt) in enumerate(DTYPES.items()):
+    for i, (st_name, dt) in enumerate(DTYPES.items()):
         shape = (3, i + 1, 2)
-        if st == "BOOL":
-            out[f"t_{st}"] = rng.random(shape) > 0.5
+        if st_name == "BOOL":
+            out[f"t_{st_name}"] = rng.random(shape) > 0.5
         elif np.dtype(dt).kind in "iu":
-            out[f"t_{st}"] = rng.integers(0, 100, shape).astype(dt)
+            out[f"t_{st_name}"] = rng.integers(0, 100, shape).astype(dt)
         else:
-            out[f"t_{st}"] = rng.standard_normal(shape).astype(dt)
+            out[f"t_{st_name}"] = rng.standard_normal(shape).astype(dt)
     out["scalar"] = np.array(2.5, dtype=np.float32)
     out["empty"] = np.zeros((0, 4), dtype=np.float32)
     return out
@@ -298,11 +302,6 @@ def test_conversion_memory_is_flat(tmp_path, flags):
 
 # --------------------------------------------------------------------------- properties
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from ztensor_array.convert import convert as convert_files  # noqa: E402
-from ztensor_array.errors import ZTensorError  # noqa: E402
 
 _ENTRY = st.fixed_dictionaries(
     {
@@ -313,10 +312,13 @@ _ENTRY = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(header=st.dictionaries(st.text("abc", min_size=1, max_size=3), _ENTRY, max_size=4),
-       data_len=st.integers(0, 64))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.dictionaries(st.text("abc", min_size=1, max_size=3), _ENTRY, max_size=4),
+    data_len=st.integers(0, 64),
+)
 def test_random_headers_convert_exactly_or_fail_cleanly(tmp_path, header, data_len):
     """Whatever the header says, the converter either produces exactly what the safetensors
     library reads, or raises a ZTensorError; never another exception."""
