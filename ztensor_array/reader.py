@@ -316,7 +316,10 @@ class Reader:
     def _stored(self, comp: Component, access: int = mmap.ACCESS_READ) -> memoryview:
         """Zero-copy view of a component's stored bytes."""
         mm = self._map(access)
-        return memoryview(mm)[comp.offset : comp.offset + comp.length]
+        try:
+            return memoryview(mm)[comp.offset : comp.offset + comp.length]
+        except ValueError:  # another thread closed the reader (and its map) just now
+            raise ZTensorError("reader is closed", path=self.path) from None
 
     def _drop_pages(self, comp: Component) -> None:
         """Unmap the whole pages of a decoded component's stored bytes from this process.

@@ -15,6 +15,8 @@ import zstandard
 from numcodecs.abc import Codec
 
 DEFAULT_LEVEL = 3
+# zstd cannot expand a frame by more than this (RLE blocks); used when no size is declared.
+MAX_RATIO = 1 << 16
 MIN_LEVEL, MAX_LEVEL = 1, 22
 
 _local = threading.local()
@@ -169,7 +171,8 @@ class ZstdCodec(Codec):
         return compress(memoryview(np.ascontiguousarray(buf)).cast("B"), self.level)
 
     def decode(self, buf, out=None):
-        if out is None:
-            return _decompressor().decompressobj().decompress(bytes(buf))
+        if out is None:  # size unknown: bounded by the most a frame can expand
+            src = memoryview(buf).cast("B")
+            return decompress_unbounded(src, max(src.nbytes, 1) * MAX_RATIO)
         decompress_into(buf, out)
         return out
