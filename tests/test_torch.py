@@ -187,3 +187,19 @@ def test_numpy_and_torch_views_agree(tmp_path):
     with za.Reader(path) as r:
         t = r.read_tensor("a", to="torch")
         assert torch.equal(t, torch.from_numpy(a))
+
+
+def test_torch_views_are_private_to_each_read(tmp_path):
+    """Torch tensors are writable; a write through one must not leak into later reads."""
+    path = tmp_path / "private.zt"
+    with za.Writer(path) as w:
+        w.add_tensor("a", np.arange(10.0))
+    with za.Reader(path) as r:
+        first = r.read_tensor("a", to="torch")
+        first[0] = 99.0
+        second = r.read_tensor("a", to="torch")
+        assert float(second[0]) == 0.0
+        assert float(r.read_tensor("a")[0]) == 0.0
+    assert float(first[0]) == 99.0
+    with za.Reader(path) as r:
+        assert float(r.read_tensor("a")[0]) == 0.0  # the file never changed

@@ -12,7 +12,6 @@ import os
 import stat
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -313,9 +312,25 @@ class Reader:
 
     # ------------------------------------------------------------------ components
 
-    def _stored(self, comp: Component, access: int = mmap.ACCESS_READ) -> memoryview:
-        """Zero-copy view of a component's stored bytes."""
-        mm = self._map(access)
+    def _stored(self, comp: Component, private: bool = False) -> memoryview:
+        """Zero-copy view of a component's stored bytes.
+
+        ``private``: a writable copy-on-write map of its own, so writes through the view
+        (torch tensors are always writable) reach neither the file nor any other view.
+        """
+        if private and comp.length:
+            start = comp.offset - comp.offset % mmap.ALLOCATIONGRANULARITY
+            try:
+                mm = mmap.mmap(
+                    self._fd,
+                    comp.offset + comp.length - start,
+                    access=mmap.ACCESS_COPY,
+                    offset=start,
+                )
+            except (OSError, ValueError):
+                raise ZTensorError("reader is closed", path=self.path) from None
+            return memoryview(mm)[comp.offset - start :]
+        mm = self._map(mmap.ACCESS_READ)
         try:
             return memoryview(mm)[comp.offset : comp.offset + comp.length]
         except ValueError:  # another thread closed the reader (and its map) just now
@@ -373,7 +388,8 @@ class Reader:
     ) -> np.ndarray:
         """A component decoded to a 1-D array of its storage dtype (little-endian, native).
 
-        Raw components are zero-copy read-only views unless ``copy`` is set.
+        Raw components are zero-copy read-only views unless ``copy`` is set;
+        ``writable_view`` gives a writable zero-copy view over a private copy-on-write map.
         """
         self._check_open()
         obj = self._object(name)
@@ -391,7 +407,7 @@ class Reader:
                 out = np.empty(comp.length // dt.itemsize, dtype=stored_dt)
                 self._readinto(out, comp.offset, name, role)
             else:
-                stored = self._stored(comp, mmap.ACCESS_COPY if writable_view else mmap.ACCESS_READ)
+                stored = self._stored(comp, private=writable_view)
                 if verify:
                     self._verify(name, role, comp, stored)
                 out = np.frombuffer(stored, dtype=stored_dt)
@@ -408,26 +424,9 @@ class Reader:
         return out
 
     def private_view(self, name: str, role: str = "data") -> np.ndarray:
-        """A raw component as a writable 1-D array over a copy-on-write map of its own:
-        reads are zero-copy, writes stay private to this array (never reach the file or
-        any other view). Other encodings come back as an owned decoded copy."""
-        self._check_open()
-        try:
-            comp = self._object(name).components[role]
-        except KeyError:
-            raise TensorNotFoundError(
-                "no such component", path=self.path, obj=name, component=role
-            ) from None
-        dt = dtypes.to_numpy(comp.dtype)
-        if comp.encoding != "raw" or comp.byte_order != "little" or comp.length == 0:
-            return self.read_component(name, role, copy=True)
-        start = comp.offset - comp.offset % mmap.ALLOCATIONGRANULARITY
-        mm = mmap.mmap(
-            self._fd, comp.offset + comp.length - start, access=mmap.ACCESS_COPY, offset=start
-        )
-        return np.frombuffer(
-            mm, dtype=dt, count=comp.length // dt.itemsize, offset=comp.offset - start
-        )
+        """A component as a writable array whose writes stay private to it (zero-copy for
+        raw little-endian components, an owned decoded copy otherwise)."""
+        return self.read_component(name, role, writable_view=True)
 
     def _readinto(self, out: np.ndarray, offset: int, name: str, role: str) -> None:
         buf = memoryview(out.reshape(-1).view(np.uint8))
@@ -544,6 +543,8 @@ class Reader:
             self._object(n)
         if workers == 1 or len(names) < 2:
             return [self.read_tensor(n, to, verify_checksum, copy=copy) for n in names]
+        from concurrent.futures import ThreadPoolExecutor  # ~15 ms to import: only when used
+
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
             return list(
                 pool.map(lambda n: self.read_tensor(n, to, verify_checksum, copy=copy), names)
