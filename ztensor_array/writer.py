@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import threading
 from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,8 +31,16 @@ from .errors import FileExistsZTError, MissingFileError, UnsupportedError, ZTens
 from .layouts import dense, sparse
 from .manifest import Component, Manifest, Object
 
+if TYPE_CHECKING:  # concurrent.futures costs ~15 ms at import: loaded when first compressing
+    from concurrent.futures import Future, ThreadPoolExecutor
+
 _MODES = ("w", "x", "a")
 _CHECKSUMS = (None, "crc32c", "sha256")
+
+
+def _token(n: int) -> str:
+    """Random hex for temporary names (what secrets.token_hex does, without its imports)."""
+    return os.urandom(n).hex()
 
 
 def normalize_compress(compress: bool | int) -> int:
@@ -144,9 +150,7 @@ class Writer:
         try:
             self._fd = os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666)
         except (AttributeError, OSError):
-            self._tmp_name = os.path.join(
-                folder, f".{os.path.basename(self.path)}.tmp-{secrets.token_hex(6)}"
-            )
+            self._tmp_name = os.path.join(folder, f".{os.path.basename(self.path)}.tmp-{_token(6)}")
             try:
                 self._fd = os.open(
                     self._tmp_name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666
@@ -426,6 +430,8 @@ class Writer:
     ) -> None:
         if level:
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(
                     self._workers, thread_name_prefix="ztensor-compress"
                 )
@@ -585,7 +591,7 @@ class Writer:
             return
         if self._tmp_name is None:  # O_TMPFILE: give it a name, then move it in place
             folder = os.path.dirname(os.path.abspath(self.path))
-            base = f".{os.path.basename(self.path)}.tmp-{secrets.token_hex(6)}"
+            base = f".{os.path.basename(self.path)}.tmp-{_token(6)}"
             dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
             try:  # a dir fd makes os.link use linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd
                 os.link(f"/proc/self/fd/{self._fd}", base, dst_dir_fd=dir_fd)
@@ -675,7 +681,7 @@ def truncate_file(path: str, size: int) -> None:
 def copy_prefix(src: str, dst: str, size: int) -> None:
     """Write the first ``size`` bytes of ``src`` to ``dst`` atomically."""
     folder = os.path.dirname(os.path.abspath(dst))
-    tmp = os.path.join(folder, f".{os.path.basename(dst)}.tmp-{secrets.token_hex(6)}")
+    tmp = os.path.join(folder, f".{os.path.basename(dst)}.tmp-{_token(6)}")
     try:
         with open(src, "rb") as fin, open(tmp, "xb") as fout:
             done = 0
@@ -906,7 +912,7 @@ def plan_parallel(
         if mode == "x" and os.path.lexists(path):
             raise FileExistsZTError("path exists (mode='x')", path=path)
         folder = os.path.dirname(os.path.abspath(path))
-        target = os.path.join(folder, f".{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
+        target = os.path.join(folder, f".{os.path.basename(path)}.tmp-{_token(6)}")
         return ParallelPlan(path, target, mode, 0, {}, {}, durable)
     probe = Writer(path, "a")  # checks the append lock and reads the manifest
     try:
@@ -914,7 +920,7 @@ def plan_parallel(
     finally:
         probe._done = True  # release without truncating: nothing was written
         probe._release()
-    return ParallelPlan(path, path, "a", size, objects, attrs, durable, secrets.token_hex(8))
+    return ParallelPlan(path, path, "a", size, objects, attrs, durable, _token(8))
 
 
 def begin_parallel(plan: ParallelPlan, regions: list[int]) -> list[int]:
