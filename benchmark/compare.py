@@ -330,6 +330,11 @@ def run_case(
     return results, lim
 
 
+def _peer_order(rows: list[Result]) -> list[str]:
+    """Peers in the order they ran (reads list every peer, writes skip the mmap variant)."""
+    return list(dict.fromkeys([r.peer for r in rows if r.op == "read"] + [r.peer for r in rows]))
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
@@ -372,7 +377,7 @@ def markdown(
             "| read GB/s | % of limit | vs raw | file |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        names = list(dict.fromkeys(r.peer for r in rows))
+        names = _peer_order(rows)
         for name in names:
             w = next((r for r in rows if r.peer == name and r.op == "write"), None)
             rd = next((r for r in rows if r.peer == name and r.op == "read"), None)
@@ -427,7 +432,7 @@ def plot(results: list[Result], path: str, title: str) -> bool:
     fig, axes = plt.subplots(1, len(dists), figsize=(7 * len(dists), 5.5), squeeze=False)
     for ax, dist in zip(axes[0], dists):
         rows = [r for r in results if r.size_mib == biggest and r.distribution == dist]
-        names = list(dict.fromkeys(r.peer for r in rows))
+        names = _peer_order(rows)
         y = np.arange(len(names))
         for i, (op, color) in enumerate((("write", "tab:orange"), ("read", "tab:blue"))):
             vals = [
