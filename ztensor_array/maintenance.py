@@ -66,12 +66,6 @@ def compact(path: str | os.PathLike, *, durable: bool = False) -> int:
     before = os.stat(path).st_size
     with Reader(path) as r, Writer(path, mode="w", durable=durable) as w:
         w.attributes = r.attributes
-        objects = r.manifest.objects
-        order = sorted(
-            objects,
-            key=lambda n: min((c.offset for c in objects[n].components.values()), default=0),
-        )
-        for name in order:
-            obj = objects[name]
-            w.copy_object(name, obj, {role: r.stored_bytes(name, role) for role in obj.components})
+        for name in r.names_in_file_order():
+            w.copy_from(r, name)
     return before - os.stat(path).st_size

@@ -290,6 +290,15 @@ class Reader:
         except (KeyError, TypeError):
             raise TensorNotFoundError("no such object", path=self.path, obj=name) from None
 
+    def names_in_file_order(self) -> list[str]:
+        """Object names by the offset of their first blob: the order to copy them in so a
+        rewritten file keeps its original layout."""
+        objects = self.manifest.objects
+        return sorted(
+            objects,
+            key=lambda n: min((c.offset for c in objects[n].components.values()), default=0),
+        )
+
     def metadata(self, name: str) -> TensorMetadata:
         return TensorMetadata(name, self._object(name))
 

@@ -522,6 +522,15 @@ class Writer:
             obj.shape, obj.format, {r: comps[r] for r in obj.components}, obj.attributes
         )
 
+    def copy_from(self, reader, name: str, new_name: str | None = None) -> None:
+        """Copy an object of an open Reader verbatim (stored bytes, encoding, digests)."""
+        obj = reader.manifest.objects[name]
+        self.copy_object(
+            name if new_name is None else new_name,
+            obj,
+            {role: reader.stored_bytes(name, role) for role in obj.components},
+        )
+
     def stream_tensor(
         self,
         name: str,

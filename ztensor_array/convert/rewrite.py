@@ -108,7 +108,7 @@ def rewrite(
         )
         with Writer(dst, "w" if overwrite else "x") as w:
             w.attributes = r.attributes
-            for name in _file_order(r):
+            for name in r.names_in_file_order():
                 reencode(r, w, name, name, level, checksum)
                 progress.advance(_stored_size(r.manifest.objects[name]))
                 report.tensors += 1
@@ -118,13 +118,6 @@ def rewrite(
 
 def _stored_size(obj: Object) -> int:
     return sum(c.length for c in obj.components.values())
-
-
-def _file_order(reader) -> list[str]:
-    objs = reader.manifest.objects
-    return sorted(
-        objs, key=lambda n: min((c.offset for c in objs[n].components.values()), default=0)
-    )
 
 
 def merge(
@@ -165,7 +158,7 @@ def merge(
                             f"global attribute {key!r} differs between inputs", path=path
                         )
                     w.attributes[key] = value
-                for name in _file_order(r):
+                for name in r.names_in_file_order():
                     out_name = prefix + name
                     if out_name in seen:
                         raise ZTensorError(

@@ -61,23 +61,13 @@ class XarraySource(Source):
 
     def items(self) -> Iterator[Item]:
         r = self._reader
-        objects = r.manifest.objects
-        order = sorted(
-            objects,
-            key=lambda n: min((c.offset for c in objects[n].components.values()), default=0),
-        )
-        for name in order:
-            obj = objects[name]
-            size = sum(c.length for c in obj.components.values())
+        for name in r.names_in_file_order():
+            size = sum(c.length for c in r.manifest.objects[name].components.values())
             yield Item(name, size, self._copier(name))
 
     def _copier(self, name: str):
         def write(writer, out_name, level, checksum, attributes=None) -> None:
-            r = self._reader
-            obj = r.manifest.objects[name]
-            writer.copy_object(
-                out_name, obj, {role: r.stored_bytes(name, role) for role in obj.components}
-            )
+            writer.copy_from(self._reader, name, out_name)
 
         return write
 
