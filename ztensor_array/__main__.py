@@ -22,9 +22,11 @@ def demo(path: str) -> None:
         print(f"{path}: zTensor {r.version}, {len(r)} tensors, attributes {r.attributes}")
         for meta in r:
             value = r.read_tensor(meta.name)
-            print(f"  {meta.name:14s} {meta.layout:6s} {meta.dtype_str:8s} "
-                  f"{str(meta.shape):12s} {meta.encoding:5s} {meta.size:>8d} bytes "
-                  f"sum={float(np.sum(value)):.3f}")
+            print(
+                f"  {meta.name:14s} {meta.layout:6s} {meta.dtype_str:8s} "
+                f"{str(meta.shape):12s} {meta.encoding:5s} {meta.size:>8d} bytes "
+                f"sum={float(np.sum(value)):.3f}"
+            )
 
 
 def main(argv: list[str]) -> int:
