@@ -31,6 +31,7 @@ from .layouts import dense
 from .manifest import Component, Manifest, Object
 
 _TO = ("numpy", "torch")
+_TAIL_READ = 1 << 16  # bytes read from the end of a file when opening it
 
 
 class TensorMetadata:
@@ -182,7 +183,10 @@ class Reader:
     # ------------------------------------------------------------------ opening
 
     def _pread(self, n: int, offset: int) -> bytes:
-        out = bytearray()
+        first = os.pread(self._fd, n, offset)
+        if len(first) == n:
+            return first
+        out = bytearray(first)
         while len(out) < n:
             chunk = os.pread(self._fd, n - len(out), offset + len(out))
             if not chunk:
@@ -200,13 +204,16 @@ class Reader:
             return legacy.read_manifest(self._pread, self.size, self.path)
         if head != manifest.MAGIC:
             raise FormatError(f"not a zTensor file (magic {head[:8]!r})", path=self.path)
-        tail = (
-            self._pread(manifest.FOOTER_SIZE, self.size - manifest.FOOTER_SIZE)
-            if self.size >= manifest.FOOTER_SIZE
-            else b""
-        )
-        start, length = manifest.locate(self.size, tail, self.path)
-        m = manifest.decode(self._pread(length, start), path=self.path)
+        # One read of the file's end usually brings the footer and the whole manifest.
+        span = min(self.size, _TAIL_READ)
+        tail = self._pread(span, self.size - span) if self.size >= manifest.FOOTER_SIZE else b""
+        start, length = manifest.locate(self.size, tail[-manifest.FOOTER_SIZE :], self.path)
+        if self.size - start <= span:
+            first = span - (self.size - start)
+            data = tail[first : first + length]
+        else:
+            data = self._pread(length, start)
+        m = manifest.decode(data, path=self.path)
         manifest.validate(m, start, path=self.path)
         return m, start
 
