@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -76,6 +75,15 @@ def _shared_groups(tensors: Mapping[str, torch.Tensor]) -> list[list[str]]:
     return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
+def _refuse_shared(tensors: Mapping[str, torch.Tensor]) -> None:
+    shared = _shared_groups(tensors)
+    if shared:
+        raise ZTensorError(
+            f"tensors share memory: {shared}; saving them would duplicate or split their "
+            "storage. Use save_model(), or clone() the ones you need separately"
+        )
+
+
 def save_file(
     tensors: Mapping[str, torch.Tensor],
     path: str | os.PathLike,
@@ -87,12 +95,7 @@ def save_file(
 ) -> None:
     """Write a dict of tensors. Tensors that share storage are refused (use save_model).
     ``compression`` is the reference's spelling of ``compress``."""
-    shared = _shared_groups(tensors)
-    if shared:
-        raise ZTensorError(
-            f"tensors share memory: {shared}; saving them would duplicate or split their "
-            "storage. Use save_model(), or clone() the ones you need separately"
-        )
+    _refuse_shared(tensors)
     zt_numpy.save_file(
         tensors, path, metadata, compress, checksum=checksum, compression=compression
     )
@@ -114,11 +117,8 @@ def save(
     compression: bool | int | None = None,
 ) -> bytes:
     """The bytes of a .zt file holding ``tensors`` (shared storage refused, as save_file)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "buffer.zt")
-        save_file(tensors, path, metadata, compress, compression=compression)
-        with open(path, "rb") as f:
-            return f.read()
+    _refuse_shared(tensors)
+    return zt_numpy.save(tensors, metadata, compress, compression=compression)
 
 
 def load(data: bytes) -> dict:
