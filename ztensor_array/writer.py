@@ -133,7 +133,6 @@ class Writer:
         self._append_base = 0
         self._streaming: str | None = None
         self._base_state: tuple | None = None
-        self._base_objects: dict[str, Object] = {}
         if mode == "a":
             self._open_append()
         else:
@@ -1110,7 +1109,6 @@ class ParallelWriter(Writer):
             self._close_fd()
             raise ZTensorError("another writer is appending to this file", path=self.path) from None
         self._objects = dict(self._plan.base_objects)
-        self._base_objects = dict(self._objects)
         self.attributes = dict(self._plan.attributes)
         self._append_base = self._plan.base_size
         self._pos = os.fstat(self._fd).st_size
