@@ -37,8 +37,11 @@ def arrays(draw, dtypes=ALL_DTYPES, max_dims=4):
     return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
 
 
-# any text but U+0000, which the writer refuses (C readers such as 1.1.1 cut names there)
-ANY_NAME = st.text(st.characters(exclude_characters="\x00"), min_size=0, max_size=12)
+# any text but U+0000, which the writer refuses (C readers such as 1.1.1 cut names there),
+# and lone surrogates, which are not Unicode text (the writer refuses them too)
+ANY_NAME = st.text(
+    st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=0, max_size=12
+)
 
 
 @st.composite

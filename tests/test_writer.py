@@ -494,3 +494,14 @@ def test_names_with_nul_are_refused(zref, tmp_path):
     with zref.Reader(str(path)) as r:
         assert sorted(r.tensor_names) == ["", "a"]
         assert np.array(r.read_tensor("")).tolist() == [1.0]
+
+
+def test_names_with_lone_surrogates_are_refused(tmp_path):
+    """Found by hypothesis: such a str cannot be written as CBOR text (UTF-8)."""
+    path = tmp_path / "s.zt"
+    with za.Writer(path) as w:
+        with pytest.raises(ZTensorError, match="surrogates"):
+            w.add_tensor("\ud800", np.zeros(1))
+        w.add_tensor("ok \u00e9\U0001f600", np.zeros(1))
+    with za.Reader(path) as r:
+        assert r.tensor_names == ["ok \u00e9\U0001f600"]

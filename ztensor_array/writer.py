@@ -218,6 +218,15 @@ class Writer:
             raise TypeError(f"tensor names must be str, not {type(name).__name__}")
         if "\x00" in name:  # C readers (ztensor 1.1.1) cut the name there: wrong tensor
             raise ZTensorError("tensor names must not contain U+0000", path=self.path, obj=name)
+        if not name.isascii():
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: not storable as CBOR text
+                raise ZTensorError(
+                    "tensor names must be valid Unicode (no lone surrogates)",
+                    path=self.path,
+                    obj=ascii(name),
+                ) from None
         exists = name in self._objects or name in self._incoming
         if exists and not replacing:
             raise ZTensorError(
