@@ -383,16 +383,7 @@ def convert(
 @quiet_option
 def compress(src, out, level, checksum, force, quiet) -> None:
     """Rewrite a file with every component zstd-compressed (all objects kept)."""
-    from .convert.rewrite import rewrite
-
-    with RichProgress(quiet) as bar:
-        report = rewrite(
-            src, out, compress=level, checksum=checksum or "keep", overwrite=force, progress=bar
-        )
-    _say(
-        quiet,
-        f"{out}: {report.tensors} objects, {_size(report.bytes_in)} -> {_size(report.bytes_out)}",
-    )
+    _rewrite(src, out, level, checksum, force, quiet)
 
 
 @cli.command()
@@ -403,11 +394,16 @@ def compress(src, out, level, checksum, force, quiet) -> None:
 @quiet_option
 def decompress(src, out, checksum, force, quiet) -> None:
     """Rewrite a file with every component stored raw (all objects kept)."""
+    _rewrite(src, out, False, checksum, force, quiet)
+
+
+def _rewrite(src, out, compress, checksum, force, quiet) -> None:
+    """compress/decompress: one rewrite of every object with new encodings."""
     from .convert.rewrite import rewrite
 
     with RichProgress(quiet) as bar:
         report = rewrite(
-            src, out, compress=False, checksum=checksum or "keep", overwrite=force, progress=bar
+            src, out, compress=compress, checksum=checksum or "keep", overwrite=force, progress=bar
         )
     _say(
         quiet,
