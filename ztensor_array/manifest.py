@@ -333,10 +333,6 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
 # --------------------------------------------------------------------------- validation
 
 
-def stored_dtype(comp: Component) -> dtypes.DType:
-    return dtypes.lookup(comp.dtype)
-
-
 def expected_nbytes(obj: Object, role: str) -> int | None:
     """Decoded byte size of a component when the manifest alone determines it."""
     comp = obj.components[role]
