@@ -418,3 +418,18 @@ def test_structured_manifest_mutations(base, tmp_path, data):
     p = tmp_path / "s.zt"
     p.write_bytes(base[:start] + mb + len(mb).to_bytes(8, "little") + base[-8:])
     _check_any(p, verify=data.draw(st.booleans(), label="verify"))
+
+
+@pytest.mark.parametrize("role", ["indices", "values"])
+def test_huge_uncompressed_length_on_sparse_component(base, tmp_path, role):
+    """Found by the fuzzer above in CI: a sparse component (whose size the shape does not
+    fix) declaring a 1 PiB `uncompressed_length` must be refused at open, not allocated."""
+    start = _manifest_start(base)
+    root = _manifest(base)
+    root["objects"]["csr"]["components"][role]["uncompressed_length"] = 1 << 50
+    mb = cbor2.dumps(root)
+    p = tmp_path / "huge.zt"
+    p.write_bytes(base[:start] + mb + len(mb).to_bytes(8, "little") + base[-8:])
+    with pytest.raises(ZTensorError, match="uncompressed_length") as info:
+        za.Reader(p)
+    assert "csr" in str(info.value) and role in str(info.value)

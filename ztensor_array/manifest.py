@@ -825,6 +825,15 @@ def _check_uncompressed_length(name, role, obj, comp, path) -> None:
             name,
             role,
         )
+    else:  # e.g. sparse indices: the declared size may be no larger than any decode could be
+        limit = decoded_limit(plain, role)
+        _expect(
+            ulen <= limit,
+            f"uncompressed_length {ulen} exceeds the {limit} bytes this component can decode to",
+            path,
+            name,
+            role,
+        )
 
 
 def _validate_object(name, obj, blob_end, path, aligned, spans) -> None:

@@ -466,6 +466,14 @@ class Reader:
             data = np.frombuffer(zstd.decompress_unbounded(stored, limit), dtype=np.uint8)
         except zstd.ZstdFrameError as exc:
             raise DecodeError(str(exc), path=self.path, obj=name, component=role) from None
+        except MemoryError:
+            need = nbytes if nbytes is not None else "up to " + str(limit)
+            raise DecodeError(
+                f"not enough memory to decode {need} bytes",
+                path=self.path,
+                obj=name,
+                component=role,
+            ) from None
         if data.size % dtypes.itemsize(comp.dtype):
             raise DecodeError(
                 f"decoded size {data.size} is not a multiple of the item size",
