@@ -336,6 +336,19 @@ def test_buffer_reuse_after_add_does_not_change_the_file(tmp_path):
         assert_same(r.read_tensor("raw"), np.full(100_000, -1, np.float32))
 
 
+def test_copy_inputs_false_compresses_the_callers_buffer_in_place(tmp_path):
+    """save_file's mode: no defensive copy, so the compressed blob reflects the buffer as it
+    is when the pool reads it (here: untouched), and the file round-trips."""
+    arrays = {f"t{i}": np.arange(50_000, dtype=np.float32) * i for i in range(8)}
+    with za.Writer(tmp_path / "n.zt", copy_inputs=False) as w:
+        for name, a in arrays.items():
+            w.add_tensor(name, a, compress=3)
+    with za.Reader(tmp_path / "n.zt") as r:
+        for name, a in arrays.items():
+            assert_same(r.read_tensor(name), a)
+            assert r.metadata(name).encoding == "zstd"
+
+
 def test_attributes(tmp_path):
     path = tmp_path / "a.zt"
     obj_attrs = {"unit": "m", "scale": 0.5, "dims": ["x", "y"], "nested": {"k": [1, None]}}

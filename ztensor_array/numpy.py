@@ -29,7 +29,8 @@ def save_file(
     """
     if compression is not None:
         compress = compression
-    with Writer(path) as w:
+    # The arrays stay untouched until we return, so compression can read them in place.
+    with Writer(path, copy_inputs=False) as w:
         if metadata:
             w.attributes.update(metadata)
         for name, value in tensors.items():

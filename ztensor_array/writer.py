@@ -103,6 +103,8 @@ class Writer:
 
     mode: "w" create or replace, "x" fail if the path exists, "a" append to a finalized file.
     durable: fsync blobs, then the manifest, then the folder (power-loss safety).
+    copy_inputs: compressed tensors are encoded in the background, so by default a writable
+    input is copied first; pass False if you will not modify the arrays before finalize().
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class Writer:
         *,
         durable: bool = False,
         workers: int | None = None,
+        copy_inputs: bool = True,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -120,6 +123,7 @@ class Writer:
         self.durable = durable
         self.attributes: dict[str, Any] = {}
         self._workers = workers or min(4, os.cpu_count() or 1)
+        self._copy_inputs = copy_inputs
         self._pool: ThreadPoolExecutor | None = None
         self._queue: deque[_Pending] = deque()
         self._objects: dict[str, Object] = {}
@@ -443,8 +447,9 @@ class Writer:
                 self._pool = ThreadPoolExecutor(
                     self._workers, thread_name_prefix="ztensor-compress"
                 )
-            # The caller may reuse its buffer as soon as we return: encode from a copy.
-            src = data.copy() if data.flags.writeable else data
+            # The caller may reuse its buffer as soon as we return: encode from a copy,
+            # unless it promised (copy_inputs=False) to leave its arrays alone until the end.
+            src = data.copy() if self._copy_inputs and data.flags.writeable else data
             fut = self._pool.submit(_encode, src, level, checksum)
             self._queue.append(_Pending(name, role, storage, type_, "zstd", checksum, fut))
             self._drain(limit=2 * self._workers)
