@@ -7,13 +7,17 @@ writer, and each must raise the right ZTensorError subclass naming file, object,
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 
 import cbor2
 import numpy as np
 import pytest
 from conftest import MAGIC, build_file, component, dense_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import ztensor_array as za
 from ztensor_array import Reader, manifest
 from ztensor_array.errors import (
     FormatError,
@@ -546,3 +550,84 @@ def test_correct_uncompressed_length_is_read(tmp_path):
     build_file(p, {"t": obj}, {64: frame})
     with Reader(p) as r:
         np.testing.assert_array_equal(r.read_tensor("t"), arr)
+
+
+_ISZ = {"f32": 4, "u8": 1, "i16": 2, "f64": 8}
+_BAD = {  # (where, key) -> values the full checks must refuse or treat differently
+    ("obj", "shape"): ["x", [True, 2], [1.0], [-1, -2], [2**70, 2**70]],
+    ("obj", "format"): ["sparse_csr", 3, "zz"],
+    ("obj", "attributes"): [None, {"a": 1}, [1]],
+    ("obj", "k"): [1],
+    ("comp", "dtype"): ["bogus", 4, "f32", "u8"],
+    ("comp", "offset"): [0, 65, -64, 1 << 40, "64", 64, 192],
+    ("comp", "length"): [-1, 0, 1, 130, 1 << 40],
+    ("comp", "encoding"): ["raw", "zstd", "lz4", None],
+    ("comp", "digest"): ["crc32c:0x00000000", 7, None],
+    ("comp", "type"): ["complex64", "x"],
+    ("comp", "uncompressed_length"): [0, 8, 64],
+    ("comps", "values"): [{"dtype": "u8", "offset": 64, "length": 1}],
+}
+
+
+@st.composite
+def _near_plain_objects(draw):
+    """Valid plain dense objects at distinct offsets, some with one field changed."""
+    objects = {}
+    for i, name in enumerate(draw(st.lists(st.sampled_from("abcd"), min_size=1, unique=True))):
+        shape = draw(st.lists(st.integers(0, 3), max_size=3))
+        dtype = draw(st.sampled_from(sorted(_ISZ)))
+        comp = {"dtype": dtype, "offset": 64 * (i + 1), "length": math.prod(shape) * _ISZ[dtype]}
+        obj = {"shape": shape, "format": "dense", "components": {"data": comp}}
+        for _ in range(draw(st.integers(0, 2))):
+            where, key = draw(st.sampled_from(sorted(_BAD)))
+            value = draw(st.sampled_from(_BAD[where, key]))
+            {"obj": obj, "comp": comp, "comps": obj["components"]}[where][key] = value
+        objects[name] = obj
+    return objects
+
+
+@settings(max_examples=400, deadline=None)
+@given(objects=_near_plain_objects())
+def test_quick_validation_accepts_only_what_the_full_checks_accept(objects):
+    """The per-open fast pass over raw maps agrees with parsing and checking every object:
+    it never accepts a manifest the full checks refuse, nor reports other byte spans."""
+    blob_end = 64 * 6
+    quick = Manifest(manifest.ObjectTable(objects), None, "1.1.0")
+    try:
+        parsed = {n: manifest._parse_object(raw, None, n) for n, raw in objects.items()}
+        manifest.validate(Manifest(parsed, None, "1.1.0"), blob_end)
+        full_ok = True
+    except ZTensorError:
+        full_ok = False
+    try:
+        manifest.validate(quick, blob_end)
+        quick_ok = True
+    except ZTensorError:
+        quick_ok = False
+    assert quick_ok == full_ok
+    if quick_ok:
+        for name in quick.objects._plain:
+            raw = quick.objects.plain_dense(name)
+            assert tuple(raw["shape"]) == parsed[name].shape
+            assert raw["components"]["data"]["dtype"] == parsed[name].components["data"].dtype
+            assert parsed[name].format == "dense" and set(parsed[name].components) == {"data"}
+
+
+def test_listing_a_plain_file_parses_no_objects_and_matches_parsed_metadata(tmp_path):
+    arrays = {"a": np.ones((2, 3), np.float32), "b": np.arange(5, dtype=np.int16), "c": np.ones(())}
+    p = tmp_path / "l.zt"
+    za.save_file(arrays, p)
+    za.save_file(arrays, tmp_path / "ref.zt")
+    with Reader(p) as r:
+        listed = [(m.name, m.shape, m.dtype, m.layout, m.dtype_str) for m in r]
+        assert r.manifest.objects._parsed == {}  # nothing parsed to list
+        expected = [
+            (n, o.shape, m.dtype, o.format, m.dtype_str)
+            for n in r.tensor_names
+            for o in [r.manifest.objects[n]]
+            for m in [za.reader.TensorMetadata(n, o)]
+        ]
+    assert listed == expected
+    assert [(n, s, d) for n, s, d, _, _ in listed] == [
+        (n, a.shape, a.dtype) for n, a in sorted(arrays.items())
+    ]

@@ -89,9 +89,15 @@ class ObjectTable(Mapping):
         self._raw = raw
         self._parsed: dict[str, Object] = {}
         self._path = path
+        self._plain: set[str] = set()  # filled by validate(): plain dense objects
 
     def raw(self, name: str) -> Any:
         return self._raw[name]
+
+    def plain_dense(self, name: str) -> dict | None:
+        """The raw map of an object that ``validate`` found to be a plain dense tensor (one
+        data component, no v1.2 fields), so its shape and dtype can be read off directly."""
+        return self._raw[name] if name in self._plain else None
 
     def __getitem__(self, name: str) -> Object:
         obj = self._parsed.get(name)
@@ -325,8 +331,9 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     _expect(attrs is None or isinstance(attrs, Mapping), "attributes is not a map", path)
     raw_objects = root.get("objects", {})
     _expect(isinstance(raw_objects, Mapping), "objects is not a map", path)
-    for name in raw_objects:
-        _expect(isinstance(name, str), f"object name {name!r} is not text", path)
+    if not all(type(name) is str for name in raw_objects):
+        bad = next(n for n in raw_objects if not isinstance(n, str))
+        raise FormatError(f"object name {bad!r} is not text", path=path)
     return Manifest(ObjectTable(raw_objects, path), attrs, version)
 
 
@@ -860,49 +867,88 @@ def _validate_object(name, obj, blob_end, path, aligned, spans) -> None:
         check(name, obj, path)
 
 
-def _quick_dense_span(raw: Any, blob_end: int, aligned: bool) -> tuple[int, int] | None:
-    """Byte span of a plain, valid dense object from its raw CBOR map, or None.
+_PLAIN_OBJECT_KEYS = frozenset(("shape", "format", "components", "attributes"))
+_PLAIN_COMPONENT_KEYS = frozenset(("dtype", "offset", "length", "encoding", "digest"))
 
-    None means "not obviously fine": the caller then parses the object and runs every check,
-    which names the exact problem. This only ever accepts what those checks accept.
+
+def _plain_extras_ok(raw: dict, comp: dict) -> bool:
+    """The optional keys of a plain dense object: attributes, encoding and digest."""
+    if len(raw) > 3:
+        attrs = raw.get("attributes")
+        if raw.keys() - _PLAIN_OBJECT_KEYS or not (attrs is None or type(attrs) is dict):
+            return False
+    if len(comp) > 3:
+        digest = comp.get("digest")
+        if comp.keys() - _PLAIN_COMPONENT_KEYS or not (digest is None or type(digest) is str):
+            return False
+    return True
+
+
+def _plain_dense_spans(
+    table: ObjectTable, blob_end: int, aligned: bool, spans: list
+) -> tuple[set[str], list[str]]:
+    """One pass over the raw CBOR maps: the names of plain, valid dense objects (their byte
+    spans appended to ``spans``) and the names that need the full checks.
+
+    "Not plain" only means the full path runs and names the exact problem; this pass accepts
+    nothing those checks would refuse. It runs for every tensor at every open, hence one
+    flat loop with the common case (no optional keys) tested first.
     """
-    if type(raw) is not dict or raw.get("format") != "dense":
-        return None
-    shape = raw.get("shape")
-    comps = raw.get("components")
-    attrs = raw.get("attributes")
-    if type(shape) is not list or type(comps) is not dict or len(comps) != 1:
-        return None
-    if attrs is not None and type(attrs) is not dict:
-        return None
-    comp = comps.get("data")
-    if type(comp) is not dict or "type" in comp or "uncompressed_length" in comp:
-        return None
-    dtype = comp.get("dtype")
-    isz = _ITEMSIZE.get(dtype) if type(dtype) is str else None
-    offset = comp.get("offset")
-    length = comp.get("length")
-    encoding = comp.get("encoding", "raw")
-    digest = comp.get("digest")
-    if isz is None or type(offset) is not int or type(length) is not int:
-        return None
-    if digest is not None and type(digest) is not str:
-        return None
-    numel = 1
-    for d in shape:
-        if type(d) is not int or d < 0:
-            return None
-        numel *= d
-    nbytes = numel * isz
-    if nbytes * 2 > _MAX_NBYTES or offset < len(MAGIC) or offset + length > blob_end or length < 0:
-        return None
-    if aligned and offset % ALIGNMENT:
-        return None
-    if encoding == "raw":
-        ok = length == nbytes
-    else:
-        ok = encoding == "zstd" and nbytes <= max(length, 1) * MAX_ZSTD_RATIO
-    return (offset, offset + length) if ok else None
+    plain: set[str] = set()
+    rest: list[str] = []
+    itemsizes = _ITEMSIZE
+    lowest = len(MAGIC)
+    for name, raw in table._raw.items():
+        try:
+            comps = raw["components"]
+            comp = comps["data"]
+            offset = comp["offset"]
+            length = comp["length"]
+            isz = itemsizes[comp["dtype"]]
+            shape = raw["shape"]
+            ok = (
+                type(raw) is dict
+                and type(comps) is dict
+                and type(comp) is dict
+                and len(comps) == 1
+                and raw["format"] == "dense"
+                and type(shape) is list
+                and type(offset) is int
+                and type(length) is int
+                and (len(raw) == 3 and len(comp) == 3 or _plain_extras_ok(raw, comp))
+                and offset >= lowest
+                and length >= 0
+            )
+        except (KeyError, TypeError, AttributeError):
+            ok = False
+        if ok:
+            numel = 1
+            for d in shape:
+                if type(d) is not int or d < 0:
+                    ok = False
+                    break
+                numel *= d
+        if ok:
+            end = offset + length
+            nbytes = numel * isz
+            encoding = comp.get("encoding", "raw") if len(comp) > 3 else "raw"
+            ok = (
+                end <= blob_end
+                and not (aligned and offset % ALIGNMENT)
+                and nbytes * 2 <= _MAX_NBYTES
+                and (
+                    length == nbytes
+                    if encoding == "raw"
+                    else encoding == "zstd" and nbytes <= max(length, 1) * MAX_ZSTD_RATIO
+                )
+            )
+        if ok:
+            plain.add(name)
+            if length:
+                spans.append((offset, end, name, "data"))
+        else:
+            rest.append(name)
+    return plain, rest
 
 
 def validate(
@@ -912,17 +958,16 @@ def validate(
 
     ``blob_end`` is where the manifest starts: every component must lie in [8, blob_end).
     """
-    spans = []
+    spans: list = []
     objects = manifest.objects
-    quick = isinstance(objects, ObjectTable)
-    for name in objects:
-        if quick:
-            span = _quick_dense_span(objects.raw(name), blob_end, aligned)
-            if span is not None:
-                if span[1] > span[0]:
-                    spans.append((span[0], span[1], name, "data"))
-                continue
+    if isinstance(objects, ObjectTable):
+        plain, rest = _plain_dense_spans(objects, blob_end, aligned, spans)
+    else:
+        plain, rest = set(), list(objects)
+    for name in rest:
         _validate_object(name, objects[name], blob_end, path, aligned, spans)
+    if isinstance(objects, ObjectTable):
+        objects._plain = plain
     spans.sort()
     for (_s0, e0, n0, r0), (s1, _e1, n1, r1) in zip(spans, spans[1:]):
         if s1 < e0:

@@ -41,19 +41,34 @@ class TensorMetadata:
     costs almost nothing.
     """
 
-    __slots__ = ("name", "object")
+    __slots__ = ("name", "_obj", "_table")
 
-    def __init__(self, name: str, obj: Object) -> None:
+    def __init__(self, name: str, obj: Object | None = None, table=None) -> None:
         self.name = name
-        self.object = obj
+        self._obj = obj
+        self._table = table  # a manifest.ObjectTable to parse the object from when needed
+
+    @property
+    def object(self) -> Object:
+        if self._obj is None:
+            self._obj = self._table[self.name]
+        return self._obj
+
+    def _plain(self) -> dict | None:
+        """The raw map when the object is a validated plain dense tensor (shape and dtype are
+        then read straight from it: listing a large file parses no objects)."""
+        if self._obj is None and self._table is not None:
+            return self._table.plain_dense(self.name)
+        return None
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.object.shape
+        raw = self._plain()
+        return tuple(raw["shape"]) if raw is not None else self.object.shape
 
     @property
     def layout(self) -> str:
-        return self.object.format
+        return "dense" if self._plain() is not None else self.object.format
 
     format = layout
 
@@ -77,6 +92,9 @@ class TensorMetadata:
     def _value_dtype(self) -> str | None:
         """The dtype read_tensor returns: quantized layouts dequantize to their scales' dtype
         (quantized_group) or to float32 (ggml_quantized), not to their packed storage."""
+        raw = self._plain()
+        if raw is not None:
+            return raw["components"]["data"]["dtype"]
         obj = self.object
         if obj.format == "chunked":  # the grid names the dtype, even with no chunk written
             return manifest.chunk_grid(obj).dtype
@@ -307,6 +325,11 @@ class Reader:
         )
 
     def metadata(self, name: str) -> TensorMetadata:
+        objects = self.manifest.objects
+        if isinstance(objects, manifest.ObjectTable) and isinstance(name, str):
+            if name not in objects:
+                raise TensorNotFoundError("no such object", path=self.path, obj=name)
+            return TensorMetadata(name, table=objects)
         return TensorMetadata(name, self._object(name))
 
     @property

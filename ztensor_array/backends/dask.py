@@ -475,7 +475,49 @@ def _commit(plan: writer.ParallelPlan, specs: list[_Spec], offsets, results: lis
 
 
 def _collect(name: str, *items) -> tuple[str, list]:
-    return name, [i for i in items if i is not None]
+    cells = (i.flat[0] if isinstance(i, np.ndarray) else i for i in items)
+    return name, [c for c in cells if c is not None]
+
+
+def _per_block(arr, fn, *args) -> list:
+    """One write task per block of ``arr``, fused by dask with the task that computes the
+    block: the block is written by the thread (or worker) that made it, while it is still in
+    its cache, and never passes through the scheduler. Each task returns a 1-cell object
+    array holding fn's result."""
+    out = arr.map_blocks(
+        fn,
+        *args,
+        dtype=object,
+        chunks=(1,) * arr.ndim,
+        meta=np.empty((0,) * arr.ndim, dtype=object),
+        name=f"ztensor-write-{os.urandom(8).hex()}",
+    )
+    return list(out.to_delayed().ravel())
+
+
+def _cell(value, ndim: int) -> np.ndarray:
+    out = np.empty((1,) * ndim, dtype=object)
+    out[(0,) * ndim] = value
+    return out
+
+
+def _region_block(block, offsets, target, region, shape, le, fence, block_info=None):
+    """map_blocks body of a raw dense write: the block goes to its place in the region."""
+    if block.size:
+        start = tuple(a for a, _ in block_info[0]["array-location"])
+        _write_region(block, target, offsets, region, shape, start, le, fence)
+    return _cell(None, len(shape))
+
+
+def _chunk_block(
+    block, begun, target, offset, storage, type_, le, level, csum, fence, block_id=None
+):
+    """map_blocks body of a chunked write: compress and append one chunk (none if empty)."""
+    if not block.size:
+        return _cell(None, block.ndim)  # an empty axis has no chunks
+    role = manifest.chunk_role(tuple(i + o for i, o in zip(block_id, offset)))
+    comp = _write_chunk(block, target, role, storage, type_, le, level, csum, fence, begun)
+    return _cell(comp, block.ndim)
 
 
 def _as_dask(value, chunks):
@@ -768,16 +810,7 @@ def _plan_object(plan: writer.ParallelPlan, item, update: _Update | None, begin,
     shape = tuple(int(s) for s in arr.shape)
     if layout == "dense" and not level:
         nbytes = math.prod(shape) * le.itemsize
-        tasks = []
-        starts = [np.cumsum((0,) + c) for c in arr.chunks]
-        blocks = arr.to_delayed().ravel()
-        for index, block in zip(np.ndindex(*arr.numblocks), blocks):
-            start = tuple(int(starts[a][i]) for a, i in enumerate(index))
-            tasks.append(
-                dask.delayed(_write_region, pure=False)(
-                    block, target, begin, region, shape, start, le, plan.fence
-                )
-            )
+        tasks = _per_block(arr, _region_block, begin, target, region, shape, le, plan.fence)
         spec = _Spec(name, "dense", shape, storage, type_, region, nbytes, csum, user_attrs or None)
         return spec, dask.delayed(_collect, pure=False)(name, *tasks)
     if layout == "dense":  # one zstd frame, as the reference writes
@@ -809,17 +842,9 @@ def _plan_object(plan: writer.ParallelPlan, item, update: _Update | None, begin,
         new_shape = shape
     if arr.ndim and tuple(arr.chunks) != chunked.regular_chunks(arr.shape, chunk_shape):
         arr = arr.rechunk(chunk_shape)
-    tasks = []
-    for index, block in zip(np.ndindex(*arr.numblocks), arr.to_delayed().ravel()):
-        if any(arr.chunks[a][i] == 0 for a, i in enumerate(index)):
-            continue  # an empty axis has no chunks
-        grid_index = tuple(i + o for i, o in zip(index, offset))
-        role = manifest.chunk_role(grid_index)
-        tasks.append(
-            dask.delayed(_write_chunk, pure=False)(
-                block, target, role, storage, type_, le, level, csum, plan.fence, begin
-            )
-        )
+    tasks = _per_block(
+        arr, _chunk_block, begin, target, offset, storage, type_, le, level, csum, plan.fence
+    )
     spec = _Spec(
         name, "chunked", new_shape, storage, type_, checksum=csum, attributes=attrs, keep=keep
     )
