@@ -546,6 +546,42 @@ class Reader:
             return to_torch(value)
         return value
 
+    def iter_dense_rows(self, name: str, rows: int) -> Iterator[np.ndarray]:
+        """A dense tensor in consecutive blocks of up to ``rows`` along axis 0 (logical
+        dtype): read-only views of raw data, streamed decoding of zstd data, so memory
+        stays at one block however large the tensor (region rewrites of huge tensors)."""
+        self._check_open()
+        obj = self._object(name)
+        if obj.format != "dense" or not obj.shape:
+            raise UnsupportedError("needs a dense tensor of rank >= 1", path=self.path, obj=name)
+        comp = obj.components["data"]
+        n = obj.shape[0]
+        row = dense.logical_dtype(comp).itemsize
+        for s in obj.shape[1:]:
+            row *= s
+        rows = max(1, int(rows))
+        stored_dt = dtypes.to_numpy(comp.dtype)
+        if comp.byte_order == "big":
+            stored_dt = stored_dt.newbyteorder(">")
+        starts = range(0, n, rows)
+        from .codecs import zstd
+
+        if comp.encoding == "raw":
+            data = np.frombuffer(self._stored(comp), dtype=np.uint8)
+            pieces = (data[s * row : min(s + rows, n) * row] for s in starts)
+        else:
+            sizes = [(min(s + rows, n) - s) * row for s in starts]
+            pieces = zstd.decode_pieces(self._stored(comp), sizes)
+        try:
+            for piece in pieces:
+                out = piece.view(stored_dt)
+                if comp.byte_order == "big":
+                    out = out.astype(stored_dt.newbyteorder("<"))
+                out = dense.as_logical(out, comp)
+                yield out.reshape((-1,) + tuple(obj.shape[1:]))
+        except zstd.ZstdFrameError as exc:
+            raise DecodeError(str(exc), path=self.path, obj=name, component="data") from None
+
     def read_slice(self, name: str, index: Any = (), verify_checksum: bool | None = None):
         """``read_tensor(name)[index]`` for dense and chunked tensors; a chunked tensor
         decodes only the chunks the selection touches (in parallel). Returns an owned array."""

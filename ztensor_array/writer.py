@@ -18,7 +18,7 @@ import fcntl
 import os
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -543,6 +543,89 @@ class Writer:
             obj,
             {role: reader.stored_bytes(name, role) for role in obj.components},
         )
+
+    def update_components(
+        self,
+        name: str,
+        obj: Object,
+        updates: Iterable[tuple[str, Any]],
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+    ) -> None:
+        """Append mode: a new version of the stored ``obj`` in which each ``(role, array)``
+        of ``updates`` becomes a new blob and every other component keeps pointing at its
+        existing blob (nothing is copied; replaced blobs stay until compact).
+
+        ``updates`` is consumed lazily and at most a few encoded blobs are in flight, so a
+        generator keeps memory at a few components (region writes into chunked objects).
+        If an exception escapes, nothing is recorded for ``name``.
+        """
+        self._check_name(name, replacing=True)
+        if self.mode != "a":
+            raise ZTensorError("update_components needs append mode", path=self.path, obj=name)
+        for role, comp in obj.components.items():
+            if comp.offset + comp.length > self._append_base:
+                raise ZTensorError(
+                    "component is not part of the finalized file",
+                    path=self.path,
+                    obj=name,
+                    component=role,
+                )
+        level = normalize_compress(compress)
+        checksum = normalize_checksum(checksum)
+        self._flush()
+        from .codecs import digests
+
+        written: dict[str, Component] = {}
+        inflight: deque[tuple[str, str, str | None, Future]] = deque()
+
+        def put(role, storage, type_, encoding, blob, digest) -> None:
+            self._pad()
+            offset = self._pos
+            self._write_all(blob)
+            length = memoryview(blob).nbytes
+            written[role] = Component(storage, offset, length, encoding, digest, None, type_)
+
+        def drain(limit: int) -> None:
+            while len(inflight) > limit:
+                role, storage, type_, fut = inflight.popleft()
+                frame, digest = fut.result()
+                put(role, storage, type_, "zstd", frame, digest)
+
+        try:
+            for role, array in updates:
+                storage, type_, data = dense.encode(as_array(array))
+                if level:
+                    if self._pool is None:
+                        from concurrent.futures import ThreadPoolExecutor
+
+                        self._pool = ThreadPoolExecutor(
+                            self._workers, thread_name_prefix="ztensor-compress"
+                        )
+                    src = data.copy() if self._copy_inputs and data.flags.writeable else data
+                    inflight.append(
+                        (role, storage, type_, self._pool.submit(_encode, src, level, checksum))
+                    )
+                    drain(2 * self._workers)
+                else:
+                    blob = _byte_view(data)
+                    put(
+                        role,
+                        storage,
+                        type_,
+                        "raw",
+                        blob,
+                        digests.compute(checksum, blob) if checksum else None,
+                    )
+            drain(0)
+        except BaseException:
+            for *_, fut in inflight:
+                fut.cancel()
+            raise
+        comps = {role: written.pop(role, comp) for role, comp in obj.components.items()}
+        comps.update(sorted(written.items()))
+        self._objects[name] = Object(obj.shape, obj.format, comps, obj.attributes)
 
     def stream_tensor(
         self,

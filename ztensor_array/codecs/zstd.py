@@ -9,6 +9,7 @@ than the manifest promised: a decompression bomb costs at most the declared size
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import zstandard
@@ -97,6 +98,31 @@ def decompress(src, nbytes: int) -> np.ndarray:
         return out
     decompress_into(src, out)
     return out
+
+
+def decode_pieces(src, sizes: Iterable[int]) -> Iterator[np.ndarray]:
+    """Decode ``src`` piece by piece, one fresh uint8 array per requested size in order, so
+    a huge frame is read with memory bounded by the largest piece. The pieces must add up
+    to the whole decoded size (checked when the last one has been taken)."""
+    try:
+        # a decompressor of its own: the stream stays open across yields
+        with zstandard.ZstdDecompressor().stream_reader(
+            src, read_across_frames=True, closefd=False
+        ) as reader:
+            for size in sizes:
+                out = np.empty(size, dtype=np.uint8)
+                dest = memoryview(out)
+                got = 0
+                while got < size:
+                    n = reader.readinto(dest[got:])
+                    if n == 0:
+                        raise ZstdFrameError("zstd frame decodes to fewer bytes than expected")
+                    got += n
+                yield out
+            if reader.read(1):
+                raise ZstdFrameError("zstd frame decodes to more bytes than expected")
+    except zstandard.ZstdError as exc:
+        raise ZstdFrameError(f"corrupt zstd frame ({exc})") from None
 
 
 def _declared_size(src) -> int:
