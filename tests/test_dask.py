@@ -273,6 +273,53 @@ def test_failed_computation_leaves_previous_file(tmp_path, kw, mode):
     assert sorted(os.listdir(tmp_path)) == ["f.zt"]
 
 
+@pytest.mark.parametrize("kw", [{}, {"compress": 3}], ids=["raw", "zstd"])
+@pytest.mark.parametrize("mode", ["w", "a"])
+def test_failed_deferred_write_cleans_up(tmp_path, scheduler, kw, mode):
+    """compute=False, then a block of the computation raises: no temp file, no lock file,
+    the previous file byte for byte, and the next write (an append too) just works."""
+    p = tmp_path / "f.zt"
+    zt.to_ztensor({"old": _data((10, 10))}, p, compress=3)
+    before = p.read_bytes()
+    bad = da.from_array(_data((30, 30)), chunks=10).map_blocks(_boom, dtype="f4")
+    deferred = zt.to_ztensor(bad, p, "new", mode=mode, compute=False, **kw)
+    with pytest.raises(RuntimeError, match="boom"):
+        deferred.compute()
+    assert p.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["f.zt"]
+    good = _data((30, 30), seed=5)
+    zt.to_ztensor(da.from_array(good, chunks=10), p, "new", mode="a", compute=False, **kw).compute()
+    with zt.Reader(p) as r:
+        np.testing.assert_array_equal(r.read_tensor("new"), good)
+        np.testing.assert_array_equal(r.read_tensor("old"), _data((10, 10)))
+    assert sorted(os.listdir(tmp_path)) == ["f.zt"]
+
+
+@pytest.mark.parametrize("mode", ["w", "a"])
+@pytest.mark.parametrize("sched", ["threads", "sync", "processes"])
+def test_failed_deferred_write_in_dask_compute_cleans_up(tmp_path, process_pool, mode, sched):
+    """dask.compute of several collections on a local scheduler: the failure is undone too,
+    and computing the undone Delayed again leaves nothing behind either."""
+    p = tmp_path / "f.zt"
+    zt.to_ztensor({"old": _data((10, 10))}, p)
+    before = p.read_bytes()
+    bad = da.from_array(_data((30, 30)), chunks=10).map_blocks(_boom, dtype="f4")
+    deferred = zt.to_ztensor(bad, p, "new", mode=mode, compress=3, compute=False)
+    other = da.ones(4, chunks=2).sum()
+    extra = {"pool": process_pool} if sched == "processes" else {}
+    with dask.config.set(scheduler=sched, **extra):
+        with pytest.raises(RuntimeError, match="boom"):
+            dask.compute(other, deferred)
+        assert p.read_bytes() == before
+        assert sorted(os.listdir(tmp_path)) == ["f.zt"]
+        # refused in this process; a worker process may start it again, and it fails again
+        again = zt.ZTensorError if sched != "processes" else (zt.ZTensorError, RuntimeError)
+        with pytest.raises(again, match="undone|boom"):
+            deferred.compute()
+    assert p.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["f.zt"]
+
+
 def test_unknown_chunk_sizes_are_refused(tmp_path):
     x = da.from_array(_data((10, 4)), chunks=3)
     y = x[x[:, 0] > 0]

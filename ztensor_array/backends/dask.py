@@ -670,8 +670,8 @@ def write_arrays(
         if layout == "dense" and not level:
             regions.append(math.prod(arr.shape) * item[10].itemsize)
     if not compute:  # the file is created by the graph's first task, when computed
-        begin = dask.delayed(writer.begin_parallel, pure=False)(plan, regions)
-        return _graph_of_writes(plan, prepared, updates, begin)
+        begin = dask.delayed(_begin, pure=False)(plan, regions)
+        return _deferred(plan, _graph_of_writes(plan, prepared, updates, begin))
     # computing now: start here, so that no task can begin the file after a failure
     offsets = writer.begin_parallel(plan, regions)
     try:
@@ -682,6 +682,99 @@ def write_arrays(
     except BaseException:
         writer.abort_parallel(plan)  # waits for writes in flight, then undoes them
         raise
+
+
+# ------------------------------------------------------------------ deferred writes
+#
+# A compute=False write that fails must not leave its temp file, or (mode "a") its lock file
+# and appended tail, behind. Dask has no "finally" task: a failed task only stops its
+# dependents, so the cleanup runs where the failure surfaces, in the process that computes:
+# WriteDelayed.compute() (any scheduler, distributed included), and a callback of the local
+# schedulers for dask.compute(...)/persist of several collections. Not covered: a failed
+# client.compute(...)/dask.compute(...) on a distributed cluster (then the previous file is
+# still intact in modes "w"/"x", which only leave a hidden temp file; mode "a" asks for repair).
+
+_aborted: set[tuple[str, str]] = set()  # (target, token) of writes undone in this process
+_aborted_lock = threading.Lock()
+_live_writes = None  # weakref.WeakValueDictionary: commit key -> WriteDelayed
+_WriteDelayed = None
+
+
+def _plan_id(plan: writer.ParallelPlan) -> tuple[str, str]:
+    return plan.target, plan.token
+
+
+def _begin(plan: writer.ParallelPlan, regions: list[int]) -> list[int]:
+    """The graph's first task. Refuses to start a write that was already undone in this
+    process (a failure elsewhere in the graph can be cleaned up while this task still waits
+    to run, and it must not recreate the file afterwards)."""
+    with _aborted_lock:
+        if _plan_id(plan) in _aborted:
+            raise ZTensorError(
+                "this deferred write failed and was undone; call to_ztensor again",
+                path=plan.path,
+            )
+        return writer.begin_parallel(plan, regions)
+
+
+def _undo(plan: writer.ParallelPlan) -> None:
+    with _aborted_lock:
+        _aborted.add(_plan_id(plan))
+    writer.abort_parallel(plan)  # waits for fenced writes in flight, then undoes them
+
+
+def _write_delayed_class():
+    """WriteDelayed: a dask Delayed whose failed compute() undoes the write (built on first
+    use, so importing this module does not import dask)."""
+    global _WriteDelayed, _live_writes
+    if _WriteDelayed is not None:
+        return _WriteDelayed
+    import weakref
+
+    from dask.callbacks import Callback
+    from dask.delayed import Delayed
+
+    class WriteDelayed(Delayed):
+        """The Delayed of ``to_ztensor(..., compute=False)``; computing it writes the file."""
+
+        __slots__ = ("_plan",)
+
+        def compute(self, **kwargs):
+            try:
+                return super().compute(**kwargs)
+            except BaseException:
+                _undo(self._plan)
+                raise
+
+    class _UndoFailedWrites(Callback):
+        """Local schedulers: undo the writes of a graph that failed."""
+
+        def _finish(self, dsk, state, errored):
+            if errored and _live_writes:
+                done = state.get("finished", ())
+                for key, w in list(_live_writes.items()):
+                    if key in dsk and key not in done:  # a committed write stays
+                        _undo(w._plan)
+
+    WriteDelayed.__module__ = __name__
+    _live_writes = weakref.WeakValueDictionary()
+    _UndoFailedWrites().register()
+    _WriteDelayed = WriteDelayed
+    return WriteDelayed
+
+
+def __getattr__(name: str):
+    if name == "WriteDelayed":  # so that pickle finds the class by name
+        return _write_delayed_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _deferred(plan: writer.ParallelPlan, final):
+    cls = _write_delayed_class()
+    out = cls(final.key, final.dask)
+    out._plan = plan
+    _live_writes[out.key] = out
+    return out
 
 
 def _graph_of_writes(plan: writer.ParallelPlan, prepared, updates, begin):
