@@ -814,7 +814,7 @@ class _RegionTarget:
         compress = any(c.encoding == "zstd" for c in comps)
         digest = next((c.digest for c in comps if c.digest), None)
         checksum = digest.split(":")[0] if digest else None
-        if obj.format == "chunked" and _chunk_shape(obj) is not None:
+        if obj.format == "chunked" and obj.shape and _chunk_shape(obj) is not None:
             self._write_chunks(obj, box, source, compress, checksum)
         elif obj.format == "dense" and obj.shape:
             self._stream_dense(obj, box, source, compress, checksum)
@@ -827,8 +827,7 @@ class _RegionTarget:
     def _write_chunks(self, obj, box, source, compress, checksum) -> None:
         """New blobs for the touched chunks only: a chunk the region covers whole is taken
         from the source, a partly covered one is read, patched and written back."""
-        from ..layouts import chunked
-        from ..manifest import chunk_grid, chunk_role
+        from ..manifest import chunk_grid
 
         reader = (self.store._root or self.store)._reader
         grid = chunk_grid(obj, reader.path, self.full)
@@ -841,28 +840,46 @@ class _RegionTarget:
         def get(role: str) -> np.ndarray:
             return reader.read_component(self.full, role)
 
+        band_bytes = dt.itemsize * math.prod(b - a for a, b in box[1:])
+        c0, (a0, b0) = grid.chunk_shape[0], box[0]
+
         def updates():
-            for index in itertools.product(*spans):
-                origin = [i * c for i, c in zip(index, grid.chunk_shape)]
-                extent = grid.extent(index)
-                src, dst = [], []
-                for (a, b), o, e in zip(box, origin, extent):
-                    lo, hi = max(a, o), min(b, o + e)
-                    src.append(slice(lo - a, hi - a))
-                    dst.append(slice(lo - o, hi - o))
-                part = _source_part(self.full, source, tuple(src), dt)
-                if part.shape == tuple(extent):
-                    block = part
-                else:
-                    block = np.array(
-                        chunked.read_chunk(obj, get, index, path=reader.path, name=self.full)
-                    )
-                    block[tuple(dst)] = part
-                yield chunk_role(index), np.ascontiguousarray(block).reshape(-1)
+            for i0 in spans[0]:
+                # a dask source is computed one chunk row of the region at a time when
+                # that fits the block budget (one compute instead of one per chunk)
+                lo0, hi0 = max(a0, i0 * c0), min(b0, (i0 + 1) * c0)
+                band, at = source, a0
+                if _is_dask(source) and (hi0 - lo0) * band_bytes <= _REGION_BLOCK_BYTES:
+                    band = _source_part(self.full, source, (slice(lo0 - a0, hi0 - a0),), dt)
+                    at = lo0
+                for rest in itertools.product(*spans[1:]):
+                    yield self._patched_chunk(obj, grid, get, (i0, *rest), box, band, at, dt)
 
         self.writer.update_components(
             self.full, obj, updates(), compress=compress, checksum=checksum
         )
+
+    def _patched_chunk(self, obj, grid, get, index, box, source, at: int, dt):
+        """(role, flat data) of one touched chunk; ``source`` starts at row ``at``."""
+        from ..layouts import chunked
+        from ..manifest import chunk_role
+
+        reader = (self.store._root or self.store)._reader
+        origin = [i * c for i, c in zip(index, grid.chunk_shape)]
+        extent = grid.extent(index)
+        src, dst = [], []
+        for axis, ((a, b), o, e) in enumerate(zip(box, origin, extent)):
+            lo, hi = max(a, o), min(b, o + e)
+            start = at if axis == 0 else a
+            src.append(slice(lo - start, hi - start))
+            dst.append(slice(lo - o, hi - o))
+        part = _source_part(self.full, source, tuple(src), dt)
+        if part.shape == tuple(extent):
+            block = part
+        else:
+            block = np.array(chunked.read_chunk(obj, get, index, path=reader.path, name=self.full))
+            block[tuple(dst)] = part
+        return chunk_role(index), np.ascontiguousarray(block).reshape(-1)
 
     def _stream_dense(self, obj, box, source, compress, checksum) -> None:
         """A new dense blob streamed row block by row block: stored rows (zero-copy views
