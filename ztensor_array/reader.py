@@ -546,15 +546,21 @@ class Reader:
             return to_torch(value)
         return value
 
-    def iter_dense_rows(self, name: str, rows: int) -> Iterator[np.ndarray]:
+    def iter_dense_rows(
+        self, name: str, rows: int, *, verify: bool | None = None
+    ) -> Iterator[np.ndarray]:
         """A dense tensor in consecutive blocks of up to ``rows`` along axis 0 (logical
         dtype): read-only views of raw data, streamed decoding of zstd data, so memory
-        stays at one block however large the tensor (region rewrites of huge tensors)."""
+        stays at one block however large the tensor (region rewrites of huge tensors).
+        ``verify`` checks the stored digest first (one pass over the mapped bytes), so
+        corrupt data raises ChecksumError before any block is handed out."""
         self._check_open()
         obj = self._object(name)
         if obj.format != "dense" or not obj.shape:
             raise UnsupportedError("needs a dense tensor of rank >= 1", path=self.path, obj=name)
         comp = obj.components["data"]
+        if self.verify if verify is None else verify:
+            self._verify(name, "data", comp, self._stored(comp))
         n = obj.shape[0]
         row = dense.logical_dtype(comp).itemsize
         for s in obj.shape[1:]:

@@ -757,8 +757,13 @@ class _NewTarget:
 
 
 class _AppendTarget:
-    """Grow an existing variable along ``append_dim``: the stored part plus the new one
-    are rewritten as one object (the old blob is orphaned until compact)."""
+    """Grow an existing variable along ``append_dim`` in memory bounded by a block rather
+    than the variable. A chunked object gets new blobs for the chunks past its old end
+    along that axis (and for the partial edge chunk it merges into); every other chunk
+    keeps its blob. A dense object is streamed into a new blob: stored row blocks
+    followed by the new rows (first axis), or each stored row block joined with the
+    matching rows of the new part (another axis). Old bytes are read with their digests
+    checked and are never overwritten; replaced blobs stay until compact."""
 
     def __init__(self, store, writer: Writer, full: str, v: Variable, attrs, enc) -> None:
         self.store = store
@@ -769,19 +774,111 @@ class _AppendTarget:
         self.enc = enc
 
     def __setitem__(self, key, value) -> None:
+        self._write(value)
+
+    def write_blocks(self, source) -> None:
+        self._write(source)
+
+    def _write(self, source) -> None:
         obj = self.store._existing[self.full]
-        old = _read_stored(self.store, self.full)
-        new = _storage_array(self.full, np.asarray(value))
-        data = np.concatenate([old, new.astype(old.dtype, copy=False)], axis=self.axis)
-        attrs = dict(obj.attributes or {})
         comps = list(obj.components.values())
         compress = any(c.encoding == "zstd" for c in comps)
         digest = next((c.digest for c in comps if c.digest), None)
-        self.writer.remove(self.full)
-        _rewrite(self.writer, self.full, obj, data, compress, digest, attrs)
+        checksum = digest.split(":")[0] if digest else None
+        if obj.format == "chunked" and obj.shape and _chunk_shape(obj) is not None:
+            self._grow_chunks(obj, source, compress, checksum)
+        elif obj.format == "dense" and obj.shape:
+            self._stream_dense(obj, source, compress, checksum)
+        else:  # exotic layouts (sparse): merge in memory
+            old = _read_stored(self.store, self.full)
+            new = _source_part(self.full, source, (), old.dtype)
+            data = np.concatenate([old, new], axis=self.axis)
+            self.writer.remove(self.full)
+            _rewrite(self.writer, self.full, obj, data, compress, digest, dict(obj.attributes))
 
-    def write_blocks(self, source) -> None:
-        self[...] = np.asarray(source)
+    def _grow_chunks(self, obj, source, compress, checksum) -> None:
+        """New blobs for the chunks from the old edge on along the axis only; a dask
+        source is computed one chunk band (all chunks at one index along the axis) at a
+        time when that fits the block budget, else chunk by chunk."""
+        from ..layouts import chunked
+        from ..manifest import Object, chunk_grid, chunk_role
+
+        reader = (self.store._root or self.store)._reader
+        ax = self.axis
+        old_grid = chunk_grid(obj, reader.path, self.full)
+        dt = dtypes.to_numpy(old_grid.dtype)
+        old_n = obj.shape[ax]
+        shape = list(obj.shape)
+        shape[ax] += int(source.shape[ax])
+        new_obj = Object(tuple(shape), obj.format, obj.components, obj.attributes)
+        grid = chunk_grid(new_obj, reader.path, self.full)
+        c = grid.chunk_shape[ax]
+        first = old_n // c  # chunks before this index along the axis are untouched
+
+        def get(role: str) -> np.ndarray:
+            return reader.read_component(self.full, role, verify=True)
+
+        others = [range(g) for i, g in enumerate(grid.grid) if i != ax]
+        band_bytes = dt.itemsize * c * math.prod(n for i, n in enumerate(shape) if i != ax)
+
+        def at_axis(value, rest):
+            return (*rest[:ax], value, *rest[ax:])
+
+        def updates():
+            for j in range(first, grid.grid[ax]):
+                lo, hi = max(j * c, old_n), min((j + 1) * c, shape[ax])
+                band, at = source, old_n  # ``band`` starts at row ``at`` along the axis
+                if _is_dask(source) and band_bytes <= _REGION_BLOCK_BYTES:
+                    sel = (slice(None),) * ax + (slice(lo - old_n, hi - old_n),)
+                    band, at = _source_part(self.full, source, sel, dt), lo
+                for rest in itertools.product(*others):
+                    index = at_axis(j, rest)
+                    origin = [i * n for i, n in zip(index, grid.chunk_shape)]
+                    extent = grid.extent(index)
+                    sel = [slice(o, o + e) for o, e in zip(origin, extent)]
+                    sel[ax] = slice(lo - at, hi - at)
+                    part = _source_part(self.full, band, tuple(sel), dt)
+                    if j * c < old_n:  # the old partial edge chunk: stored rows first
+                        old = chunked.read_chunk(obj, get, index, path=reader.path, name=self.full)
+                        part = np.concatenate([np.asarray(old, dtype=dt), part], axis=ax)
+                    yield chunk_role(index), np.ascontiguousarray(part).reshape(-1)
+
+        self.writer.update_components(
+            self.full, new_obj, updates(), compress=compress, checksum=checksum
+        )
+
+    def _stream_dense(self, obj, source, compress, checksum) -> None:
+        from ..layouts import dense
+
+        reader = (self.store._root or self.store)._reader
+        ax = self.axis
+        dt = dense.logical_dtype(obj.components["data"])
+        shape = list(obj.shape)
+        shape[ax] += int(source.shape[ax])
+        row = dt.itemsize * math.prod(shape[1:])
+        rows = _aligned_rows(source, max(1, _REGION_BLOCK_BYTES // max(row, 1)))
+        old_rows = _verified_rows(reader, self.full, rows)
+        self.writer.remove(self.full)
+        with self.writer.stream_tensor(
+            self.full,
+            tuple(shape),
+            dt,
+            compress=compress,
+            checksum=checksum,
+            attributes=obj.attributes,
+        ) as stream:
+            if ax == 0:
+                for old in old_rows:
+                    stream.write(old)
+                for r0 in range(0, shape[0] - obj.shape[0], rows):
+                    stream.write(_source_part(self.full, source, (slice(r0, r0 + rows),), dt))
+                return
+            r0 = 0
+            for old in old_rows:
+                r1 = r0 + old.shape[0]
+                new = _source_part(self.full, source, (slice(r0, r1),), dt)
+                stream.write(np.concatenate([old, new], axis=ax))
+                r0 = r1
 
 
 class _RegionTarget:
@@ -838,7 +935,7 @@ class _RegionTarget:
         ]
 
         def get(role: str) -> np.ndarray:
-            return reader.read_component(self.full, role)
+            return reader.read_component(self.full, role, verify=True)
 
         band_bytes = dt.itemsize * math.prod(b - a for a, b in box[1:])
         c0, (a0, b0) = grid.chunk_shape[0], box[0]
@@ -892,6 +989,7 @@ class _RegionTarget:
         row = dt.itemsize * math.prod(obj.shape[1:])
         rows = max(1, _REGION_BLOCK_BYTES // max(row, 1))
         (a0, b0), rest = box[0], tuple(slice(a, b) for a, b in box[1:])
+        old_rows = _verified_rows(reader, self.full, rows)
         self.writer.remove(self.full)
         with self.writer.stream_tensor(
             self.full,
@@ -902,7 +1000,7 @@ class _RegionTarget:
             attributes=obj.attributes,
         ) as stream:
             r0 = 0
-            for old in reader.iter_dense_rows(self.full, rows):
+            for old in old_rows:
                 r1 = r0 + old.shape[0]
                 lo, hi = max(a0, r0), min(b0, r1)
                 if lo < hi:
@@ -911,6 +1009,25 @@ class _RegionTarget:
                     old[(slice(lo - r0, hi - r0), *rest)] = part
                 stream.write(old)
                 r0 = r1
+
+
+def _aligned_rows(source, rows: int) -> int:
+    """A block height of at most ``rows`` that is a whole number of a dask source's
+    (regular) axis-0 chunks where one fits, so no source chunk is computed twice."""
+    if not _is_dask(source) or not source.ndim or len(source.chunks[0]) < 1:
+        return rows
+    size = source.chunks[0][0]
+    if size < 1 or size > rows or any(c != size for c in source.chunks[0][:-1]):
+        return rows
+    return size * (rows // size)
+
+
+def _verified_rows(reader: Reader, name: str, rows: int):
+    """``reader.iter_dense_rows`` with the stored digest checked before this returns, so a
+    corrupt blob raises ChecksumError before the caller has changed anything."""
+    it = reader.iter_dense_rows(name, rows, verify=True)
+    head = next(it, None)
+    return it if head is None else itertools.chain([head], it)
 
 
 # Row blocks of a dense region rewrite: peak memory is a few of these, whatever the size.
@@ -953,7 +1070,7 @@ def _read_stored(store: ZTensorStore, full: str) -> np.ndarray:
     """An object's values as stored when the store opened, as an owned array (u8 for char
     data); the store's own reader still sees the file from before this write began."""
     reader = (store._root or store)._reader
-    value = reader.read_tensor(full, copy=True)
+    value = reader.read_tensor(full, copy=True, verify_checksum=True)
     if not isinstance(value, np.ndarray):
         value = value.toarray()
     return value
@@ -1377,6 +1494,7 @@ def _append_parallel(ds, path: str, mode: str, encoding: Mapping, append_dim, co
             return _INELIGIBLE
         if obj.format != "chunked" or v.dims.index(append_dim) != 0:
             return _INELIGIBLE
+        _verify_edge_chunks(store, full, obj)
         arrays[full] = _storage_data(name, v)
     values, types = encode_attrs(attrs, "/")
     stored_types = dict(store._global.get(ATTR_DTYPES_KEY) or {})
@@ -1391,6 +1509,23 @@ def _append_parallel(ds, path: str, mode: str, encoding: Mapping, append_dim, co
         attributes=values,
         compute=compute,
     )
+
+
+def _verify_edge_chunks(store: ZTensorStore, full: str, obj) -> None:
+    """Check the digests of the partial last chunk row that an append along the first
+    axis merges into its new chunks (ChecksumError before anything is written)."""
+    from ..manifest import parse_chunk_role
+
+    chunk_shape = _chunk_shape(obj)
+    if chunk_shape is None or not obj.shape:
+        return
+    edge = obj.shape[0] // chunk_shape[0]
+    if obj.shape[0] == edge * chunk_shape[0]:
+        return  # whole chunk rows only: no stored data is read
+    for role in obj.components:
+        index = parse_chunk_role(role, len(obj.shape))
+        if index is not None and index[0] == edge:
+            store._reader.read_component(full, role, verify=True)
 
 
 def _region_chunked(ds, path: str, mode: str, region, compute):
