@@ -320,6 +320,21 @@ def test_failed_deferred_write_in_dask_compute_cleans_up(tmp_path, process_pool,
     assert sorted(os.listdir(tmp_path)) == ["f.zt"]
 
 
+def test_unpickled_deferred_write_cleans_up_after_dask_compute(tmp_path):
+    """A deferred write shipped by pickle is still undone when dask.compute of it fails."""
+    p = tmp_path / "f.zt"
+    zt.to_ztensor({"old": _data((10, 10))}, p)
+    before = p.read_bytes()
+    bad = da.from_array(_data((30, 30)), chunks=10).map_blocks(_boom, dtype="f4")
+    deferred = zt.to_ztensor(bad, p, "new", mode="a", compress=3, compute=False)
+    loaded = pickle.loads(pickle.dumps(deferred))
+    del deferred
+    with pytest.raises(RuntimeError, match="boom"):
+        dask.compute(loaded, scheduler="threads")
+    assert p.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["f.zt"]
+
+
 def test_unknown_chunk_sizes_are_refused(tmp_path):
     x = da.from_array(_data((10, 4)), chunks=3)
     y = x[x[:, 0] > 0]

@@ -748,6 +748,12 @@ def _write_delayed_class():
                 _undo(self._plan)
                 raise
 
+        def __setstate__(self, state):  # an unpickled write is watched in this process too
+            attrs, slots = state if isinstance(state, tuple) else (state, None)
+            for name, value in {**(attrs or {}), **(slots or {})}.items():
+                object.__setattr__(self, name, value)
+            _live_writes[self.key] = self
+
     class _UndoFailedWrites(Callback):
         """Local schedulers: undo the writes of a graph that failed."""
 
@@ -759,6 +765,7 @@ def _write_delayed_class():
                         _undo(w._plan)
 
     WriteDelayed.__module__ = __name__
+    WriteDelayed.__qualname__ = "WriteDelayed"
     _live_writes = weakref.WeakValueDictionary()
     _UndoFailedWrites().register()
     _WriteDelayed = WriteDelayed
