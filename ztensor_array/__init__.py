@@ -1,7 +1,7 @@
 """ztensor_array: the zTensor (.zt) tensor file format for NumPy, PyTorch, xarray and Dask.
 
-Importing this package loads only numpy and cbor2; torch, scipy, dask, xarray, numcodecs and
-ml_dtypes are imported when first needed.
+Importing this package loads only numpy, cbor2 and the reading side; the writer, torch, scipy,
+dask, xarray, numcodecs and ml_dtypes are imported when first needed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from .errors import (
     ZTensorError,
 )
 from .reader import Reader, TensorMetadata
-from .writer import Writer
 
 __version__ = "0.1.0"
 
@@ -38,6 +37,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Writer": ("writer", "Writer"),
     "save_file": ("numpy", "save_file"),
     "load_file": ("numpy", "load_file"),
     "save": ("numpy", "save"),

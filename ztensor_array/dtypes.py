@@ -7,17 +7,15 @@ f8) and torch are imported only when a dtype that needs them is first used, so t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import UnsupportedError
 
 
-@dataclass(frozen=True)
-class DType:
+class DType(NamedTuple):
     """One row of the table. ``name`` is the zTensor spelling written in manifests."""
 
     name: str

@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 
@@ -477,8 +477,7 @@ def _check_sparse_coo(name: str, obj: Object, path) -> None:
 CHUNK_GRID_KEY = "chunk_grid"
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkGrid:
+class ChunkGrid(NamedTuple):
     """The ``chunk_grid`` object attribute of a ``chunked`` object, parsed (see SPEC.md)."""
 
     shape: tuple[int, ...]
@@ -603,8 +602,7 @@ def gptq_packing(bits: int, container: str) -> str:
     return f"{values}_per_{container}" if words == 1 else f"{values}_per_{words}x{container}"
 
 
-@dataclass(frozen=True, slots=True)
-class QuantizedGroup:
+class QuantizedGroup(NamedTuple):
     """Geometry of a `quantized_group` object (see SPEC.md): logical [rows, cols] =
     [out_features, in_features]; packed values run along cols (the input dimension)."""
 
