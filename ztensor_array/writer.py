@@ -91,11 +91,26 @@ class _Pending:
     payload: Future | memoryview
 
 
-def _encode(data: np.ndarray, level: int, checksum: str | None) -> tuple[bytes, str | None]:
+def _encode(
+    data: np.ndarray, level: int, checksum: str | None
+) -> tuple[tuple[bytes, ...], str | None]:
+    """A zstd frame in pieces (written back to back, never joined) and its digest."""
     from .codecs import digests, zstd
 
-    frame = zstd.compress(_byte_view(data), level)
-    return frame, digests.compute(checksum, frame) if checksum else None
+    parts = zstd.compress_parts(_byte_view(data), level)
+    if not checksum:
+        return parts, None
+    hasher = digests.Hasher(checksum)
+    for part in parts:
+        hasher.update(part)
+    return parts, hasher.text()
+
+
+def _nbytes(blob) -> int:
+    """Size of a blob given as one buffer or as a tuple of pieces."""
+    if isinstance(blob, tuple):
+        return sum(memoryview(part).nbytes for part in blob)
+    return memoryview(blob).nbytes
 
 
 class Writer:
@@ -200,6 +215,10 @@ class Writer:
             self._fd = -1
 
     def _write_all(self, data) -> None:
+        if isinstance(data, tuple):  # a blob in pieces
+            for part in data:
+                self._write_all(part)
+            return
         view = memoryview(data).cast("B")
         while view.nbytes:
             n = os.pwrite(self._fd, view, self._pos)
@@ -479,7 +498,7 @@ class Writer:
         offset = self._pos
         self._write_all(blob)
         self._incoming[name][role] = Component(
-            storage, offset, memoryview(blob).nbytes, encoding, digest, None, type_
+            storage, offset, _nbytes(blob), encoding, digest, None, type_
         )
         shape, fmt, attrs, roles = self._planned[name]
         if len(self._incoming[name]) == len(roles):
@@ -584,7 +603,7 @@ class Writer:
             self._pad()
             offset = self._pos
             self._write_all(blob)
-            length = memoryview(blob).nbytes
+            length = _nbytes(blob)
             written[role] = Component(storage, offset, length, encoding, digest, None, type_)
 
         def drain(limit: int) -> None:

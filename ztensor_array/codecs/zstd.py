@@ -45,8 +45,14 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
 
 def compress(data, level: int = DEFAULT_LEVEL) -> bytes:
     """One frame without content size, exactly as the reference writes it."""
+    return b"".join(compress_parts(data, level))
+
+
+def compress_parts(data, level: int = DEFAULT_LEVEL) -> tuple[bytes, bytes]:
+    """The same frame as ``compress``, as the two pieces the encoder hands out: writing them
+    one after the other saves copying the whole frame once more to join them."""
     cobj = _compressor(check_level(level)).compressobj()
-    return cobj.compress(data) + cobj.flush()
+    return cobj.compress(data), cobj.flush()
 
 
 def stream_compressor(level: int = DEFAULT_LEVEL):
