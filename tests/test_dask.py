@@ -482,3 +482,19 @@ def test_chunked_round_trip_property(tmp_path_factory, shape, data, dtype, compr
     with zt.Reader(p) as r:
         np.testing.assert_array_equal(r.read_tensor("x"), x)
         assert r.metadata("x").attributes["chunk_grid"]["chunk_shape"] == list(store)
+
+
+def test_append_refuses_a_corrupt_partial_edge_chunk(tmp_path):
+    """The partial last chunk row is read back to be rewritten: a flipped byte in it must
+    raise ChecksumError (not be carried into the new blob) and leave the file as it was."""
+    p = tmp_path / "c.zt"
+    zt.to_ztensor(_data((6, 4)), p, "x", chunks=(4, 4), checksum="crc32c")
+    with zt.Reader(p) as r:
+        edge = r.manifest.objects["x"].components["c.1.0"]
+    raw = bytearray(p.read_bytes())
+    raw[edge.offset] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    with pytest.raises(zt.ChecksumError) as info:
+        zt.to_ztensor(_data((2, 4)), p, "x", mode="a", append_dim=0)
+    assert "c.1.0" in str(info.value) and "'x'" in str(info.value)
+    assert p.read_bytes() == bytes(raw)

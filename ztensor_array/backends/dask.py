@@ -834,7 +834,7 @@ def _check_growth(path: str, name: str, obj: Object, arr):
     full_rows = obj.shape[0] // grid.chunk_shape[0]
     prefix = None
     if obj.shape[0] > full_rows * grid.chunk_shape[0]:  # partial last chunk row: rewrite it
-        with Reader(path) as r:
+        with Reader(path, verify=True) as r:  # corruption must not be carried forward
             prefix = r.read_slice(name, (slice(full_rows * grid.chunk_shape[0], None),))
     keep = {role: c for role, c in obj.components.items() if _index(role, obj)[0] < full_rows}
     shape = (obj.shape[0] + arr.shape[0], *obj.shape[1:])
