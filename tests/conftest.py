@@ -177,3 +177,50 @@ def dense_file(path, arrays: Mapping[str, np.ndarray], **kw) -> bytes:
 
 def read_all(reader) -> dict[str, Any]:
     return {n: reader.read_tensor(n) for n in reader.tensor_names}
+
+
+_ANON_PROBE = """
+import sys, threading, time
+import numpy as np, xarray as xr, dask.array as da
+from ztensor_array.backends.xarray import to_ztensor_dataset
+
+{setup}
+
+def anon():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+peak = [0]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], anon())
+        time.sleep(0.002)
+base = anon()
+t = threading.Thread(target=sample)
+t.start()
+{action}
+done.set()
+t.join()
+print(peak[0] - base)
+"""
+
+
+def anon_growth_in_subprocess(setup: str, action: str, *args: str) -> int:
+    """Peak growth of anonymous memory (RssAnon, which leaves out the file page cache), in
+    bytes, while a fresh interpreter runs ``action`` after ``setup`` (``sys.argv[1:]`` are
+    ``args``): what a write really holds in memory, not what it caches."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = _ANON_PROBE.format(setup=textwrap.dedent(setup), action=textwrap.dedent(action))
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return int(out.stdout.split()[-1])

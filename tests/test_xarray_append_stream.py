@@ -6,12 +6,10 @@ keep their blobs; old data is read with its digests checked (region writes too).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
+from conftest import anon_growth_in_subprocess
 
 xr = pytest.importorskip("xarray")
 da = pytest.importorskip("dask.array")
@@ -264,42 +262,20 @@ def test_region_into_intact_chunks_of_a_corrupt_file_still_works(tmp_path):
 # --------------------------------------------------------------------------- memory
 
 
-_MEMORY_SCRIPT = textwrap.dedent(
-    """
-    import sys, threading, time
-    import numpy as np, xarray as xr, dask.array as da
-    from ztensor_array.backends.xarray import to_ztensor_dataset
-
-    path, layout, axis = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    rows, cols = 5000, 5000  # float64: 200 MB
-    big = da.zeros((rows, cols), chunks=(250, cols))
-    enc = {"v": {"chunks": (480, 960), "checksum": "crc32c"}} if layout == "chunked" else {
-        "v": {"checksum": "crc32c"}}
-    to_ztensor_dataset(xr.Dataset({"v": (("r", "c"), big)}), path, mode="w", encoding=enc)
-
-    def anon():
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-    peak = [0]
-    done = threading.Event()
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.002)
-    base = anon()
-    t = threading.Thread(target=sample)
-    t.start()
-    shape = (500, cols) if axis == 0 else (rows, 500)  # 20 MB more, not grid-aligned
-    src = da.ones(shape, chunks=(300, 700))
-    more = xr.Dataset({"v": (("r", "c"), src)})
-    to_ztensor_dataset(more, path, append_dim="rc"[axis])
-    done.set()
-    t.join()
-    print(peak[0] - base)
-    """
-)
+_APPEND_SETUP = """
+path, layout, axis = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows, cols = 5000, 5000  # float64: 200 MB
+big = da.zeros((rows, cols), chunks=(250, cols))
+enc = {"v": {"chunks": (480, 960), "checksum": "crc32c"}} if layout == "chunked" else {
+    "v": {"checksum": "crc32c"}}
+to_ztensor_dataset(xr.Dataset({"v": (("r", "c"), big)}), path, mode="w", encoding=enc)
+"""
+_APPEND = """
+shape = (500, cols) if axis == 0 else (rows, 500)  # 20 MB more, not grid-aligned
+src = da.ones(shape, chunks=(300, 700))
+more = xr.Dataset({"v": (("r", "c"), src)})
+to_ztensor_dataset(more, path, append_dim="rc"[axis])
+"""
 
 
 @pytest.mark.parametrize(
@@ -309,14 +285,7 @@ def test_append_memory_is_bounded(tmp_path, layout, axis):
     """A dask append to a 200 MB variable: anonymous memory grows by a small fraction of
     the variable (block-sized buffers), never by the variable or the appended part."""
     path = str(tmp_path / "big.zt")
-    out = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, path, layout, str(axis)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    growth = int(out.stdout.split()[-1])
+    growth = anon_growth_in_subprocess(_APPEND_SETUP, _APPEND, path, layout, str(axis))
     assert growth < 50 << 20, f"RssAnon grew by {growth / 2**20:.0f} MiB"
     with Reader(path, verify=True) as r:
         shape = (5500, 5000) if axis == 0 else (5000, 5500)

@@ -5,12 +5,10 @@ same dataset, untouched chunks keep their blobs, and memory stays bounded by a b
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
+from conftest import anon_growth_in_subprocess
 
 xr = pytest.importorskip("xarray")
 da = pytest.importorskip("dask.array")
@@ -192,40 +190,18 @@ def test_region_property(tmp_path_factory, shape, chunks, cut, layout, dask):
         np.testing.assert_array_equal(r.read_tensor("v"), expect)
 
 
-_MEMORY_SCRIPT = textwrap.dedent(
-    """
-    import sys, threading, time
-    import numpy as np, xarray as xr, dask.array as da
-    from ztensor_array.backends.xarray import to_ztensor_dataset
-
-    path, layout = sys.argv[1], sys.argv[2]
-    rows, cols = 5000, 5000  # float64: 200 MB
-    big = da.zeros((rows, cols), chunks=(250, cols))
-    enc = {"v": {"chunks": (500, 1000)}} if layout == "chunked" else {}
-    to_ztensor_dataset(xr.Dataset({"v": (("r", "c"), big)}), path, mode="w", encoding=enc)
-
-    def anon():
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
-    peak = [0]
-    done = threading.Event()
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.002)
-    base = anon()
-    t = threading.Thread(target=sample)
-    t.start()
-    src = da.ones((rows - 100, cols - 10), chunks=(300, 1000))  # not aligned to the grid
-    patch = xr.Dataset({"v": (("r", "c"), src)})
-    to_ztensor_dataset(patch, path, region={"r": slice(50, rows - 50), "c": slice(5, cols - 5)})
-    done.set()
-    t.join()
-    print(peak[0] - base)
-    """
-)
+_REGION_SETUP = """
+path, layout = sys.argv[1], sys.argv[2]
+rows, cols = 5000, 5000  # float64: 200 MB
+big = da.zeros((rows, cols), chunks=(250, cols))
+enc = {"v": {"chunks": (500, 1000)}} if layout == "chunked" else {}
+to_ztensor_dataset(xr.Dataset({"v": (("r", "c"), big)}), path, mode="w", encoding=enc)
+"""
+_REGION_WRITE = """
+src = da.ones((rows - 100, cols - 10), chunks=(300, 1000))  # not aligned to the grid
+patch = xr.Dataset({"v": (("r", "c"), src)})
+to_ztensor_dataset(patch, path, region={"r": slice(50, rows - 50), "c": slice(5, cols - 5)})
+"""
 
 
 @pytest.mark.parametrize("layout", ["dense", "chunked"])  # ~4 s each: not slow
@@ -233,14 +209,7 @@ def test_region_write_memory_is_bounded(tmp_path, layout):
     """A dask region write into a 200 MB variable: anonymous memory grows by a small
     fraction of the variable (block-sized buffers), never by the variable or the region."""
     path = str(tmp_path / "big.zt")
-    out = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, path, layout],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    growth = int(out.stdout.split()[-1])
+    growth = anon_growth_in_subprocess(_REGION_SETUP, _REGION_WRITE, path, layout)
     assert growth < 50 << 20, f"RssAnon grew by {growth / 2**20:.0f} MiB"
     with Reader(path) as r:
         v = r.read_tensor("v")
