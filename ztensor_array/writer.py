@@ -298,10 +298,8 @@ class Writer:
         attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self._check_name(name)
-        try:
+        with self._naming(name):
             comps = sparse.encode_csr(as_array(values), as_array(indices), as_array(indptr), shape)
-        except ZTensorError as exc:  # name the object in the error
-            raise type(exc)(exc.reason, path=self.path, obj=name) from None
         self._add_sparse(name, "sparse_csr", shape, comps, compress, checksum, attributes)
 
     def add_sparse_coo(
@@ -317,10 +315,8 @@ class Writer:
     ) -> None:
         """``indices``: (ndim, nnz) or the flat structure-of-arrays form."""
         self._check_name(name)
-        try:
+        with self._naming(name):
             comps = sparse.encode_coo(as_array(values), as_array(indices), shape)
-        except ZTensorError as exc:  # name the object in the error
-            raise type(exc)(exc.reason, path=self.path, obj=name) from None
         self._add_sparse(name, "sparse_coo", shape, comps, compress, checksum, attributes)
 
     def add_sparse(
@@ -334,11 +330,17 @@ class Writer:
     ) -> None:
         """Add any scipy.sparse array or matrix (CSR stays CSR, everything else as COO)."""
         self._check_name(name)
-        try:
+        with self._naming(name):
             fmt, comps, shape = sparse.from_scipy(matrix)
-        except ZTensorError as exc:  # name the object in the error
-            raise type(exc)(exc.reason, path=self.path, obj=name) from None
         self._add_sparse(name, fmt, shape, comps, compress, checksum, attributes)
+
+    @contextmanager
+    def _naming(self, name: str):
+        """Re-raise a ZTensorError from an encoder with this file and object named in it."""
+        try:
+            yield
+        except ZTensorError as exc:
+            raise type(exc)(exc.reason, path=self.path, obj=name) from None
 
     def _add_sparse(self, name, fmt, shape, comps, compress, checksum, attributes) -> None:
         parts = {}
@@ -456,20 +458,29 @@ class Writer:
             for role, (storage, type_, data) in parts.items():
                 self._queue_component(name, role, storage, type_, data, level, checksum)
 
+    def _encode_later(self, data: np.ndarray, level: int, checksum: str | None) -> Future:
+        """Compress (and digest) ``data`` on the writer's thread pool."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ztensor-compress")
+        # The caller may reuse its buffer as soon as we return: encode from a copy,
+        # unless it promised (copy_inputs=False) to leave its arrays alone until the end.
+        src = data.copy() if self._copy_inputs and data.flags.writeable else data
+        return self._pool.submit(_encode, src, level, checksum)
+
+    def _put_blob(self, storage, type_, encoding: str, blob, digest) -> Component:
+        """Write ``blob`` (one buffer or a tuple of pieces) at the next aligned offset."""
+        self._pad()
+        offset = self._pos
+        self._write_all(blob)
+        return Component(storage, offset, _nbytes(blob), encoding, digest, None, type_)
+
     def _queue_component(
         self, name, role, storage, type_, data: np.ndarray, level: int, checksum: str | None
     ) -> None:
         if level:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(
-                    self._workers, thread_name_prefix="ztensor-compress"
-                )
-            # The caller may reuse its buffer as soon as we return: encode from a copy,
-            # unless it promised (copy_inputs=False) to leave its arrays alone until the end.
-            src = data.copy() if self._copy_inputs and data.flags.writeable else data
-            fut = self._pool.submit(_encode, src, level, checksum)
+            fut = self._encode_later(data, level, checksum)
             self._queue.append(_Pending(name, role, storage, type_, "zstd", checksum, fut))
             self._drain(limit=2 * self._workers)
         else:
@@ -494,12 +505,7 @@ class Writer:
             from .codecs import digests
 
             digest = digests.compute(checksum, blob)
-        self._pad()
-        offset = self._pos
-        self._write_all(blob)
-        self._incoming[name][role] = Component(
-            storage, offset, _nbytes(blob), encoding, digest, None, type_
-        )
+        self._incoming[name][role] = self._put_blob(storage, type_, encoding, blob, digest)
         shape, fmt, attrs, roles = self._planned[name]
         if len(self._incoming[name]) == len(roles):
             comps = self._incoming.pop(name)
@@ -599,44 +605,23 @@ class Writer:
         written: dict[str, Component] = {}
         inflight: deque[tuple[str, str, str | None, Future]] = deque()
 
-        def put(role, storage, type_, encoding, blob, digest) -> None:
-            self._pad()
-            offset = self._pos
-            self._write_all(blob)
-            length = _nbytes(blob)
-            written[role] = Component(storage, offset, length, encoding, digest, None, type_)
-
         def drain(limit: int) -> None:
             while len(inflight) > limit:
                 role, storage, type_, fut = inflight.popleft()
                 frame, digest = fut.result()
-                put(role, storage, type_, "zstd", frame, digest)
+                written[role] = self._put_blob(storage, type_, "zstd", frame, digest)
 
         try:
             for role, array in updates:
                 storage, type_, data = dense.encode(as_array(array))
                 if level:
-                    if self._pool is None:
-                        from concurrent.futures import ThreadPoolExecutor
-
-                        self._pool = ThreadPoolExecutor(
-                            self._workers, thread_name_prefix="ztensor-compress"
-                        )
-                    src = data.copy() if self._copy_inputs and data.flags.writeable else data
-                    inflight.append(
-                        (role, storage, type_, self._pool.submit(_encode, src, level, checksum))
-                    )
+                    fut = self._encode_later(data, level, checksum)
+                    inflight.append((role, storage, type_, fut))
                     drain(2 * self._workers)
                 else:
                     blob = _byte_view(data)
-                    put(
-                        role,
-                        storage,
-                        type_,
-                        "raw",
-                        blob,
-                        digests.compute(checksum, blob) if checksum else None,
-                    )
+                    digest = digests.compute(checksum, blob) if checksum else None
+                    written[role] = self._put_blob(storage, type_, "raw", blob, digest)
             drain(0)
         except BaseException:
             for *_, fut in inflight:
@@ -987,6 +972,11 @@ class ParallelPlan:
         return WriteFence(self.path, self.lock_path, self.token) if self.mode == "a" else None
 
 
+def _lock_token(fd: int) -> str:
+    """The append token written in a parallel-append lock file."""
+    return os.pread(fd, 64, 0).decode("ascii", "replace")
+
+
 @dataclass(frozen=True)
 class WriteFence:
     """Keeps late workers from writing into a finalized file after an aborted append.
@@ -1017,7 +1007,7 @@ class WriteFence:
                 same = (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
             except FileNotFoundError:
                 same = False
-            if not same or os.pread(fd, 64, 0).decode("ascii", "replace") != self.token:
+            if not same or _lock_token(fd) != self.token:
                 raise ZTensorError("the parallel append was aborted", path=self.path)
             yield
         finally:
@@ -1250,7 +1240,7 @@ def abort_parallel(plan: ParallelPlan) -> None:
             return  # our first task never ran: the file was not touched by this write
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the writes in flight (WriteFence)
-            if os.pread(fd, 64, 0).decode("ascii", "replace") != plan.token:
+            if _lock_token(fd) != plan.token:
                 return  # another append's lock: not ours to undo
             _unlink_quietly(plan.lock_path)  # from now on no worker writes
             try:
