@@ -331,9 +331,9 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     _expect(attrs is None or isinstance(attrs, Mapping), "attributes is not a map", path)
     raw_objects = root.get("objects", {})
     _expect(isinstance(raw_objects, Mapping), "objects is not a map", path)
-    if not all(type(name) is str for name in raw_objects):
-        bad = next(n for n in raw_objects if not isinstance(n, str))
-        raise FormatError(f"object name {bad!r} is not text", path=path)
+    for name in raw_objects:
+        if not isinstance(name, str):
+            raise FormatError(f"object name {name!r} is not text", path=path)
     return Manifest(ObjectTable(raw_objects, path), attrs, version)
 
 
