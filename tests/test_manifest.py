@@ -606,10 +606,9 @@ def test_quick_validation_accepts_only_what_the_full_checks_accept(objects):
         quick_ok = False
     assert quick_ok == full_ok
     if quick_ok:
-        for name in quick.objects._plain:
-            raw = quick.objects.plain_dense(name)
-            assert tuple(raw["shape"]) == parsed[name].shape
-            assert raw["components"]["data"]["dtype"] == parsed[name].components["data"].dtype
+        for name, (shape, dtype) in quick.objects.plain.items():
+            assert shape == parsed[name].shape
+            assert dtype == parsed[name].components["data"].dtype
             assert parsed[name].format == "dense" and set(parsed[name].components) == {"data"}
 
 

@@ -92,9 +92,17 @@ def itemsize(name: str) -> int:
     return lookup(name).itemsize
 
 
+_TO_NUMPY: dict[str, np.dtype] = {}
+
+
 def to_numpy(name: str) -> np.dtype:
     """numpy dtype (little-endian) for a zTensor dtype name."""
-    return lookup(name).numpy
+    try:
+        return _TO_NUMPY[name]  # hot: every listed or read tensor asks
+    except (KeyError, TypeError):
+        dt = lookup(name).numpy
+        _TO_NUMPY[name] = dt
+        return dt
 
 
 @cache

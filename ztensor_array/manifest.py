@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -89,15 +91,20 @@ class ObjectTable(Mapping):
         self._raw = raw
         self._parsed: dict[str, Object] = {}
         self._path = path
-        self._plain: set[str] = set()  # filled by validate(): plain dense objects
+        # Filled by validate(): (shape, dtype name) of each plain dense object (one data
+        # component, no v1.2 fields), so listing them needs no parsed ``Object``.
+        self.plain: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._sorted: list[str] | None = None
 
     def raw(self, name: str) -> Any:
         return self._raw[name]
 
-    def plain_dense(self, name: str) -> dict | None:
-        """The raw map of an object that ``validate`` found to be a plain dense tensor (one
-        data component, no v1.2 fields), so its shape and dtype can be read off directly."""
-        return self._raw[name] if name in self._plain else None
+    def sorted_names(self) -> list[str]:
+        """Names in sorted order, computed once (a memoized manifest serves many readers);
+        callers must not modify the list."""
+        if self._sorted is None:
+            self._sorted = sorted(self._raw)
+        return self._sorted
 
     def __getitem__(self, name: str) -> Object:
         obj = self._parsed.get(name)
@@ -884,7 +891,7 @@ def _plain_extras_ok(raw: dict, comp: dict) -> bool:
 
 def _plain_dense_spans(
     table: ObjectTable, blob_end: int, aligned: bool, spans: list
-) -> tuple[set[str], list[str]]:
+) -> tuple[dict[str, tuple[tuple[int, ...], str]], list[str]]:
     """One pass over the raw CBOR maps: the names of plain, valid dense objects (their byte
     spans appended to ``spans``) and the names that need the full checks.
 
@@ -892,7 +899,7 @@ def _plain_dense_spans(
     nothing those checks would refuse. It runs for every tensor at every open, hence one
     flat loop with the common case (no optional keys) tested first.
     """
-    plain: set[str] = set()
+    plain: dict[str, tuple[tuple[int, ...], str]] = {}
     rest: list[str] = []
     itemsizes = _ITEMSIZE
     lowest = len(MAGIC)
@@ -941,7 +948,7 @@ def _plain_dense_spans(
                 )
             )
         if ok:
-            plain.add(name)
+            plain[name] = (tuple(shape), comp["dtype"])
             if length:
                 spans.append((offset, end, name, "data"))
         else:
@@ -961,11 +968,11 @@ def validate(
     if isinstance(objects, ObjectTable):
         plain, rest = _plain_dense_spans(objects, blob_end, aligned, spans)
     else:
-        plain, rest = set(), list(objects)
+        plain, rest = {}, list(objects)
     for name in rest:
         _validate_object(name, objects[name], blob_end, path, aligned, spans)
     if isinstance(objects, ObjectTable):
-        objects._plain = plain
+        objects.plain = plain
     spans.sort()
     for (_s0, e0, n0, r0), (s1, _e1, n1, r1) in zip(spans, spans[1:]):
         if s1 < e0:
@@ -975,3 +982,49 @@ def validate(
                 obj=n1,
                 component=r1,
             )
+
+
+# --------------------------------------------------------------------------- memo
+
+# Decoding and validating are pure functions of the manifest bytes and where they start, so a
+# reopened file whose manifest is byte-for-byte unchanged gets the same validated Manifest
+# back without paying for either again (data loaders and Dask tasks reopen files constantly).
+# Any change to the manifest or its position misses. Bounded by entries and held bytes.
+_MEMO_ENTRIES = 128
+_MEMO_ENTRY_BYTES = 2 << 20
+_MEMO_BYTES = 16 << 20
+_memo: OrderedDict[tuple[str, int, bool], tuple[bytes, Manifest]] = OrderedDict()
+_memo_held = 0
+_memo_lock = threading.Lock()
+
+
+def load(data: bytes, blob_end: int, *, path: Path | None = None, aligned: bool = True) -> Manifest:
+    """``decode`` then ``validate``, memoized by the exact manifest bytes. The result is
+    shared between readers: treat it (and its raw maps) as read-only."""
+    global _memo_held
+    key = (os.fspath(path) if path is not None else "", blob_end, aligned)
+    with _memo_lock:
+        hit = _memo.get(key)
+        if hit is not None and hit[0] == data:
+            _memo.move_to_end(key)
+            return hit[1]
+    m = decode(data, path=path)
+    validate(m, blob_end, path=path, aligned=aligned)
+    if len(data) <= _MEMO_ENTRY_BYTES:
+        with _memo_lock:
+            old = _memo.pop(key, None)
+            if old is not None:
+                _memo_held -= len(old[0])
+            _memo[key] = (bytes(data), m)
+            _memo_held += len(data)
+            while len(_memo) > _MEMO_ENTRIES or _memo_held > _MEMO_BYTES:
+                _memo_held -= len(_memo.popitem(last=False)[1][0])
+    return m
+
+
+def forget_memo() -> None:
+    """Drop every memoized manifest (tests; or to release their memory)."""
+    global _memo_held
+    with _memo_lock:
+        _memo.clear()
+        _memo_held = 0

@@ -7,6 +7,7 @@ lives as long as any view of it, so views stay valid after ``close()``.
 
 from __future__ import annotations
 
+import copy
 import mmap
 import os
 import stat
@@ -32,21 +33,25 @@ from .manifest import Component, Manifest, Object
 
 _TO = ("numpy", "torch")
 _TAIL_READ = 1 << 16  # bytes read from the end of a file when opening it
+# path -> bytes of footer + manifest at its last open: a reopen reads exactly that (any size
+# is safe: a longer manifest costs one more read)
+_TAIL_HINT: dict[str, int] = {}
 
 
 class TensorMetadata:
     """What the reference 1.1.1 reports per tensor, plus the full manifest object.
 
-    Fields are derived from the object when asked for, so listing thousands of tensors
-    costs almost nothing.
+    Fields are derived from the object when asked for; a plain dense tensor's shape and dtype
+    come from the validation pass, so listing thousands of tensors parses no object.
     """
 
-    __slots__ = ("name", "_obj", "_table")
+    __slots__ = ("name", "_obj", "_table", "_plain")
 
     def __init__(self, name: str, obj: Object | None = None, table=None) -> None:
         self.name = name
         self._obj = obj
         self._table = table  # a manifest.ObjectTable to parse the object from when needed
+        self._plain = table.plain.get(name) if table is not None else None
 
     @property
     def object(self) -> Object:
@@ -54,21 +59,14 @@ class TensorMetadata:
             self._obj = self._table[self.name]
         return self._obj
 
-    def _plain(self) -> dict | None:
-        """The raw map when the object is a validated plain dense tensor (shape and dtype are
-        then read straight from it: listing a large file parses no objects)."""
-        if self._obj is None and self._table is not None:
-            return self._table.plain_dense(self.name)
-        return None
-
     @property
     def shape(self) -> tuple[int, ...]:
-        raw = self._plain()
-        return tuple(raw["shape"]) if raw is not None else self.object.shape
+        plain = self._plain
+        return plain[0] if plain is not None else self.object.shape
 
     @property
     def layout(self) -> str:
-        return "dense" if self._plain() is not None else self.object.format
+        return "dense" if self._plain is not None else self.object.format
 
     format = layout
 
@@ -78,7 +76,9 @@ class TensorMetadata:
 
     @property
     def attributes(self) -> dict[str, Any]:
-        return dict(self.object.attributes or {})
+        # a deep copy: the parsed manifest is shared by every reader of the same file
+        attrs = self.object.attributes
+        return copy.deepcopy(dict(attrs)) if attrs else {}
 
     @property
     def _primary(self) -> Component | None:
@@ -92,9 +92,8 @@ class TensorMetadata:
     def _value_dtype(self) -> str | None:
         """The dtype read_tensor returns: quantized layouts dequantize to their scales' dtype
         (quantized_group) or to float32 (ggml_quantized), not to their packed storage."""
-        raw = self._plain()
-        if raw is not None:
-            return raw["components"]["data"]["dtype"]
+        if self._plain is not None:
+            return self._plain[1]
         obj = self.object
         if obj.format == "chunked":  # the grid names the dtype, even with no chunk written
             return manifest.chunk_grid(obj).dtype
@@ -110,6 +109,8 @@ class TensorMetadata:
 
     @property
     def dtype(self) -> np.dtype | None:
+        if self._plain is not None:
+            return dtypes.to_numpy(self._plain[1])
         name = self._value_dtype
         return None if name is None else dtypes.to_numpy(name)
 
@@ -195,7 +196,11 @@ class Reader:
             os.close(self._fd)
             self._fd = -1
             raise
-        self._names = sorted(self.manifest.objects)
+        objects = self.manifest.objects
+        if isinstance(objects, manifest.ObjectTable):
+            self._names = objects.sorted_names()  # shared: never modified here
+        else:
+            self._names = sorted(objects)
         self._attributes = attrs_codec.decode_root(self.manifest.attributes, self.path)
 
     # ------------------------------------------------------------------ opening
@@ -223,17 +228,19 @@ class Reader:
         if head != manifest.MAGIC:
             raise FormatError(f"not a zTensor file (magic {head[:8]!r})", path=self.path)
         # One read of the file's end usually brings the footer and the whole manifest.
-        span = min(self.size, _TAIL_READ)
+        span = min(self.size, _TAIL_HINT.get(self.path, _TAIL_READ))
         tail = self._pread(span, self.size - span) if self.size >= manifest.FOOTER_SIZE else b""
         start, length = manifest.locate(self.size, tail[-manifest.FOOTER_SIZE :], self.path)
+        if self.size - start <= _TAIL_READ:
+            if len(_TAIL_HINT) >= 4096:
+                _TAIL_HINT.clear()
+            _TAIL_HINT[self.path] = self.size - start
         if self.size - start <= span:
             first = span - (self.size - start)
             data = tail[first : first + length]
         else:
             data = self._pread(length, start)
-        m = manifest.decode(data, path=self.path)
-        manifest.validate(m, start, path=self.path)
-        return m, start
+        return manifest.load(data, start, path=self.path), start
 
     # ------------------------------------------------------------------ lifetime
 
@@ -286,8 +293,9 @@ class Reader:
 
     @property
     def attributes(self) -> dict[str, Any]:
-        """Global attributes (text ones as stored, others decoded from their reserved key)."""
-        return dict(self._attributes)
+        """Global attributes (text ones as stored, others decoded from their reserved key).
+        A deep copy: the parsed manifest is shared by every reader of the same file."""
+        return copy.deepcopy(self._attributes)
 
     @property
     def tensor_names(self) -> list[str]:
@@ -300,6 +308,9 @@ class Reader:
         return name in self.manifest.objects
 
     def __iter__(self) -> Iterator[TensorMetadata]:
+        objects = self.manifest.objects
+        if isinstance(objects, manifest.ObjectTable):  # every name is known to be there
+            return (TensorMetadata(n, None, objects) for n in self._names)
         return (self.metadata(n) for n in self._names)
 
     def __getitem__(self, key: int | str):

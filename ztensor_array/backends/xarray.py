@@ -13,6 +13,7 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -428,7 +429,8 @@ class ZTensorStore(WritableCFDataStore):
         if full in self._written:
             return self._written[full]
         obj = self._existing[full]
-        stored = dict(obj.attributes or {})
+        # a deep copy: the parsed manifest is shared by every reader of the same file
+        stored = copy.deepcopy(dict(obj.attributes or {}))
         char = bool(stored.get(CHAR_KEY))
         dims = self._object_dims(name, obj)
         attrs = decode_attrs(
