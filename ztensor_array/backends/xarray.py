@@ -850,37 +850,26 @@ class _AppendTarget:
         )
 
     def _stream_dense(self, obj, source, compress, checksum) -> None:
-        from ..layouts import dense
-
-        reader = (self.store._root or self.store)._reader
+        """Stored row blocks followed by the new rows (first axis), or each stored row block
+        joined with the matching rows of the new part (another axis)."""
         ax = self.axis
-        dt = dense.logical_dtype(obj.components["data"])
         shape = list(obj.shape)
         shape[ax] += int(source.shape[ax])
-        row = dt.itemsize * math.prod(shape[1:])
-        rows = _aligned_rows(source, max(1, _REGION_BLOCK_BYTES // max(row, 1)))
-        old_rows = _verified_rows(reader, self.full, rows)
-        self.writer.remove(self.full)
-        with self.writer.stream_tensor(
-            self.full,
-            tuple(shape),
-            dt,
-            compress=compress,
-            checksum=checksum,
-            attributes=obj.attributes,
-        ) as stream:
+
+        def blocks(old_rows, rows: int, dt: np.dtype):
             if ax == 0:
-                for old in old_rows:
-                    stream.write(old)
+                yield from old_rows
                 for r0 in range(0, shape[0] - obj.shape[0], rows):
-                    stream.write(_source_part(self.full, source, (slice(r0, r0 + rows),), dt))
+                    yield _source_part(self.full, source, (slice(r0, r0 + rows),), dt)
                 return
             r0 = 0
             for old in old_rows:
                 r1 = r0 + old.shape[0]
                 new = _source_part(self.full, source, (slice(r0, r1),), dt)
-                stream.write(np.concatenate([old, new], axis=ax))
+                yield np.concatenate([old, new], axis=ax)
                 r0 = r1
+
+        _restream_dense(self, obj, tuple(shape), compress, checksum, blocks, align_to=source)
 
 
 class _RegionTarget:
@@ -981,26 +970,11 @@ class _RegionTarget:
         return chunk_role(index), np.ascontiguousarray(block).reshape(-1)
 
     def _stream_dense(self, obj, box, source, compress, checksum) -> None:
-        """A new dense blob streamed row block by row block: stored rows (zero-copy views
-        of raw data, or decoded piece by piece) with the region patched in."""
-        from ..layouts import dense
-
-        reader = (self.store._root or self.store)._reader
-        comp = obj.components["data"]
-        dt = dense.logical_dtype(comp)
-        row = dt.itemsize * math.prod(obj.shape[1:])
-        rows = max(1, _REGION_BLOCK_BYTES // max(row, 1))
+        """Stored rows (zero-copy views of raw data, or decoded piece by piece) with the
+        region patched in."""
         (a0, b0), rest = box[0], tuple(slice(a, b) for a, b in box[1:])
-        old_rows = _verified_rows(reader, self.full, rows)
-        self.writer.remove(self.full)
-        with self.writer.stream_tensor(
-            self.full,
-            obj.shape,
-            dt,
-            compress=compress,
-            checksum=checksum,
-            attributes=obj.attributes,
-        ) as stream:
+
+        def blocks(old_rows, rows: int, dt: np.dtype):
             r0 = 0
             for old in old_rows:
                 r1 = r0 + old.shape[0]
@@ -1009,8 +983,34 @@ class _RegionTarget:
                     old = np.array(old)
                     part = _source_part(self.full, source, (slice(lo - a0, hi - a0),), dt)
                     old[(slice(lo - r0, hi - r0), *rest)] = part
-                stream.write(old)
+                yield old
                 r0 = r1
+
+        _restream_dense(self, obj, obj.shape, compress, checksum, blocks)
+
+
+def _restream_dense(target, obj, shape, compress, checksum, blocks, align_to=None) -> None:
+    """Replace ``target``'s dense object (an append or region target) by a new blob of
+    ``shape`` streamed row block by row block, in memory bounded by a block:
+    ``blocks(old_rows, rows, dtype)`` yields the new blob's blocks from the stored ones
+    (``rows`` high, digest checked before the object is dropped). ``align_to``: a dask
+    source whose axis-0 chunks the block height follows."""
+    from ..layouts import dense
+
+    store, writer, full = target.store, target.writer, target.full
+    reader = (store._root or store)._reader
+    dt = dense.logical_dtype(obj.components["data"])
+    row = dt.itemsize * math.prod(shape[1:])
+    rows = max(1, _REGION_BLOCK_BYTES // max(row, 1))
+    if align_to is not None:
+        rows = _aligned_rows(align_to, rows)
+    old_rows = _verified_rows(reader, full, rows)
+    writer.remove(full)
+    with writer.stream_tensor(
+        full, tuple(shape), dt, compress=compress, checksum=checksum, attributes=obj.attributes
+    ) as stream:
+        for block in blocks(old_rows, rows, dt):
+            stream.write(block)
 
 
 def _aligned_rows(source, rows: int) -> int:
