@@ -155,7 +155,11 @@ def decode_attrs(stored: Mapping[str, Any], types: Mapping[str, str] | None) -> 
 
 class _ReaderCache:
     """Per-process Readers keyed by the file's identity, so a rewritten file is reopened
-    and concurrent threads share one mmap. Evicted readers close when unreferenced."""
+    and concurrent threads share one mmap. Evicted readers close when unreferenced.
+
+    A reader is dropped as soon as its path names another file, and when the dataset that
+    opened it closes: a cached reader keeps its file open, so a deleted or replaced file
+    would otherwise keep its disk space and page cache until 64 other files were opened."""
 
     def __init__(self, size: int = 64) -> None:
         self._lock = threading.Lock()
@@ -172,10 +176,18 @@ class _ReaderCache:
                 return reader, ident
         reader = Reader(path, verify=verify)
         with self._lock:
+            for stale in [k for k in self._readers if k[0][0] == path and k[0] != ident]:
+                del self._readers[stale]
             self._readers[key] = reader
             while len(self._readers) > self._size:
                 self._readers.popitem(last=False)
         return reader, ident
+
+    def forget(self, ident: tuple) -> None:
+        """Drop the readers of one file (lazy variables still open reopen it when read)."""
+        with self._lock:
+            for key in [k for k in self._readers if k[0] == ident]:
+                del self._readers[key]
 
 
 _READERS = _ReaderCache()
@@ -692,6 +704,8 @@ class ZTensorStore(WritableCFDataStore):
         writer, self._writer = self._writer, None
         if writer is not None and not writer._done:
             writer.finalize()
+        if self.mode == "r" and self._ident is not None:
+            _READERS.forget(self._ident)
 
     def abort(self) -> None:
         root = self._root or self
