@@ -4,7 +4,10 @@ Dataset: three float32 variables of shape (time, 721, 1440) (a 0.25-degree globa
 time = 120 at full size. Peers: zarr 3 (uncompressed and zstd-3), h5netcdf and netcdf4.
 
 Figures (each the best of --repeat interleaved rounds, warm page cache: the files were
-just written; every write starts after os.sync(), with its previous output removed):
+just written; every write starts after os.sync(), with its previous output removed, and
+the reading figures start after os.sync() too, so no contender reads while the kernel is
+still writing back its (or another's) output; every figure is tried several times per round,
+baselines alike, so none is always a first run after a 1.5 GB write, which swings here too):
   open      xr.open_dataset (lazy) + close
   slice     one time slice of every variable, loaded
   mean      ds.mean("time") with chunks={"time": 10}, computed (threaded dask)
@@ -14,6 +17,7 @@ Baselines: the same mean on in-memory dask arrays with the same chunks, and a pl
 
     python benchmark/xarray_perf.py --time 24      # reduced size (what CI-sized machines run)
     python benchmark/xarray_perf.py                # full size, 1.5 GB of data
+    python benchmark/xarray_perf.py --only ztensor --figures mean,write   # ours vs baselines
 """
 
 from __future__ import annotations
@@ -98,11 +102,25 @@ def remove(path: str) -> None:
         os.unlink(path)
 
 
-def run(n_time: int, repeat: int, folder: str, write_tries: int = 3) -> dict:
+FIGURES = ("open", "slice", "mean", "write")
+
+
+def run(
+    n_time: int,
+    repeat: int,
+    folder: str,
+    write_tries: int = 3,
+    only: tuple[str, ...] | None = None,
+    figures: tuple[str, ...] = FIGURES,
+    mean_tries: int = 2,
+) -> dict:
     """``repeat`` interleaved rounds (every contender once per round, so machine load
     weighs on all alike); each figure is a contender's best round. Writes are tried
     ``write_tries`` times per round: the same 500 MB write() takes 0.16 s to 1.1 s from one
-    try to the next on the VM these figures come from, so only a best of many is stable."""
+    try to the next on the VM these figures come from, so only a best of many is stable.
+    ``only``: the contenders to run (default all); ``figures``: the figures to measure;
+    ``mean_tries``: timed means per round (each contender and the in-memory baseline).
+    The baselines run whenever their figure does."""
     ds = dataset(n_time)
     nbytes = sum(ds[n].nbytes for n in NAMES)
     out: dict = {"shape": [n_time, 721, 1440], "nbytes": nbytes, "seconds": {}}
@@ -132,19 +150,26 @@ def run(n_time: int, repeat: int, folder: str, write_tries: int = 3) -> dict:
         slot = seconds.setdefault(who, {})
         slot[fig] = min(slot.get(fig, float("inf")), value)
 
-    contenders = writers(folder)
+    contenders = {k: v for k, v in writers(folder).items() if only is None or k in only}
     for round_ in range(repeat):
-        for _ in range(write_tries):
-            record("baseline", "write", timed_write(plain_write, raw))
-        remove(raw)
-        record("baseline", "mean-inmemory-dask", timed(lambda: mem.mean("time").compute()))
+        if "write" in figures:
+            for _ in range(write_tries):
+                record("baseline", "write", timed_write(plain_write, raw))
+            remove(raw)
+        if "mean" in figures:
+            os.sync()
+            for _ in range(mean_tries):
+                record("baseline", "mean-inmemory-dask", timed(lambda: mem.mean("time").compute()))
         order = list(contenders.items())
         random.Random(round_).shuffle(order)  # no contender always follows the same one
         for name, (path, write, kw) in order:
-            for _ in range(write_tries):
+            tries = write_tries if "write" in figures else int(not os.path.exists(path))
+            for _ in range(tries):  # untimed once when only reading figures are measured
                 seconds_ = timed_write(lambda write=write, path=path: write(ds, path), path)
-                record(name, "write", seconds_)
-            for _ in range(5):  # cheap and noisy: several tries per round
+                if "write" in figures:
+                    record(name, "write", seconds_)
+            os.sync()  # the reads below share no time with this output's writeback
+            for _ in range(5 if "open" in figures else 0):  # cheap and noisy: several tries
                 record(name, "open", timed(lambda p=path, k=kw: xr.open_dataset(p, **k).close()))
 
             def do_slice(path=path, kw=kw):
@@ -152,28 +177,36 @@ def run(n_time: int, repeat: int, folder: str, write_tries: int = 3) -> dict:
                     for n in NAMES:
                         o[n].isel(time=n_time // 2).load()
 
-            record(name, "slice", timed(do_slice))
+            if "slice" in figures:
+                record(name, "slice", timed(do_slice))
 
             def do_mean(path=path, kw=kw):
                 with xr.open_dataset(path, chunks={"time": 10}, **kw) as o:
                     o.mean("time").compute()
 
-            record(name, "mean", timed(do_mean))
+            for _ in range(mean_tries if "mean" in figures else 0):
+                record(name, "mean", timed(do_mean))
     for path, _, _ in contenders.values():
         remove(path)
     out["seconds"] = seconds
 
     peers = [k for k in seconds if k not in ("ztensor", "baseline")]
-    ours = seconds["ztensor"]
-    base = seconds["baseline"]
+    ours = seconds.get("ztensor")
+    base = seconds.get("baseline", {})
     ratios = {}
-    for fig in ("open", "slice", "mean", "write"):
-        fastest = min(seconds[p][fig] for p in peers)
-        ratios[f"{fig}: ztensor / fastest peer"] = ours[fig] / fastest
-    for who in ["ztensor", *peers]:
-        ratios[f"mean: {who} / in-memory dask"] = seconds[who]["mean"] / base["mean-inmemory-dask"]
-    for who in ["ztensor", *peers]:
-        ratios[f"write: {who} / plain write()"] = seconds[who]["write"] / base["write"]
+    for fig in figures:
+        if peers and ours and fig in ours:
+            fastest = min(seconds[p][fig] for p in peers)
+            ratios[f"{fig}: ztensor / fastest peer"] = ours[fig] / fastest
+    who_all = [w for w in ["ztensor", *peers] if w in seconds]
+    if "mean" in figures:
+        for who in who_all:
+            ratios[f"mean: {who} / in-memory dask"] = (
+                seconds[who]["mean"] / base["mean-inmemory-dask"]
+            )
+    if "write" in figures:
+        for who in who_all:
+            ratios[f"write: {who} / plain write()"] = seconds[who]["write"] / base["write"]
     out["ratios"] = ratios
     return out
 
@@ -185,11 +218,20 @@ def main() -> None:
     ap.add_argument("--write-tries", type=int, default=3, help="timed writes per round")
     ap.add_argument("--dir", default=None, help="folder for the files (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--mean-tries", type=int, default=2, help="timed means per round")
+    ap.add_argument("--only", default=None, help="comma-separated contenders (default: all)")
+    ap.add_argument(
+        "--figures", default=",".join(FIGURES), help=f"comma-separated subset of {FIGURES}"
+    )
     args = ap.parse_args()
+    only = tuple(args.only.split(",")) if args.only else None
+    figures = tuple(f for f in FIGURES if f in args.figures.split(","))
     warnings.simplefilter("ignore")  # zarr's consolidated-metadata notices
     folder = args.dir or tempfile.mkdtemp(prefix="zt-xr-bench-")
     try:
-        result = run(args.time, args.repeat, folder, args.write_tries)
+        result = run(
+            args.time, args.repeat, folder, args.write_tries, only, figures, args.mean_tries
+        )
     finally:
         if args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)
