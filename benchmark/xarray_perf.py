@@ -6,14 +6,19 @@ time = 120 at full size. Peers: zarr 3 (uncompressed and zstd-3), h5netcdf and n
 Figures (each the best of --repeat interleaved rounds, warm page cache: the files were
 just written; every write starts after os.sync(), with its previous output removed, and
 the reading figures start after os.sync() too, so no contender reads while the kernel is
-still writing back its (or another's) output; every figure is tried several times per round,
-baselines alike, so none is always a first run after a 1.5 GB write, which swings here too):
+still writing back its (or another's) output; writes and means are tried several times per
+round, each try of a contender right after a try of its baseline):
   open      xr.open_dataset (lazy) + close
   slice     one time slice of every variable, loaded
   mean      ds.mean("time") with chunks={"time": 10}, computed (threaded dask)
   write     writing the in-memory dataset (to_ztensor / to_zarr / to_netcdf)
 Baselines: the same mean on in-memory dask arrays with the same chunks, and a plain
-``write()`` of the same bytes (3 x nbytes) to one file.
+``write()`` of the same bytes (3 x nbytes) to one file, each measured like the contender and
+interleaved with it (baseline try, contender try, ...), so each ratio compares runs made in
+the same machine state. The state swings: a write or a reduction right after 1.5 GB of page
+cache was written or freed can take 2-6x its usual time on the VM these figures come from, so
+a baseline timed apart from the contender (say once at the start of a round) can be off by
+more than the 1.1x the targets allow, either way.
 
     python benchmark/xarray_perf.py --time 24      # reduced size (what CI-sized machines run)
     python benchmark/xarray_perf.py                # full size, 1.5 GB of data
@@ -112,7 +117,7 @@ def run(
     write_tries: int = 3,
     only: tuple[str, ...] | None = None,
     figures: tuple[str, ...] = FIGURES,
-    mean_tries: int = 2,
+    mean_tries: int = 3,
 ) -> dict:
     """``repeat`` interleaved rounds (every contender once per round, so machine load
     weighs on all alike); each figure is a contender's best round. Writes are tried
@@ -151,23 +156,23 @@ def run(
         slot[fig] = min(slot.get(fig, float("inf")), value)
 
     contenders = {k: v for k, v in writers(folder).items() if only is None or k in only}
+
+    def base_mean() -> None:
+        mem.mean("time").compute()
+
     for round_ in range(repeat):
-        if "write" in figures:
-            for _ in range(write_tries):
-                record("baseline", "write", timed_write(plain_write, raw))
-            remove(raw)
-        if "mean" in figures:
-            os.sync()
-            for _ in range(mean_tries):
-                record("baseline", "mean-inmemory-dask", timed(lambda: mem.mean("time").compute()))
         order = list(contenders.items())
         random.Random(round_).shuffle(order)  # no contender always follows the same one
         for name, (path, write, kw) in order:
+            paired = f"baseline@{name}"  # the baselines timed interleaved with this one
             tries = write_tries if "write" in figures else int(not os.path.exists(path))
             for _ in range(tries):  # untimed once when only reading figures are measured
+                if "write" in figures:
+                    record(paired, "write", timed_write(plain_write, raw))
                 seconds_ = timed_write(lambda write=write, path=path: write(ds, path), path)
                 if "write" in figures:
                     record(name, "write", seconds_)
+            remove(raw)
             os.sync()  # the reads below share no time with this output's writeback
             for _ in range(5 if "open" in figures else 0):  # cheap and noisy: several tries
                 record(name, "open", timed(lambda p=path, k=kw: xr.open_dataset(p, **k).close()))
@@ -185,14 +190,14 @@ def run(
                     o.mean("time").compute()
 
             for _ in range(mean_tries if "mean" in figures else 0):
+                record(paired, "mean-inmemory-dask", timed(base_mean))
                 record(name, "mean", timed(do_mean))
     for path, _, _ in contenders.values():
         remove(path)
     out["seconds"] = seconds
 
-    peers = [k for k in seconds if k not in ("ztensor", "baseline")]
+    peers = [k for k in contenders if k != "ztensor" and k in seconds]
     ours = seconds.get("ztensor")
-    base = seconds.get("baseline", {})
     ratios = {}
     for fig in figures:
         if peers and ours and fig in ours:
@@ -201,12 +206,12 @@ def run(
     who_all = [w for w in ["ztensor", *peers] if w in seconds]
     if "mean" in figures:
         for who in who_all:
-            ratios[f"mean: {who} / in-memory dask"] = (
-                seconds[who]["mean"] / base["mean-inmemory-dask"]
-            )
+            base = seconds[f"baseline@{who}"]["mean-inmemory-dask"]
+            ratios[f"mean: {who} / in-memory dask"] = seconds[who]["mean"] / base
     if "write" in figures:
         for who in who_all:
-            ratios[f"write: {who} / plain write()"] = seconds[who]["write"] / base["write"]
+            base = seconds[f"baseline@{who}"]["write"]
+            ratios[f"write: {who} / plain write()"] = seconds[who]["write"] / base
     out["ratios"] = ratios
     return out
 
@@ -218,7 +223,7 @@ def main() -> None:
     ap.add_argument("--write-tries", type=int, default=3, help="timed writes per round")
     ap.add_argument("--dir", default=None, help="folder for the files (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
-    ap.add_argument("--mean-tries", type=int, default=2, help="timed means per round")
+    ap.add_argument("--mean-tries", type=int, default=3, help="timed means per round")
     ap.add_argument("--only", default=None, help="comma-separated contenders (default: all)")
     ap.add_argument(
         "--figures", default=",".join(FIGURES), help=f"comma-separated subset of {FIGURES}"
@@ -236,7 +241,7 @@ def main() -> None:
         if args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)
     for k, v in result["seconds"].items():
-        print(f"{k:12s} " + "  ".join(f"{f}={s * 1e3:8.1f} ms" for f, s in v.items()))
+        print(f"{k:20s} " + "  ".join(f"{f}={s * 1e3:8.1f} ms" for f, s in v.items()))
     for k, v in result["ratios"].items():
         print(f"{k:40s} {v:6.2f}x")
     if args.json:
