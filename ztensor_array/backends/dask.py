@@ -672,8 +672,9 @@ def write_arrays(
         if layout == "dense" and not level:
             regions.append(math.prod(arr.shape) * item[10].itemsize)
     if not compute:  # the file is created by the graph's first task, when computed
-        begin = dask.delayed(_begin, pure=False)(plan, regions)
-        return _deferred(plan, _graph_of_writes(plan, prepared, updates, begin))
+        commit_key = f"ztensor-commit-{os.urandom(8).hex()}"
+        begin = dask.delayed(_begin, pure=False)(plan, regions, commit_key)
+        return _deferred(plan, _graph_of_writes(plan, prepared, updates, begin, commit_key))
     # computing now: start here, so that no task can begin the file after a failure
     offsets = writer.begin_parallel(plan, regions)
     try:
@@ -690,33 +691,135 @@ def write_arrays(
 #
 # A compute=False write that fails must not leave its temp file, or (mode "a") its lock file
 # and appended tail, behind. Dask has no "finally" task: a failed task only stops its
-# dependents, so the cleanup runs where the failure surfaces, in the process that computes:
-# WriteDelayed.compute() (any scheduler, distributed included), and a callback of the local
-# schedulers for dask.compute(...)/persist of several collections. Not covered: a failed
-# client.compute(...)/dask.compute(...) on a distributed cluster (then the previous file is
-# still intact in modes "w"/"x", which only leave a hidden temp file; mode "a" asks for repair).
+# dependents, so the cleanup runs where the failure is seen first:
+# - local schedulers: in the process that computes, WriteDelayed.compute() and a callback
+#   for dask.compute(...)/persist of several collections;
+# - distributed: on the scheduler, which learns of the failure before any client does. The
+#   graph's first task (_begin, on a worker) installs a scheduler plugin (_WriteWatch) and
+#   registers its write under the commit task's key; when that task errs, or is released
+#   before it ever ran (the client cancelled, or went away), the plugin undoes the write,
+#   before the error is reported to any client. A failure that happens before _begin
+#   reached the scheduler is caught by _begin itself: it asks after creating the file, and
+#   undoes it if the commit task is already erred or released.
 
 _aborted: set[tuple[str, str]] = set()  # (target, token) of writes undone in this process
 _aborted_lock = threading.Lock()
 _live_writes = None  # weakref.WeakValueDictionary: commit key -> WriteDelayed
 _WriteDelayed = None
+_WATCH = "ztensor-write-watch"  # the scheduler plugin's name
+_LIVE_STATES = ("waiting", "queued", "no-worker")  # a commit task that may still run
 
 
 def _plan_id(plan: writer.ParallelPlan) -> tuple[str, str]:
     return plan.target, plan.token
 
 
-def _begin(plan: writer.ParallelPlan, regions: list[int]) -> list[int]:
+def _begin(plan: writer.ParallelPlan, regions: list[int], commit_key: str) -> list[int]:
     """The graph's first task. Refuses to start a write that was already undone in this
     process (a failure elsewhere in the graph can be cleaned up while this task still waits
-    to run, and it must not recreate the file afterwards)."""
+    to run, and it must not recreate the file afterwards); on a distributed worker, hands
+    the write to the scheduler's watch, and undoes it if the commit can no longer run."""
     with _aborted_lock:
         if _plan_id(plan) in _aborted:
             raise ZTensorError(
                 "this deferred write failed and was undone; call to_ztensor again",
                 path=plan.path,
             )
-        return writer.begin_parallel(plan, regions)
+        try:
+            offsets = writer.begin_parallel(plan, regions)
+        except BaseException:
+            writer.abort_parallel(plan)  # a half-made temp file or our own lock file
+            raise
+    if not _watched(plan, commit_key):
+        _undo(plan)
+        raise ZTensorError(
+            "this deferred write failed or was cancelled before it began; nothing was written",
+            path=plan.path,
+        )
+    return offsets
+
+
+def _watched(plan: writer.ParallelPlan, commit_key: str) -> bool:
+    """False if this runs on a distributed worker and the scheduler says the commit task
+    will never run; True otherwise (also where there is no scheduler to ask)."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return True
+    import distributed
+
+    try:
+        begin_key = distributed.get_worker().get_current_task()
+    except ValueError:
+        return True  # not in a distributed task
+    from dataclasses import replace
+
+    small = replace(plan, base_objects={}, attributes={})  # what abort_parallel needs
+    client = distributed.get_client()
+    return client.run_on_scheduler(_watch_write, commit_key, begin_key, small)
+
+
+def _watch_write(
+    commit_key: str, begin_key, plan: writer.ParallelPlan, dask_scheduler=None
+) -> bool:
+    """Runs on the scheduler (its event loop, so no transition interleaves): installs the
+    watch once, and registers the write if its commit task may still run."""
+    watch = dask_scheduler.plugins.get(_WATCH)
+    if watch is None:
+        watch = _watch_class()()
+        dask_scheduler.add_plugin(watch, name=_WATCH, idempotent=True)
+    ts = dask_scheduler.tasks.get(commit_key)
+    if ts is None:  # released and forgotten, or renamed (fused into a caller's task)
+        begin = dask_scheduler.tasks.get(begin_key)
+        return begin is not None and begin.state == "processing"  # renamed: not watched
+    if ts.state not in _LIVE_STATES:
+        return False
+    watch.plans[commit_key] = plan
+    return True
+
+
+_WriteWatch = None
+
+
+def _watch_class():
+    """The scheduler plugin class (built on first use: importing this module must not
+    import distributed)."""
+    global _WriteWatch
+    if _WriteWatch is not None:
+        return _WriteWatch
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class WriteWatch(SchedulerPlugin):
+        """Undoes a registered write when its commit task errs, or is released without
+        ever having run (transitions are seen before clients are told of them)."""
+
+        idempotent = True
+        name = _WATCH
+
+        def __init__(self) -> None:
+            self.plans: dict[str, writer.ParallelPlan] = {}
+            self.started: set[str] = set()  # commit tasks that were sent to a worker
+
+        def transition(self, key, start, finish, *args, **kwargs) -> None:
+            plan = self.plans.get(key)
+            if plan is None:
+                return
+            if finish == "processing":
+                self.started.add(key)  # from now on the commit cleans up after itself
+                return
+            ran = key in self.started
+            if finish == "erred" or (finish in ("released", "forgotten") and not ran):
+                self.plans.pop(key, None)
+                self.started.discard(key)
+                _undo(plan)  # no task of it can begin the file again (see _begin)
+            elif finish == "memory" or finish == "forgotten":
+                self.plans.pop(key, None)
+                self.started.discard(key)
+
+    WriteWatch.__module__ = __name__
+    WriteWatch.__qualname__ = "_WriteWatch"
+    _WriteWatch = WriteWatch
+    return WriteWatch
 
 
 def _undo(plan: writer.ParallelPlan) -> None:
@@ -786,8 +889,9 @@ def _deferred(plan: writer.ParallelPlan, final):
     return out
 
 
-def _graph_of_writes(plan: writer.ParallelPlan, prepared, updates, begin):
-    """The delayed commit of every object's write tasks; ``begin`` gives region offsets."""
+def _graph_of_writes(plan: writer.ParallelPlan, prepared, updates, begin, key=None):
+    """The delayed commit (named ``key`` if given) of every object's write tasks; ``begin``
+    gives region offsets."""
     import dask
 
     specs, tasks = [], []
@@ -797,7 +901,8 @@ def _graph_of_writes(plan: writer.ParallelPlan, prepared, updates, begin):
         region += spec.region >= 0
         specs.append(spec)
         tasks.append(task)
-    return dask.delayed(_commit, pure=False)(plan, specs, begin, tasks)
+    name = {"dask_key_name": key} if key else {}
+    return dask.delayed(_commit, pure=False)(plan, specs, begin, tasks, **name)
 
 
 def _with_attributes(plan: writer.ParallelPlan, attributes) -> writer.ParallelPlan:
