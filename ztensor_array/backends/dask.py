@@ -576,7 +576,7 @@ def write_arrays(
     ``checksum`` and set ``layout`` ("dense"/"chunked"), ``fill_value`` and ``attributes``.
     ``append_dim=0`` grows existing chunked objects along axis 0 (mode "a").
     ``compute=False`` returns a dask Delayed that writes and commits the file; a failed
-    ``.compute()`` of it (any scheduler), or a failed ``dask.compute`` on a local scheduler,
+    computation of it (``.compute()``, ``dask.compute``, ``client.compute``; any scheduler)
     removes what it wrote (see "deferred writes" below).
     """
     import dask
