@@ -184,3 +184,21 @@ def test_write_abandoned_by_its_client_is_undone(tmp_path, client, zref, mode):
     client.run(lambda: None)  # a round trip to every worker
     _check_intact(p, before, zref)
     _check_next_write(p, mode, {"compress": 3})
+
+
+def test_first_task_refuses_a_write_whose_commit_cannot_run(tmp_path, client):
+    """What the write's first task is told when it asks the scheduler: a commit task that
+    erred, or that the scheduler no longer knows while the asking task is not running,
+    will never run (so the first task undoes the file it just made)."""
+    from ztensor_array.backends.dask import _watch_write
+
+    p = tmp_path / "f.zt"
+    _previous(p)
+    deferred = zt.to_ztensor(_bad(), p, "new", mode="w", compute=False)
+    erred = client.compute(deferred)  # held: its erred commit task stays on the scheduler
+    with pytest.raises(RuntimeError, match="boom"):
+        erred.result()
+    plan = deferred._plan
+    assert client.run_on_scheduler(_watch_write, deferred.key, "no-such-task", plan) is False
+    assert client.run_on_scheduler(_watch_write, "no-such-key", "no-such-task", plan) is False
+    assert sorted(os.listdir(tmp_path)) == ["f.zt"]

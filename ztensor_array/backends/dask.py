@@ -755,8 +755,19 @@ def _watched(plan: writer.ParallelPlan, commit_key: str) -> bool:
     from dataclasses import replace
 
     small = replace(plan, base_objects={}, attributes={})  # what abort_parallel needs
-    client = distributed.get_client()
-    return client.run_on_scheduler(_watch_write, commit_key, begin_key, small)
+    try:
+        client = distributed.get_client()
+        return client.run_on_scheduler(_watch_write, commit_key, begin_key, small)
+    except Exception as exc:  # e.g. a scheduler without ztensor_array: write, unwatched
+        import warnings
+
+        warnings.warn(
+            f"{plan.path}: the scheduler cannot watch this write ({exc!r}); if it fails, "
+            "its temp file (mode 'a': lock file and tail) stays",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return True
 
 
 def _watch_write(
