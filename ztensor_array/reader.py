@@ -451,7 +451,7 @@ class Reader:
             ) from None
         verify = self.verify if verify is None else verify
         dt = dtypes.to_numpy(comp.dtype)
-        stored_dt = dt.newbyteorder(">") if comp.byte_order == "big" else dt
+        stored_dt = _stored_dtype(comp)
         if comp.encoding == "raw":
             if copy and not verify:
                 out = np.empty(comp.length // dt.itemsize, dtype=stored_dt)
@@ -469,9 +469,7 @@ class Reader:
                 self._verify(name, role, comp, stored)
             out = self._decode(name, role, obj, comp, stored).view(stored_dt)
             self._drop_pages(comp)
-        if comp.byte_order == "big":
-            out = out.astype(dt)
-        return out
+        return _native(out, comp)
 
     def private_view(self, name: str, role: str = "data") -> np.ndarray:
         """A component as a writable array whose writes stay private to it (zero-copy for
@@ -577,9 +575,7 @@ class Reader:
         for s in obj.shape[1:]:
             row *= s
         rows = max(1, int(rows))
-        stored_dt = dtypes.to_numpy(comp.dtype)
-        if comp.byte_order == "big":
-            stored_dt = stored_dt.newbyteorder(">")
+        stored_dt = _stored_dtype(comp)
         starts = range(0, n, rows)
         from .codecs import zstd
 
@@ -591,10 +587,7 @@ class Reader:
             pieces = zstd.decode_pieces(self._stored(comp), sizes)
         try:
             for piece in pieces:
-                out = piece.view(stored_dt)
-                if comp.byte_order == "big":
-                    out = out.astype(stored_dt.newbyteorder("<"))
-                out = dense.as_logical(out, comp)
+                out = dense.as_logical(_native(piece.view(stored_dt), comp), comp)
                 yield out.reshape((-1,) + tuple(obj.shape[1:]))
         except zstd.ZstdFrameError as exc:
             raise DecodeError(str(exc), path=self.path, obj=name, component="data") from None
@@ -656,6 +649,18 @@ class Reader:
         return dict(
             zip(names, self.read_tensors(names, verify_checksum=verify_checksum, copy=copy))
         )
+
+
+def _stored_dtype(comp: Component) -> np.dtype:
+    """The numpy dtype of a component's bytes as stored (legacy files may be big-endian)."""
+    dt = dtypes.to_numpy(comp.dtype)
+    return dt.newbyteorder(">") if comp.byte_order == "big" else dt
+
+
+def _native(values: np.ndarray, comp: Component) -> np.ndarray:
+    """Values viewed in ``_stored_dtype(comp)`` as the storage dtype every reader hands out:
+    big-endian ones are swapped into a copy, others are returned as they are."""
+    return values.astype(dtypes.to_numpy(comp.dtype)) if comp.byte_order == "big" else values
 
 
 def last_complete_state(path: str | os.PathLike) -> tuple[int, Manifest] | None:
