@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import cbor2
 import numpy as np
 import pytest
 
@@ -93,6 +94,24 @@ def test_attributes_handed_out_are_private_copies(tmp_path):
     with Reader(p) as r:
         assert r.metadata("w").attributes == {"nested": {"k": [1, 2]}}
         assert r.attributes == {"note": "text"}
+
+
+def test_private_copies_keep_every_cbor_value(tmp_path):
+    """Object attributes may hold any CBOR value, including simple values and tags."""
+    p = tmp_path / "a.zt"
+    attrs = {
+        "simple": cbor2.CBORSimpleValue(100),
+        "tag": cbor2.CBORTag(4000, "x"),
+        "nested": {"list": [1, 2]},
+    }
+    with za.Writer(p) as w:
+        w.add_tensor("w", np.ones(3, np.float32), attributes=attrs)
+    with Reader(p) as r:
+        got = r.metadata("w").attributes
+        assert got == attrs
+        got["nested"]["list"].append(3)
+    with Reader(p) as r:
+        assert r.metadata("w").attributes == attrs
 
 
 def test_the_memo_stays_bounded(tmp_path, monkeypatch):

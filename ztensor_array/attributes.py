@@ -16,6 +16,22 @@ from .errors import FormatError, ZTensorError
 RESERVED_KEY = "__ztensor_array_cbor__"
 
 
+def private_copy(value: Any) -> Any:
+    """A copy of decoded CBOR that shares nothing mutable with it (maps, arrays, sets and tag
+    contents are copied; scalars are immutable). Decoded manifests are shared by every reader
+    of a file, so attributes leave the library as private copies. ``copy.deepcopy`` cannot
+    be used: cbor2's simple values refuse to be copied."""
+    if isinstance(value, dict):
+        return {k: private_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [private_copy(v) for v in value]
+    if isinstance(value, set):
+        return {private_copy(v) for v in value}
+    if isinstance(value, cbor2.CBORTag):
+        return cbor2.CBORTag(value.tag, private_copy(value.value))
+    return value
+
+
 def encode_root(attributes: Mapping[str, Any] | None, path=None) -> dict[str, str] | None:
     """Root attributes in a form every 1.x reader accepts (text -> text)."""
     if not attributes:

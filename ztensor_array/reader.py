@@ -7,7 +7,6 @@ lives as long as any view of it, so views stay valid after ``close()``.
 
 from __future__ import annotations
 
-import copy
 import mmap
 import os
 import stat
@@ -78,7 +77,7 @@ class TensorMetadata:
     def attributes(self) -> dict[str, Any]:
         # a deep copy: the parsed manifest is shared by every reader of the same file
         attrs = self.object.attributes
-        return copy.deepcopy(dict(attrs)) if attrs else {}
+        return attrs_codec.private_copy(dict(attrs)) if attrs else {}
 
     @property
     def _primary(self) -> Component | None:
@@ -295,7 +294,7 @@ class Reader:
     def attributes(self) -> dict[str, Any]:
         """Global attributes (text ones as stored, others decoded from their reserved key).
         A deep copy: the parsed manifest is shared by every reader of the same file."""
-        return copy.deepcopy(self._attributes)
+        return attrs_codec.private_copy(self._attributes)
 
     @property
     def tensor_names(self) -> list[str]:

@@ -13,7 +13,6 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import os
@@ -37,6 +36,7 @@ from xarray.core.utils import FrozenDict, close_on_error
 from xarray.core.variable import Variable
 
 from .. import dtypes
+from ..attributes import private_copy
 from ..errors import FileExistsZTError, MissingFileError, ZTensorError
 from ..reader import Reader
 from ..writer import Writer, normalize_checksum, normalize_compress
@@ -442,7 +442,7 @@ class ZTensorStore(WritableCFDataStore):
             return self._written[full]
         obj = self._existing[full]
         # a deep copy: the parsed manifest is shared by every reader of the same file
-        stored = copy.deepcopy(dict(obj.attributes or {}))
+        stored = private_copy(dict(obj.attributes or {}))
         char = bool(stored.get(CHAR_KEY))
         dims = self._object_dims(name, obj)
         attrs = decode_attrs(
