@@ -234,6 +234,9 @@ def bench_write(folder: str, nbytes: int, chunk_bytes: int, repeat: int, data: s
         shutil.rmtree(zarr_path, ignore_errors=True)
         if os.path.exists(ours_path):
             os.unlink(ours_path)
+        # and start with no writeback of the previous writer's ~GB in flight (otherwise the
+        # second writer of a round pays for the first one's dirty pages)
+        os.sync()
 
     fns = {
         "single_thread_compress": single_thread,
