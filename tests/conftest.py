@@ -224,3 +224,30 @@ def anon_growth_in_subprocess(setup: str, action: str, *args: str) -> int:
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     return int(out.stdout.split()[-1])
+
+
+def write_dense_zstd_dataset(ds, path: str) -> None:
+    """A Dataset as other zTensor writers store it: dense zstd tensors with crc32c digests,
+    dimension names in the reserved attribute (to_ztensor itself writes compressed variables
+    as chunked objects)."""
+    from ztensor_array import Writer
+
+    with Writer(path, "w") as w:
+        w.attributes = dict(ds.attrs)
+        for name, v in ds.variables.items():
+            attrs = {"_ARRAY_DIMENSIONS": list(v.dims), **v.attrs}
+            w.add_tensor(name, v.values, compress=True, checksum="crc32c", attributes=attrs)
+
+
+def write_ztensor_and_zarr(tmp_path, ds, layout: str, encodings: Mapping) -> tuple[str, str]:
+    """The same Dataset as a .zt (``encodings[layout]``, or "dense-zstd" for a file from
+    another writer) and as the zarr store that serves as the oracle."""
+    from ztensor_array.backends.xarray import to_ztensor_dataset
+
+    path, zpath = str(tmp_path / "d.zt"), str(tmp_path / "d.zarr")
+    if layout == "dense-zstd":
+        write_dense_zstd_dataset(ds, path)
+    else:
+        to_ztensor_dataset(ds, path, mode="w", encoding=encodings[layout])
+    ds.to_zarr(zpath, mode="w")
+    return path, zpath

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import anon_growth_in_subprocess
+from conftest import anon_growth_in_subprocess, write_ztensor_and_zarr
 
 xr = pytest.importorskip("xarray")
 da = pytest.importorskip("dask.array")
@@ -19,7 +19,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from xarray.testing import assert_identical  # noqa: E402
 
-from ztensor_array import Reader, Writer  # noqa: E402
+from ztensor_array import Reader  # noqa: E402
 from ztensor_array.backends.xarray import to_ztensor_dataset  # noqa: E402
 from ztensor_array.errors import ChecksumError  # noqa: E402
 from ztensor_array.manifest import parse_chunk_role  # noqa: E402
@@ -55,26 +55,6 @@ LAYOUTS = {
 }
 
 
-def _write_dense_zstd(ds: xr.Dataset, path: str) -> None:
-    """Dense zstd tensors with digests, as other zTensor writers make them (to_ztensor
-    itself writes compressed variables as chunked objects)."""
-    with Writer(path, "w") as w:
-        w.attributes = dict(ds.attrs)
-        for name, v in ds.variables.items():
-            attrs = {"_ARRAY_DIMENSIONS": list(v.dims), **v.attrs}
-            w.add_tensor(name, v.values, compress=True, checksum="crc32c", attributes=attrs)
-
-
-def _both(tmp_path, ds: xr.Dataset, layout: str) -> tuple[str, str]:
-    path, zpath = str(tmp_path / "a.zt"), str(tmp_path / "a.zarr")
-    if layout == "dense-zstd":
-        _write_dense_zstd(ds, path)
-    else:
-        to_ztensor_dataset(ds, path, mode="w", encoding=LAYOUTS[layout])
-    ds.to_zarr(zpath, mode="w")
-    return path, zpath
-
-
 def _check(path: str, zpath: str) -> None:
     with xr.open_dataset(path, engine="ztensor") as ours, xr.open_zarr(zpath) as theirs:
         assert_identical(ours.load(), theirs.load())
@@ -94,7 +74,7 @@ def _more(dim: str, step: int, seed: int) -> xr.Dataset:
 @pytest.mark.parametrize("layout", [*LAYOUTS, "dense-zstd"])
 def test_append_matches_zarr(tmp_path, layout, dask, dim):
     ds = part(0, 20, 10, 10, 0).assign_coords(y=np.arange(10) * 0.5)
-    path, zpath = _both(tmp_path, ds, layout)
+    path, zpath = write_ztensor_and_zarr(tmp_path, ds, layout, LAYOUTS)
     # two appends: the second one merges into edge chunks the first one wrote
     for seed, step in ((1, 7), (2, 5)):
         more = _more(dim, step, seed)

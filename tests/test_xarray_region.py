@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import anon_growth_in_subprocess
+from conftest import anon_growth_in_subprocess, write_ztensor_and_zarr
 
 xr = pytest.importorskip("xarray")
 da = pytest.importorskip("dask.array")
@@ -62,28 +62,6 @@ def _patch(ds: xr.Dataset, region: dict, dask: bool) -> xr.Dataset:
     return patch.chunk({"x": 2, "y": 3}) if dask else patch
 
 
-def _write_dense_zstd(ds: xr.Dataset, path: str) -> None:
-    """A file as other zTensor writers make it: dense zstd tensors (with digests), the
-    dimension names in the reserved attribute (to_ztensor itself writes compressed
-    variables as chunked objects)."""
-    with Writer(path, "w") as w:
-        w.attributes = {"title": ds.attrs["title"]}
-        for name, v in ds.variables.items():
-            attrs = {"_ARRAY_DIMENSIONS": list(v.dims), **v.attrs}
-            w.add_tensor(name, v.values, compress=True, checksum="crc32c", attributes=attrs)
-
-
-def _both(tmp_path, ds: xr.Dataset, layout: str) -> tuple[str, str]:
-    path = str(tmp_path / "d.zt")
-    zpath = str(tmp_path / "d.zarr")
-    if layout == "dense-zstd":
-        _write_dense_zstd(ds, path)
-    else:
-        to_ztensor_dataset(ds, path, mode="w", encoding=LAYOUTS[layout])
-    ds.to_zarr(zpath, mode="w")
-    return path, zpath
-
-
 def _zarr_region(patch: xr.Dataset, zpath: str, region: dict, mode: str = "r+") -> None:
     """The oracle: zarr's region write of the same values. Computed first, because dask
     blocks smaller than zarr's chunks would race on the shared chunks (zarr refuses that
@@ -101,7 +79,7 @@ def _check(path: str, zpath: str) -> None:
 @pytest.mark.parametrize("layout", [*LAYOUTS, "dense-zstd"])
 def test_region_matches_zarr(tmp_path, layout, dask, region):
     ds = base()
-    path, zpath = _both(tmp_path, ds, layout)
+    path, zpath = write_ztensor_and_zarr(tmp_path, ds, layout, LAYOUTS)
     reg = REGIONS[region]
     patch = _patch(ds, reg, dask)
     to_ztensor_dataset(patch, path, region=reg, mode="r+")
