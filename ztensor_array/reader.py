@@ -108,8 +108,6 @@ class TensorMetadata:
 
     @property
     def dtype(self) -> np.dtype | None:
-        if self._plain is not None:
-            return dtypes.to_numpy(self._plain[1])
         name = self._value_dtype
         return None if name is None else dtypes.to_numpy(name)
 
@@ -449,11 +447,10 @@ class Reader:
                 "no such component", path=self.path, obj=name, component=role
             ) from None
         verify = self.verify if verify is None else verify
-        dt = dtypes.to_numpy(comp.dtype)
         stored_dt = _stored_dtype(comp)
         if comp.encoding == "raw":
             if copy and not verify:
-                out = np.empty(comp.length // dt.itemsize, dtype=stored_dt)
+                out = np.empty(comp.length // stored_dt.itemsize, dtype=stored_dt)
                 self._readinto(out, comp.offset, name, role)
             else:
                 stored = self._stored(comp, private=writable_view)

@@ -797,10 +797,7 @@ class _AppendTarget:
 
     def _write(self, source) -> None:
         obj = self.store._existing[self.full]
-        comps = list(obj.components.values())
-        compress = any(c.encoding == "zstd" for c in comps)
-        digest = next((c.digest for c in comps if c.digest), None)
-        checksum = digest.split(":")[0] if digest else None
+        compress, checksum = _stored_encoding(obj)
         if obj.format == "chunked" and obj.shape and _chunk_shape(obj) is not None:
             self._grow_chunks(obj, source, compress, checksum)
         elif obj.format == "dense" and obj.shape:
@@ -810,7 +807,7 @@ class _AppendTarget:
             new = _source_part(self.full, source, (), old.dtype)
             data = np.concatenate([old, new], axis=self.axis)
             self.writer.remove(self.full)
-            _rewrite(self.writer, self.full, obj, data, compress, digest, dict(obj.attributes))
+            _rewrite(self.writer, self.full, obj, data, compress, checksum, dict(obj.attributes))
 
     def _grow_chunks(self, obj, source, compress, checksum) -> None:
         """New blobs for the chunks from the old edge on along the axis only; a dask
@@ -912,10 +909,7 @@ class _RegionTarget:
         key = key + (slice(None),) * (len(obj.shape) - len(key))
         box = tuple(k.indices(n)[:2] for k, n in zip(key, obj.shape))
         box = tuple((a, max(a, b)) for a, b in box)
-        comps = list(obj.components.values())
-        compress = any(c.encoding == "zstd" for c in comps)
-        digest = next((c.digest for c in comps if c.digest), None)
-        checksum = digest.split(":")[0] if digest else None
+        compress, checksum = _stored_encoding(obj)
         if obj.format == "chunked" and obj.shape and _chunk_shape(obj) is not None:
             self._write_chunks(obj, box, source, compress, checksum)
         elif obj.format == "dense" and obj.shape:
@@ -924,7 +918,7 @@ class _RegionTarget:
             data = _read_stored(self.store, self.full)
             data[key] = _source_part(self.full, source, (), data.dtype)
             self.writer.remove(self.full)
-            _rewrite(self.writer, self.full, obj, data, compress, digest, dict(obj.attributes))
+            _rewrite(self.writer, self.full, obj, data, compress, checksum, dict(obj.attributes))
 
     def _write_chunks(self, obj, box, source, compress, checksum) -> None:
         """New blobs for the touched chunks only: a chunk the region covers whole is taken
@@ -1059,9 +1053,15 @@ def _source_part(name: str, source, sel: tuple, dtype: np.dtype) -> np.ndarray:
     return part.astype(dtype, copy=False)
 
 
-def _rewrite(writer: Writer, full: str, obj, data, compress, digest, attrs) -> None:
+def _stored_encoding(obj) -> tuple[bool, str | None]:
+    """(compressed?, digest algorithm) of a stored object, which its rewrite keeps."""
+    comps = obj.components.values()
+    digest = next((c.digest for c in comps if c.digest), None)
+    return any(c.encoding == "zstd" for c in comps), digest.split(":")[0] if digest else None
+
+
+def _rewrite(writer: Writer, full: str, obj, data, compress, checksum, attrs) -> None:
     """Write ``data`` as a new blob for ``full`` in the same layout as ``obj``."""
-    checksum = digest.split(":")[0] if digest else None
     if obj.format != "chunked":
         writer.add_tensor(full, data, compress=compress, checksum=checksum, attributes=attrs)
         return
