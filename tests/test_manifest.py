@@ -606,9 +606,12 @@ def test_quick_validation_accepts_only_what_the_full_checks_accept(objects):
         quick_ok = False
     assert quick_ok == full_ok
     if quick_ok:
-        for name, (shape, dtype) in quick.objects.plain.items():
+        for name, (shape, dtype, offset, length) in quick.objects.plain.items():
+            comp = parsed[name].components["data"]
             assert shape == parsed[name].shape
-            assert dtype == parsed[name].components["data"].dtype
+            assert dtype == comp.dtype
+            assert offset == (comp.offset if comp.encoding == "raw" else -1)
+            assert length == comp.length
             assert parsed[name].format == "dense" and set(parsed[name].components) == {"data"}
 
 

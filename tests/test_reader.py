@@ -10,7 +10,7 @@ import cbor2
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import CORE_DTYPES, LONG_NAME, assert_same, build_file, component, sample
+from conftest import ALL_DTYPES, CORE_DTYPES, LONG_NAME, assert_same, build_file, component, sample
 
 import ztensor_array as za
 from ztensor_array.errors import (
@@ -99,6 +99,48 @@ def test_views_survive_reader_garbage_collection(mixed):
     del r2  # no explicit close at all
     gc.collect()
     assert_same(v2, arrays["raw_i64"])
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("shape", [(), (0, 3), (4, 5)])
+def test_plain_fast_path_equals_the_general_path(tmp_path, dtype, shape):
+    """A plain raw dense tensor is served from the validation summary; it must be exactly
+    what the component path (read_component + layout) returns: same bytes, dtype, shape,
+    read-only and on the one shared mapping."""
+    path = tmp_path / "p.zt"
+    value = sample(dtype, shape)
+    za.save_file({"t": value, "z": value}, path)
+    with za.Reader(path) as r:
+        fast = r.read_tensor("t")
+        general = r.read_component("t", "data").view(fast.dtype).reshape(fast.shape)
+        assert_same(fast, value)
+        assert_same(fast, general)
+        assert not fast.flags.writeable
+        if value.size:
+            assert np.shares_memory(fast, general)
+
+
+def _mapped(path) -> bool:
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().endswith(os.fspath(path)) for line in f)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_close_unmaps_unless_views_are_alive(mixed):
+    path, arrays = mixed
+    r = za.Reader(path)
+    view = r.read_tensor("raw_f32")
+    r.close()
+    assert _mapped(path)  # the view keeps its mapping
+    assert_same(view, arrays["raw_f32"])
+    del view
+    gc.collect()
+    assert not _mapped(path)
+    r = za.Reader(path)
+    r.read_tensor("raw_i64").sum()  # maps the file, keeps no view
+    assert _mapped(path)
+    r.close()
+    assert not _mapped(path)
 
 
 def test_torch_views_are_private_copies_on_write(mixed):

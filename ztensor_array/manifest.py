@@ -80,6 +80,9 @@ class Manifest:
         return max(ends, default=len(MAGIC))
 
 
+PlainDense = tuple[tuple[int, ...], str, int, int]
+
+
 class ObjectTable(Mapping):
     """The objects of a decoded manifest, turned into ``Object``s when first looked up.
 
@@ -91,9 +94,10 @@ class ObjectTable(Mapping):
         self._raw = raw
         self._parsed: dict[str, Object] = {}
         self._path = path
-        # Filled by validate(): (shape, dtype name) of each plain dense object (one data
-        # component, no v1.2 fields), so listing them needs no parsed ``Object``.
-        self.plain: dict[str, tuple[tuple[int, ...], str]] = {}
+        # Filled by validate(): each plain dense object (one data component, no v1.2 fields)
+        # as (shape, dtype name, offset, length), offset -1 when compressed, so listing and
+        # zero-copy reads of them need no parsed ``Object``.
+        self.plain: dict[str, PlainDense] = {}
         self._sorted: list[str] | None = None
 
     def raw(self, name: str) -> Any:
@@ -891,7 +895,7 @@ def _plain_extras_ok(raw: dict, comp: dict) -> bool:
 
 def _plain_dense_spans(
     table: ObjectTable, blob_end: int, aligned: bool, spans: list
-) -> tuple[dict[str, tuple[tuple[int, ...], str]], list[str]]:
+) -> tuple[dict[str, PlainDense], list[str]]:
     """One pass over the raw CBOR maps: the names of plain, valid dense objects (their byte
     spans appended to ``spans``) and the names that need the full checks.
 
@@ -899,7 +903,7 @@ def _plain_dense_spans(
     nothing those checks would refuse. It runs for every tensor at every open, hence one
     flat loop with the common case (no optional keys) tested first.
     """
-    plain: dict[str, tuple[tuple[int, ...], str]] = {}
+    plain: dict[str, PlainDense] = {}
     rest: list[str] = []
     itemsizes = _ITEMSIZE
     lowest = len(MAGIC)
@@ -948,7 +952,7 @@ def _plain_dense_spans(
                 )
             )
         if ok:
-            plain[name] = (tuple(shape), comp["dtype"])
+            plain[name] = (tuple(shape), comp["dtype"], offset if encoding == "raw" else -1, length)
             if length:
                 spans.append((offset, end, name, "data"))
         else:
@@ -987,9 +991,11 @@ def validate(
 # --------------------------------------------------------------------------- memo
 
 # Decoding and validating are pure functions of the manifest bytes and where they start, so a
-# reopened file whose manifest is byte-for-byte unchanged gets the same validated Manifest
-# back without paying for either again (data loaders and Dask tasks reopen files constantly).
-# Any change to the manifest or its position misses. Bounded by entries and held bytes.
+# reopened file whose manifest and footer are byte-for-byte unchanged gets the same validated
+# Manifest back without paying for either again (data loaders and Dask tasks reopen files
+# constantly). Entries are keyed by (path, file size, aligned) and hold the exact manifest +
+# footer bytes: the footer fixes where the manifest starts, so equal bytes mean an equal
+# result. Any change misses. Bounded by entries and held bytes.
 _MEMO_ENTRIES = 128
 _MEMO_ENTRY_BYTES = 2 << 20
 _MEMO_BYTES = 16 << 20
@@ -998,25 +1004,40 @@ _memo_held = 0
 _memo_lock = threading.Lock()
 
 
+def memoized(
+    path: str, size: int, tail: bytes, *, aligned: bool = True
+) -> tuple[Manifest, int] | None:
+    """(manifest, start) of a file of ``size`` bytes whose last bytes are ``tail`` (any
+    length), when a validated manifest and footer equal to its end are memoized; else None."""
+    key = (path, size, aligned)
+    with _memo_lock:
+        hit = _memo.get(key)
+        if hit is None or not tail.endswith(hit[0]):
+            return None
+        _memo.move_to_end(key)
+    return hit[1], size - len(hit[0])
+
+
 def load(data: bytes, blob_end: int, *, path: Path | None = None, aligned: bool = True) -> Manifest:
     """``decode`` then ``validate``, memoized by the exact manifest bytes. The result is
     shared between readers: treat it (and its raw maps) as read-only."""
     global _memo_held
-    key = (os.fspath(path) if path is not None else "", blob_end, aligned)
+    tail = bytes(data) + footer(data)
+    key = (os.fspath(path) if path is not None else "", blob_end + len(tail), aligned)
     with _memo_lock:
         hit = _memo.get(key)
-        if hit is not None and hit[0] == data:
+        if hit is not None and hit[0] == tail:
             _memo.move_to_end(key)
             return hit[1]
     m = decode(data, path=path)
     validate(m, blob_end, path=path, aligned=aligned)
-    if len(data) <= _MEMO_ENTRY_BYTES:
+    if len(tail) <= _MEMO_ENTRY_BYTES:
         with _memo_lock:
             old = _memo.pop(key, None)
             if old is not None:
                 _memo_held -= len(old[0])
-            _memo[key] = (bytes(data), m)
-            _memo_held += len(data)
+            _memo[key] = (tail, m)
+            _memo_held += len(tail)
             while len(_memo) > _MEMO_ENTRIES or _memo_held > _MEMO_BYTES:
                 _memo_held -= len(_memo.popitem(last=False)[1][0])
     return m

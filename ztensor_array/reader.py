@@ -31,6 +31,8 @@ from .layouts import dense
 from .manifest import Component, Manifest, Object
 
 _TO = ("numpy", "torch")
+# O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused as not regular)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _TAIL_READ = 1 << 16  # bytes read from the end of a file when opening it
 # path -> bytes of footer + manifest at its last open: a reopen reads exactly that (any size
 # is safe: a longer manifest costs one more read)
@@ -168,18 +170,16 @@ class Reader:
         self._lock = threading.Lock()
         self._maps: dict[int, mmap.mmap] = {}
         try:
-            # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
-            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-            self._fd = os.open(self.path, flags)
+            self._fd = os.open(self.path, _OPEN_FLAGS)
         except FileNotFoundError:
             raise MissingFileError("no such file", path=self.path) from None
         except OSError as exc:
             raise ZTensorError(f"cannot open: {exc.strerror}", path=self.path) from None
         try:
             st = os.fstat(self._fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise ZTensorError("is a folder, not a .zt file", path=self.path)
             if not stat.S_ISREG(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):
+                    raise ZTensorError("is a folder, not a .zt file", path=self.path)
                 raise ZTensorError("is not a regular file (cannot be mapped)", path=self.path)
             self.size = st.st_size
             self.manifest, self.manifest_offset = self._load_manifest()
@@ -227,6 +227,9 @@ class Reader:
         # One read of the file's end usually brings the footer and the whole manifest.
         span = min(self.size, _TAIL_HINT.get(self.path, _TAIL_READ))
         tail = self._pread(span, self.size - span) if self.size >= manifest.FOOTER_SIZE else b""
+        known = manifest.memoized(self.path, self.size, tail)
+        if known is not None:
+            return known
         start, length = manifest.locate(self.size, tail[-manifest.FOOTER_SIZE :], self.path)
         if self.size - start <= _TAIL_READ:
             if len(_TAIL_HINT) >= 4096:
@@ -244,13 +247,9 @@ class Reader:
     def close(self) -> None:
         """Release the file. Arrays already returned stay valid (they keep the map alive)."""
         with self._lock:
-            maps, self._maps = self._maps, {}
+            # Dropping the maps unmaps each now, or when its last view goes
+            self._maps = {}
             fd, self._fd = self._fd, -1
-        for mm in maps.values():
-            try:
-                mm.close()
-            except BufferError:
-                pass  # views are alive: the map is unmapped when the last one goes
         if fd >= 0:
             os.close(fd)
 
@@ -523,6 +522,14 @@ class Reader:
     ):
         """The tensor as a numpy array (zero-copy and read-only when raw), a torch tensor,
         or a scipy.sparse matrix for sparse layouts."""
+        if (
+            to == "numpy"
+            and not copy
+            and not (self.verify if verify_checksum is None else verify_checksum)
+        ):
+            view = self._plain_view(name)
+            if view is not None:
+                return view
         if to not in _TO:
             raise ValueError(f"to= must be one of {_TO}, not {to!r}")
         self._check_open()
@@ -550,6 +557,19 @@ class Reader:
 
             return to_torch(value)
         return value
+
+    def _plain_view(self, name: str) -> np.ndarray | None:
+        """The zero-copy view of a plain raw dense tensor, straight from the validation
+        pass's summary (the common case of opening a file for one tensor); None for
+        anything else, which takes the general path."""
+        objects = self.manifest.objects
+        plain = objects.plain.get(name) if isinstance(objects, manifest.ObjectTable) else None
+        if plain is None or plain[2] < 0 or not plain[3]:
+            return None
+        shape, dtype_name, offset, length = plain
+        mm = self._maps.get(mmap.ACCESS_READ) or self._map(mmap.ACCESS_READ)
+        dt = dtypes.to_numpy(dtype_name)
+        return np.frombuffer(mm, dt, length // dt.itemsize, offset).reshape(shape)
 
     def iter_dense_rows(
         self, name: str, rows: int, *, verify: bool | None = None
