@@ -12,6 +12,8 @@ import cbor2
 import numpy as np
 import pytest
 from conftest import ALL_DTYPES, assert_same, sample
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ztensor_array as za
 from ztensor_array.errors import FileExistsZTError, ZTensorError
@@ -518,3 +520,116 @@ def test_names_with_lone_surrogates_are_refused(tmp_path):
         w.add_tensor("ok \u00e9\U0001f600", np.zeros(1))
     with za.Reader(path) as r:
         assert r.tensor_names == ["ok \u00e9\U0001f600"]
+
+
+# --------------------------------------------------------------------------- gathered writes
+
+_GATHER_DTYPES = ("f32", "f64", "i8", "u16", "bf16", "bool")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    specs=st.lists(
+        st.tuples(
+            st.sampled_from(_GATHER_DTYPES),
+            st.lists(st.integers(0, 9), min_size=0, max_size=3),
+            st.sampled_from(["plain", "strided", "big-endian", "list", "zstd"]),
+        ),
+        max_size=12,
+    ),
+    iovecs=st.sampled_from([1, 2, 3, 512]),
+    gather_bytes=st.sampled_from([1, 100, 512 << 20]),
+)
+def test_gathered_writes_give_the_bytes_of_direct_writes(specs, iovecs, gather_bytes):
+    """save_file (copy_inputs=False) gathers the caller's raw arrays into pwritev calls;
+    the file must be byte for byte the one written tensor by tensor, whatever the flush
+    thresholds, with copies, compressed blobs and padding interleaved."""
+    import tempfile
+
+    from ztensor_array import writer as zw
+
+    arrays, compress = {}, {}
+    for i, (dtype, shape, kind) in enumerate(specs):
+        value = sample(dtype, tuple(shape) + (2,), seed=i)
+        if kind == "strided":
+            value = value[..., ::2]
+        elif kind == "big-endian" and value.dtype.byteorder in "=<" and value.dtype.itemsize > 1:
+            value = value.astype(value.dtype.newbyteorder(">"))
+        elif kind == "list":
+            value = value.tolist() if dtype not in ("bf16",) else value
+        arrays[f"t{i}"] = value
+        compress[f"t{i}"] = 3 if kind == "zstd" else 0
+    with tempfile.TemporaryDirectory() as folder:
+        direct, gathered = os.path.join(folder, "d.zt"), os.path.join(folder, "g.zt")
+        with za.Writer(direct) as w:
+            for name, value in arrays.items():
+                w.add_tensor(name, value, compress=compress[name])
+        old = zw._GATHER_IOVECS, zw._GATHER_BYTES
+        zw._GATHER_IOVECS, zw._GATHER_BYTES = iovecs, gather_bytes
+        try:
+            with za.Writer(gathered, copy_inputs=False) as w:
+                for name, value in arrays.items():
+                    w.add_tensor(name, value, compress=compress[name])
+        finally:
+            zw._GATHER_IOVECS, zw._GATHER_BYTES = old
+        with open(direct, "rb") as f1, open(gathered, "rb") as f2:
+            assert f1.read() == f2.read()
+
+
+def test_gathered_writes_hold_no_copies(tmp_path):
+    """Only the caller's own arrays wait to be gathered: a copy made for a strided input is
+    written and freed at once, so saving many of them never holds more than one."""
+    import tracemalloc
+
+    base = np.ones((1024, 2048), np.float32)  # 8 MiB, the caller's
+    arrays = {f"s{i}": base[:, ::2] for i in range(8)}  # each needs a 4 MiB contiguous copy
+    tracemalloc.start()
+    try:
+        za.save_file(arrays, tmp_path / "s.zt")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * (4 << 20) + (1 << 20), peak
+    with za.Reader(tmp_path / "s.zt") as r:
+        for name in arrays:
+            assert_same(r.read_tensor(name), base[:, ::2])
+
+
+def test_a_write_past_the_file_size_limit_keeps_the_previous_file(previous):
+    """RLIMIT_FSIZE makes the kernel cut a gathered pwritev short and then refuse the rest
+    (EFBIG): the save fails with an error and the previous file stays as it was."""
+    path, before, listing = previous
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, numpy as np, ztensor_array as za
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))
+        arrays = {{f"t{{i}}": np.full(1 << 18, i, np.float32) for i in range(8)}}  # 8 MiB
+        try:
+            za.save_file(arrays, {str(path)!r})
+        except OSError as exc:
+            print("refused", exc.errno)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().split() == ["refused", str(__import__("errno").EFBIG)]
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(path.parent)) == listing
+
+
+@pytest.mark.slow
+def test_a_gathered_tensor_over_2_gib_is_written_whole(tmp_path):
+    """Linux writes at most 0x7ffff000 bytes per call, so a gathered tensor over 2 GiB is
+    cut short and must be continued from the right byte of the right buffer."""
+    big = np.empty(((5 << 29) // 8,), np.uint64)  # 2.5 GiB of distinct words
+    big[:] = np.arange(big.size, dtype=np.uint64)
+    tail = np.arange(1000, dtype=np.float32)
+    path = tmp_path / "big.zt"
+    za.save_file({"a_big": big, "b_tail": tail}, path)
+    with za.Reader(path) as r:
+        got = r.read_tensor("a_big")
+        edge = 0x7FFFF000 // 8
+        assert np.array_equal(got[edge - 1000 : edge + 1000], big[edge - 1000 : edge + 1000])
+        assert np.array_equal(got, big)
+        assert_same(r.read_tensor("b_tail"), tail)

@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # concurrent.futures costs ~15 ms at import: loaded when firs
     from concurrent.futures import Future, ThreadPoolExecutor
 
 _MODES = ("w", "x", "a")
+# Gathered writes go out when this many buffers or bytes wait (IOV_MAX is 1024 on Linux)
+_GATHER_IOVECS = 512
+_GATHER_BYTES = 512 << 20
+_ZEROS = bytes(64)  # padding up to the next 64-byte boundary
 _CHECKSUMS = (None, "crc32c", "sha256")
 
 
@@ -145,6 +149,8 @@ class Writer:
         self._incoming: dict[str, dict[str, Component]] = {}
         self._planned: dict[str, tuple] = {}  # name -> (shape, format, attributes, roles)
         self._pos = 0
+        self._gathered: list[memoryview] = []  # written but not yet sent: they end at _pos
+        self._gathered_bytes = 0
         self._lock = threading.RLock()
         self._fd = -1
         self._tmp_name: str | None = None
@@ -214,21 +220,56 @@ class Writer:
             os.close(self._fd)
             self._fd = -1
 
-    def _write_all(self, data) -> None:
+    def _write_all(self, data, *, gather: bool = False) -> None:
+        """Write ``data`` (a buffer or a tuple of pieces) at the current position.
+
+        ``gather``: the buffer stays unchanged until finalize (a raw array under
+        ``copy_inputs=False``, or padding), so it may wait and go out with its neighbours in
+        one ``pwritev``: one big write costs measurably less than the same bytes in hundreds
+        of writes. Any other write sends the gathered ones first, so the file is always
+        written in order.
+        """
         if isinstance(data, tuple):  # a blob in pieces
             for part in data:
-                self._write_all(part)
+                self._write_all(part, gather=gather)
             return
         view = memoryview(data).cast("B")
+        if gather:
+            if view.nbytes:
+                self._gathered.append(view)
+                self._gathered_bytes += view.nbytes
+                self._pos += view.nbytes
+                if len(self._gathered) >= _GATHER_IOVECS or self._gathered_bytes >= _GATHER_BYTES:
+                    self._write_gathered()
+            return
+        self._write_gathered()
         while view.nbytes:
             n = os.pwrite(self._fd, view, self._pos)
             view = view[n:]
             self._pos += n
 
+    def _write_gathered(self) -> None:
+        """Send the gathered buffers, which end at ``_pos``, in as few ``pwritev`` as can be."""
+        views = self._gathered
+        if not views:
+            return
+        self._gathered = []
+        pos = self._pos - self._gathered_bytes
+        self._gathered_bytes = 0
+        first = 0
+        while first < len(views):
+            n = os.pwritev(self._fd, views[first:] if first else views, pos)
+            pos += n
+            while first < len(views) and n >= views[first].nbytes:  # skip what was written
+                n -= views[first].nbytes
+                first += 1
+            if n:  # a short write stopped inside this buffer
+                views[first] = views[first][n:]
+
     def _pad(self) -> None:
         gap = -self._pos % manifest.ALIGNMENT
         if gap:
-            self._write_all(bytes(gap))
+            self._write_all(_ZEROS[:gap], gather=True)
 
     # ------------------------------------------------------------------ adding
 
@@ -275,6 +316,13 @@ class Writer:
             storage, type_, data = dense.encode(arr)
         except ZTensorError as exc:
             raise ZTensorError(exc.reason, path=self.path, obj=name) from None
+        # The caller's own memory (not a copy made here): under copy_inputs=False it stays
+        # as it is until finalize, so its write may be gathered with the next ones
+        borrowed = (
+            not self._copy_inputs
+            and (arr is array or arr.base is not None)
+            and np.may_share_memory(data, arr)
+        )
         self._add_object(
             name,
             "dense",
@@ -283,6 +331,7 @@ class Writer:
             compress,
             checksum,
             attributes,
+            borrowed=borrowed,
         )
 
     def add_sparse_csr(
@@ -448,7 +497,9 @@ class Writer:
             attributes=attrs,
         )
 
-    def _add_object(self, name, fmt, shape, parts, compress, checksum, attributes) -> None:
+    def _add_object(
+        self, name, fmt, shape, parts, compress, checksum, attributes, *, borrowed: bool = False
+    ) -> None:
         level = normalize_compress(compress)
         checksum = normalize_checksum(checksum)
         attrs = attrs_codec.check_object(attributes, path=self.path, obj=name)
@@ -456,7 +507,9 @@ class Writer:
             self._incoming[name] = {}
             self._planned[name] = (tuple(int(s) for s in shape), fmt, attrs, list(parts))
             for role, (storage, type_, data) in parts.items():
-                self._queue_component(name, role, storage, type_, data, level, checksum)
+                self._queue_component(
+                    name, role, storage, type_, data, level, checksum, borrowed=borrowed
+                )
 
     def _encode_later(self, data: np.ndarray, level: int, checksum: str | None) -> Future:
         """Compress (and digest) ``data`` on the writer's thread pool."""
@@ -469,16 +522,29 @@ class Writer:
         src = data.copy() if self._copy_inputs and data.flags.writeable else data
         return self._pool.submit(_encode, src, level, checksum)
 
-    def _put_blob(self, storage, type_, encoding: str, blob, digest) -> Component:
-        """Write ``blob`` (one buffer or a tuple of pieces) at the next aligned offset."""
+    def _put_blob(
+        self, storage, type_, encoding: str, blob, digest, *, gather: bool = False
+    ) -> Component:
+        """Write ``blob`` (one buffer or a tuple of pieces) at the next aligned offset;
+        ``gather`` as in ``_write_all``."""
         self._pad()
         offset = self._pos
-        self._write_all(blob)
+        self._write_all(blob, gather=gather)
         return Component(storage, offset, _nbytes(blob), encoding, digest, None, type_)
 
     def _queue_component(
-        self, name, role, storage, type_, data: np.ndarray, level: int, checksum: str | None
+        self,
+        name,
+        role,
+        storage,
+        type_,
+        data: np.ndarray,
+        level: int,
+        checksum: str | None,
+        *,
+        borrowed: bool = False,
     ) -> None:
+        """``borrowed``: ``data`` is the caller's memory, unchanged until finalize."""
         if level:
             fut = self._encode_later(data, level, checksum)
             self._queue.append(_Pending(name, role, storage, type_, "zstd", checksum, fut))
@@ -486,7 +552,7 @@ class Writer:
         else:
             self._drain(limit=0)
             self._write_component(
-                name, role, storage, type_, "raw", _byte_view(data), checksum, None
+                name, role, storage, type_, "raw", _byte_view(data), checksum, None, borrowed
             )
 
     def _drain(self, limit: int) -> None:
@@ -499,13 +565,17 @@ class Writer:
             )
 
     def _write_component(
-        self, name, role, storage, type_, encoding, blob, checksum, digest
+        self, name, role, storage, type_, encoding, blob, checksum, digest, gather=False
     ) -> None:
         if checksum and digest is None:
             from .codecs import digests
 
             digest = digests.compute(checksum, blob)
-        self._incoming[name][role] = self._put_blob(storage, type_, encoding, blob, digest)
+        # gather only the caller's arrays: they cost no memory while they wait (compressed
+        # frames and copies made here would: they are written, then freed, at once)
+        self._incoming[name][role] = self._put_blob(
+            storage, type_, encoding, blob, digest, gather=gather
+        )
         shape, fmt, attrs, roles = self._planned[name]
         if len(self._incoming[name]) == len(roles):
             comps = self._incoming.pop(name)
@@ -661,13 +731,16 @@ class Writer:
 
     def _rewind(self, pos: int) -> None:
         """Cut everything written after ``pos`` (a failed stream)."""
+        self._write_gathered()
         self._pos = pos
         os.ftruncate(self._fd, pos)
 
     # ------------------------------------------------------------------ finishing
 
     def _flush(self) -> None:
+        """Every queued blob written and sent to the file."""
         self._drain(limit=0)
+        self._write_gathered()
 
     def finalize(self) -> int:
         """Write the manifest and footer and make the file visible. Returns its size."""
@@ -736,6 +809,7 @@ class Writer:
         for item in self._queue:
             item.payload.cancel()
         self._queue.clear()
+        self._gathered, self._gathered_bytes = [], 0
         if self.mode == "a" and self._fd >= 0:
             try:
                 os.ftruncate(self._fd, self._append_base)
