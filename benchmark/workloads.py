@@ -212,6 +212,22 @@ def memcpy_bandwidth(size: int, reps: int = 3) -> float:
     return size / best
 
 
+def compress_all(tensors: dict, level: int, threads: int) -> int:
+    """Compress every tensor to a zstd frame on ``threads`` threads and write nothing: the
+    most a parallel compressing writer can reach on this machine. Returns the bytes made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zstandard
+
+    def one(a: np.ndarray) -> int:
+        c = zstandard.ZstdCompressor(level=level).compressobj()
+        data = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+        return len(c.compress(data)) + len(c.flush())
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sum(pool.map(one, tensors.values()))
+
+
 def readinto_seconds(path: str) -> float:
     """open + ``readinto`` of the whole file into a fresh buffer (the page-cache read floor)."""
     size = os.path.getsize(path)
