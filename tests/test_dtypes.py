@@ -197,3 +197,9 @@ def test_logical_name_accepts_spec_spelling_and_rejects_unknown():
     assert dtypes.logical_name("f8_e5m2", None) == "f8_e5m2"
     with pytest.raises(UnsupportedError):
         dtypes.logical_name("u8", "f4_e2m1")
+    # unknown (a newer writer's type: listed, not read) versus known but misplaced (refused)
+    assert not dtypes.is_known_type("f4_e2m1")
+    assert dtypes.is_known_type(None) and dtypes.is_known_type("f8_e4m3fn")
+    assert dtypes.is_known_type("f32")
+    with pytest.raises(UnsupportedError, match="cannot be stored"):
+        dtypes.logical_name("u8", "f32")

@@ -380,10 +380,23 @@ def test_unknown_dtype(tmp_path):
     assert "f4_e2m1" in str(err)
 
 
-def test_unknown_logical_type(tmp_path):
+def test_unknown_logical_type_opens_but_does_not_read(tmp_path):
+    """Like an unknown format (a newer writer's type); more in test_unknown_type.py."""
     p = tmp_path / "a.zt"
-    build_file(p, {"t": _dense("u8", 64, 2, [2], type="f4_e2m1")}, {64: b"ab"})
-    _open_fails(p, UnsupportedError, "t", "data")
+    build_file(p, {"t": _dense("u8", 64, 2, [7], type="f4_e2m1")}, {64: b"ab"})
+    with Reader(p) as r:
+        assert r.tensor_names == ["t"] and r.metadata("t").shape == (7,)
+        assert r.read_component("t", "data").tobytes() == b"ab"
+        with pytest.raises(UnsupportedError) as info:
+            r.read_tensor("t")
+    msg = str(info.value)
+    assert str(p) in msg and "'t'" in msg and "'data'" in msg and "'f4_e2m1'" in msg
+
+
+def test_known_logical_type_over_wrong_dtype(tmp_path):
+    p = tmp_path / "a.zt"
+    build_file(p, {"t": _dense("f64", 64, 8, [1], type="f8_e5m2")}, {64: bytes(8)})
+    _open_fails(p, UnsupportedError, "t", "data", "f8_e5m2")
 
 
 def test_unknown_encoding(tmp_path):

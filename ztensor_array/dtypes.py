@@ -216,12 +216,23 @@ def storage_spelling(name: str) -> tuple[str, str | None]:
     return _LOGICAL_TYPES[written][0], written
 
 
+def is_known_type(type_: str | None) -> bool:
+    """Whether a component's `type` is one this version knows (absent counts as known).
+
+    An unknown `type` is most likely a logical type of a newer writer: the object is listed
+    but cannot be read. A known one over the wrong storage dtype is a malformed file.
+    """
+    return type_ is None or type_ in _LOGICAL_TYPES or type_ in BY_NAME
+
+
 def logical_name(dtype: str, type_: str | None) -> str:
     """The logical zTensor dtype of a component from its `dtype` and optional `type`."""
     if type_ is None or type_ == dtype:
         return dtype
     entry = _LOGICAL_TYPES.get(type_)
     if entry is None:
+        if type_ in BY_NAME:  # a plain dtype name is no logical type of another dtype
+            raise UnsupportedError(f"type {type_!r} cannot be stored as dtype {dtype!r}")
         raise UnsupportedError(f"unknown logical type {type_!r}")
     storage, logical = entry
     # The documented storage, the logical dtype itself (a spec-literal writer that also

@@ -256,7 +256,9 @@ def _parse_component_checked(raw: Any, path, obj: str, role: str) -> Component:
     _expect(ltype is None or isinstance(ltype, str), "type is not text", path, obj, role)
     if dtype not in dtypes.BY_NAME:
         raise UnsupportedError(f"unknown dtype {dtype!r}", path=path, obj=obj, component=role)
-    if ltype is not None:
+    # An unknown `type` (a newer writer's logical type) is kept: the object is listed and
+    # reading it raises (require_known_types). A known type over the wrong dtype is refused.
+    if ltype is not None and dtypes.is_known_type(ltype):
         try:
             dtypes.logical_name(dtype, ltype)
         except UnsupportedError as exc:
@@ -351,6 +353,29 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
 # --------------------------------------------------------------------------- validation
 
 
+def unknown_type(obj: Object) -> tuple[str, str] | None:
+    """(role, type) of the first component whose `type` this version does not know."""
+    for role, comp in obj.components.items():
+        if comp.type is not None and not dtypes.is_known_type(comp.type):
+            return role, comp.type
+    return None
+
+
+def require_known_types(obj: Object, path=None, name=None, role: str | None = None) -> None:
+    """UnsupportedError naming the component whose logical `type` is unknown (of ``role``
+    only, when given). Such objects open and list, but their values cannot be read."""
+    comps = obj.components if role is None else {role: obj.components[role]}
+    for r, comp in comps.items():
+        if comp.type is not None and not dtypes.is_known_type(comp.type):
+            raise UnsupportedError(
+                f"unknown logical type {comp.type!r} over storage dtype {comp.dtype!r} "
+                "(written by a newer zTensor version?)",
+                path=path,
+                obj=name,
+                component=r,
+            )
+
+
 def expected_nbytes(obj: Object, role: str) -> int | None:
     """Decoded byte size of a component when the manifest alone determines it."""
     comp = obj.components[role]
@@ -365,7 +390,7 @@ def expected_nbytes(obj: Object, role: str) -> int | None:
         if known is not None:
             return known
     isz = dtypes.itemsize(comp.dtype)
-    if obj.format == "dense" and role == "data":
+    if obj.format == "dense" and role == "data" and dtypes.is_known_type(comp.type):
         return obj.numel * dtypes.itemsize(dtypes.logical_name(comp.dtype, comp.type))
     if obj.format == "sparse_csr" and role == "indptr":
         return (obj.shape[0] + 1) * isz if obj.shape else None
@@ -389,7 +414,9 @@ def decoded_limit(obj: Object, role: str) -> int:
     """Most bytes a compressed component without a known decoded size may decode to."""
     comp = obj.components[role]
     bound = DECODED_BOUNDS.get(obj.format)
-    if bound is not None:
+    if not dtypes.is_known_type(comp.type):  # the logical item size is unknown
+        most = comp.length * MAX_ZSTD_RATIO
+    elif bound is not None:
         most = bound(obj, role)
     else:
         most = max(obj.numel, 1) * dtypes.itemsize(comp.dtype) * max(len(obj.shape), 1)
@@ -453,7 +480,7 @@ def _check_sparse_csr(name: str, obj: Object, path) -> None:
             "indptr",
         )
     values, indices = obj.components["values"], obj.components["indices"]
-    if values.encoding == "raw" and indices.encoding == "raw":
+    if values.encoding == "raw" and indices.encoding == "raw" and dtypes.is_known_type(values.type):
         nv = values.length // dtypes.itemsize(_logical(obj, "values"))  # complex: 2 floats
         ni = indices.length // dtypes.itemsize(indices.dtype)
         _expect(nv == ni, f"{nv} values but {ni} indices", path, name)
@@ -471,7 +498,7 @@ def _check_sparse_coo(name: str, obj: Object, path) -> None:
         "coords",
     )
     values = obj.components["values"]
-    if values.encoding == "raw" and coords.encoding == "raw":
+    if values.encoding == "raw" and coords.encoding == "raw" and dtypes.is_known_type(values.type):
         nnz = values.length // dtypes.itemsize(_logical(obj, "values"))
         want = len(obj.shape) * nnz * dtypes.itemsize(coords.dtype)
         _expect(
@@ -578,6 +605,7 @@ def _check_chunked(name: str, obj: Object, path) -> None:
             name,
             role,
         )
+        require_known_types(obj, path, name, role)  # the grid's dtype is known: a mismatch
         _expect(
             dtypes.logical_name(comp.dtype, comp.type) == grid.dtype,
             f"chunk dtype {comp.dtype} differs from the grid dtype {grid.dtype}",
@@ -639,6 +667,9 @@ def quantized_group(obj: Object, path=None, name=None) -> QuantizedGroup:
         raise cls(msg, path=path, obj=name, component=role)
 
     comps = obj.components
+    unknown = unknown_type(obj)
+    if unknown is not None:
+        bad(f"unknown logical type {unknown[1]!r}", unknown[0], unsupported=True)
     missing = [r for r in ("packed_weight", "scales", "zeros") if r not in comps]
     if missing:
         bad(f"quantized_group without {missing}: only the GPTQ layout is known", unsupported=True)
@@ -702,6 +733,9 @@ def ggml_blocks(obj: Object, path=None, name=None) -> tuple[str, int, int]:
         cls = UnsupportedError if unsupported else FormatError
         raise cls(msg, path=path, obj=name, component=role)
 
+    unknown = unknown_type(obj)
+    if unknown is not None:
+        bad(f"unknown logical type {unknown[1]!r}", unknown[0], unsupported=True)
     blocks = obj.components.get("blocks")
     if blocks is None or len(obj.components) != 1:
         bad(f"ggml_quantized needs exactly one 'blocks' component, has {sorted(obj.components)}")

@@ -92,12 +92,15 @@ class TensorMetadata:
     @property
     def _value_dtype(self) -> str | None:
         """The dtype read_tensor returns: quantized layouts dequantize to their scales' dtype
-        (quantized_group) or to float32 (ggml_quantized), not to their packed storage."""
+        (quantized_group) or to float32 (ggml_quantized), not to their packed storage.
+        None when there is none, or it is a logical `type` this version does not know."""
         if self._plain is not None:
             return self._plain[1]
         obj = self.object
         if obj.format == "chunked":  # the grid names the dtype, even with no chunk written
             return manifest.chunk_grid(obj).dtype
+        if manifest.unknown_type(obj) is not None:
+            return None
         comp = self._primary
         if comp is None:
             return None
@@ -534,6 +537,7 @@ class Reader:
             raise ValueError(f"to= must be one of {_TO}, not {to!r}")
         self._check_open()
         obj = self._object(name)
+        manifest.require_known_types(obj, self.path, name)
         torch_view = to == "torch" and not copy
 
         def get(role: str) -> np.ndarray:
@@ -583,6 +587,7 @@ class Reader:
         obj = self._object(name)
         if obj.format != "dense" or not obj.shape:
             raise UnsupportedError("needs a dense tensor of rank >= 1", path=self.path, obj=name)
+        manifest.require_known_types(obj, self.path, name)
         comp = obj.components["data"]
         if self.verify if verify is None else verify:
             self._verify(name, "data", comp, self._stored(comp))
@@ -630,6 +635,7 @@ class Reader:
         the packed weights, scales and zero points; for `ggml_quantized` the raw blocks."""
         self._check_open()
         obj = self._object(name)
+        manifest.require_known_types(obj, self.path, name)
         return {
             role: dense.as_logical(
                 self.read_component(name, role, verify=verify_checksum, copy=copy), comp
