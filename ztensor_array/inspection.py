@@ -38,7 +38,9 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             obj = r.manifest.objects[name]
             comps = {}
             for role, c in obj.components.items():
-                logical = dtypes.logical_name(c.dtype, c.type)
+                # an unknown logical type (newer writer) is shown as stored
+                known = dtypes.is_known_type(c.type)
+                logical = dtypes.logical_name(c.dtype, c.type) if known else c.type
                 comps[role] = {
                     "dtype": logical,
                     "storage_dtype": c.dtype,

@@ -256,6 +256,7 @@ def from_ztensor(
 def _array(ref: FileRef, name: str, obj: Object, chunks, verify: bool):
     import dask.array as da
 
+    manifest.require_known_types(obj, ref.path, name)
     fmt = obj.format
     if fmt == "chunked":
         grid = manifest.chunk_grid(obj, ref.path, name)

@@ -35,7 +35,7 @@ from xarray.core import indexing
 from xarray.core.utils import FrozenDict, close_on_error
 from xarray.core.variable import Variable
 
-from .. import dtypes
+from .. import dtypes, manifest
 from ..attributes import private_copy
 from ..errors import FileExistsZTError, MissingFileError, ZTensorError
 from ..reader import Reader
@@ -449,6 +449,7 @@ class ZTensorStore(WritableCFDataStore):
             {k: v for k, v in stored.items() if k not in _RESERVED_OBJ},
             stored.get(ATTR_DTYPES_KEY),
         )
+        manifest.require_known_types(obj, self.path, full)
         dtype = _object_dtype(obj)
         array = ZTensorBackendArray(
             self.path, full, obj.shape, dtype, self._ident, char, self.verify

@@ -3,9 +3,10 @@
 Every object survives, whatever its format (dense, sparse, quantized, chunked and formats we
 do not know yet): components are decoded one by one and re-encoded, keeping their storage and
 logical dtypes, the object's attributes and the global attributes. Digests are recomputed
-with the algorithm each object used (or the one asked for). ``merge`` copies stored blobs
-verbatim, so compression and digests stay exactly as they were. Legacy v0.1 inputs are
-re-encoded into v1 formats on the way.
+with the algorithm each object used (or the one asked for). An object with a logical `type`
+this version does not know is copied as stored instead (it cannot be decoded). ``merge``
+copies stored blobs verbatim, so compression and digests stay exactly as they were. Legacy
+v0.1 inputs are re-encoded into v1 formats on the way.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ChecksumError, ZTensorError
-from ..manifest import Object
+from ..manifest import Object, unknown_type
 from . import Progress, Report, check_output
 
 _STREAM_BLOCK = 64 << 20  # raw dense tensors above this are re-encoded block by block
@@ -42,6 +43,11 @@ def reencode(reader, writer, name: str, out_name: str, level: int, checksum: Any
     ``checksum`` is an algorithm, None for none, or "keep" for the object's own algorithm.
     """
     obj = reader.manifest.objects[name]
+    if unknown_type(obj) is not None:
+        # a logical type we do not know cannot be decoded and re-encoded faithfully: the
+        # object is kept as stored (its encoding and digests unchanged)
+        _copy_verbatim(reader, writer, name, out_name, obj)
+        return
     algo = _digest_algorithm(obj) if checksum == "keep" else checksum
     attrs = dict(obj.attributes) if obj.attributes else None
     if obj.format.startswith("legacy_"):  # v0.1 single-blob sparse: becomes sparse_csr/coo
@@ -172,16 +178,21 @@ def merge(
                     if _is_legacy(r):
                         _reencode_legacy(r, w, name, out_name, obj)
                     else:
-                        stored = {}
-                        for role, comp in obj.components.items():
-                            blob = r.stored_bytes(name, role)
-                            _check_digest(path, name, role, comp.digest, blob)
-                            stored[role] = blob
-                        w.copy_object(out_name, obj, stored)
+                        _copy_verbatim(r, w, name, out_name, obj)
                     progress.advance(_stored_size(obj))
                     report.tensors += 1
     report.bytes_out = os.path.getsize(dst)
     return report
+
+
+def _copy_verbatim(r, w, name: str, out_name: str, obj: Object) -> None:
+    """Copy an object's stored blobs as they are, after checking their digests."""
+    stored = {}
+    for role, comp in obj.components.items():
+        blob = r.stored_bytes(name, role)
+        _check_digest(r.path, name, role, comp.digest, blob)
+        stored[role] = blob
+    w.copy_object(out_name, obj, stored)
 
 
 def _reencode_legacy(r, w, name: str, out_name: str, obj: Object) -> None:
