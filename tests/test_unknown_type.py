@@ -398,3 +398,14 @@ def test_any_unknown_type_over_any_known_dtype_opens(tmp_path_factory, type_, st
         with pytest.raises(UnsupportedError) as info:
             r.read_tensor("b")
         assert repr(type_) in str(info.value)
+
+
+def test_appending_keeps_it(newer):
+    with zt.Writer(newer, mode="a") as w:
+        w.add_tensor("c", np.ones(3, np.float32))
+    with Reader(newer) as r:
+        assert r.tensor_names == ["a", "b", "c"]
+        comp = r.manifest.objects["b"].components["data"]
+        assert (comp.dtype, comp.type, comp.digest) == ("u8", NEW_TYPE, _crc(B_BYTES))
+        assert r.read_component("b", "data", verify=True).tobytes() == B_BYTES
+        np.testing.assert_array_equal(r.read_tensor("c"), np.ones(3, np.float32))
