@@ -633,3 +633,24 @@ def test_a_gathered_tensor_over_2_gib_is_written_whole(tmp_path):
         assert np.array_equal(got[edge - 1000 : edge + 1000], big[edge - 1000 : edge + 1000])
         assert np.array_equal(got, big)
         assert_same(r.read_tensor("b_tail"), tail)
+
+
+def test_compressed_save_keeps_a_bounded_queue(tmp_path, monkeypatch):
+    """Under copy_inputs=False more compressed blobs may queue than 2 per worker (the inputs
+    are the caller's), but never more input bytes than the cap: slow level-19 encodes keep
+    every blob queued, so an unbounded queue would hold them all."""
+    from ztensor_array import writer as zw
+
+    monkeypatch.setattr(zw, "_QUEUE_BYTES", 3 << 20)
+    rng = np.random.default_rng(0)
+    arrays = {f"t{i:02d}": rng.integers(0, 16, 1 << 18, dtype=np.uint8) for i in range(24)}
+    seen = []
+    with za.Writer(tmp_path / "q.zt", copy_inputs=False, workers=2) as w:
+        for name, a in arrays.items():
+            w.add_tensor(name, a, compress=19)
+            seen.append((len(w._queue), w._queued_bytes))
+    assert max(n for n, _ in seen) > 4  # it did queue beyond 2 per worker
+    assert all(n <= 4 or queued <= 3 << 20 for n, queued in seen), seen
+    with za.Reader(tmp_path / "q.zt") as r:
+        for name, a in arrays.items():
+            assert_same(r.read_tensor(name), a)

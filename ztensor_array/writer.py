@@ -38,6 +38,9 @@ _MODES = ("w", "x", "a")
 # Gathered writes go out when this many buffers or bytes wait (IOV_MAX is 1024 on Linux)
 _GATHER_IOVECS = 512
 _GATHER_BYTES = 512 << 20
+# Compressed blobs queued at most, beyond 2 per worker, under copy_inputs=False (see _drain)
+_QUEUE_ITEMS = 64
+_QUEUE_BYTES = 64 << 20
 _ZEROS = bytes(64)  # padding up to the next 64-byte boundary
 _CHECKSUMS = (None, "crc32c", "sha256")
 
@@ -93,6 +96,7 @@ class _Pending:
     encoding: str
     checksum: str | None
     payload: Future | memoryview
+    nbytes: int = 0  # input bytes, while it is being encoded
 
 
 def _encode(
@@ -151,6 +155,7 @@ class Writer:
         self._pos = 0
         self._gathered: list[memoryview] = []  # written but not yet sent: they end at _pos
         self._gathered_bytes = 0
+        self._queued_bytes = 0  # input bytes of the compressed blobs in self._queue
         self._lock = threading.RLock()
         self._fd = -1
         self._tmp_name: str | None = None
@@ -547,7 +552,10 @@ class Writer:
         """``borrowed``: ``data`` is the caller's memory, unchanged until finalize."""
         if level:
             fut = self._encode_later(data, level, checksum)
-            self._queue.append(_Pending(name, role, storage, type_, "zstd", checksum, fut))
+            self._queue.append(
+                _Pending(name, role, storage, type_, "zstd", checksum, fut, data.nbytes)
+            )
+            self._queued_bytes += data.nbytes
             self._drain(limit=2 * self._workers)
         else:
             self._drain(limit=0)
@@ -556,13 +564,27 @@ class Writer:
             )
 
     def _drain(self, limit: int) -> None:
-        """Write queued blobs in order until at most ``limit`` remain (or none is ready)."""
-        while self._queue and (len(self._queue) > limit or self._queue[0].payload.done()):
+        """Write queued blobs in order until at most ``limit`` remain (or none is ready).
+
+        Under ``copy_inputs=False`` more may stay queued while their inputs total at most
+        ``_QUEUE_BYTES``: queued inputs are the caller's arrays (no memory of ours), and a
+        deeper queue keeps every encoder busy while this thread writes finished frames.
+        """
+        while self._queue and (self._must_wait(limit) or self._queue[0].payload.done()):
             item = self._queue.popleft()
+            self._queued_bytes -= item.nbytes
             frame, digest = item.payload.result()
             self._write_component(
                 item.name, item.role, item.dtype, item.type, "zstd", frame, None, digest
             )
+
+    def _must_wait(self, limit: int) -> bool:
+        n = len(self._queue)
+        if n <= limit:
+            return False
+        if self._copy_inputs or not limit:
+            return True
+        return n > _QUEUE_ITEMS or self._queued_bytes > _QUEUE_BYTES
 
     def _write_component(
         self, name, role, storage, type_, encoding, blob, checksum, digest, gather=False
@@ -809,6 +831,7 @@ class Writer:
         for item in self._queue:
             item.payload.cancel()
         self._queue.clear()
+        self._queued_bytes = 0
         self._gathered, self._gathered_bytes = [], 0
         if self.mode == "a" and self._fd >= 0:
             try:
