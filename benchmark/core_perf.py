@@ -127,7 +127,7 @@ class Bench:
     # ------------------------------------------------------------------ cases
 
     def write(self) -> None:
-        print("raw write (page cache; previous output deleted and dirty pages synced first)")
+        print("raw write (page cache; old output deleted, dirty pages synced, clean cache dropped)")
         with open(self.zt_path, "rb") as f:
             file_bytes = f.read()
         outs = {
@@ -148,7 +148,9 @@ class Bench:
             cands["safetensors"] = lambda: st_np.save_file(self.tensors, outs["safetensors"])
         except ImportError:
             pass
-        t = wl.interleaved(cands, self.reps(5, 2), setup=lambda n: wl.drop_dirty(outs[n]))
+        t = wl.interleaved(
+            cands, self.reps(5, 2), setup=lambda n: wl.drop_dirty(outs[n], drop_cache=True)
+        )
         self.add("raw write", t, "ztensor_array", "write()", 1.05)
         for peer in ("ztensor 1.1.1", "safetensors"):
             if peer in t:
@@ -162,7 +164,9 @@ class Bench:
             t = wl.interleaved(
                 d,
                 self.reps(3, 1),
-                setup=lambda n: wl.drop_dirty(outs["write()" if n == "write()+fsync" else n]),
+                setup=lambda n: wl.drop_dirty(
+                    outs["write()" if n == "write()+fsync" else n], drop_cache=True
+                ),
             )
             self.add("durable write", t, "ztensor_array", "write()+fsync", 1.05)
         for p in outs.values():
@@ -375,7 +379,9 @@ class Bench:
             ),
             "compression alone": lambda: wl.compress_all(self.tensors, 3, os.cpu_count() or 1),
         }
-        t = wl.interleaved(w, self.reps(3, 1), setup=lambda n: wl.drop_dirty(outs[n]))
+        t = wl.interleaved(
+            w, self.reps(3, 1), setup=lambda n: wl.drop_dirty(outs[n], drop_cache=True)
+        )
         ratio = self.size / os.path.getsize(self.zst_path)
         self.add(
             "zstd-3 write throughput",
