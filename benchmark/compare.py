@@ -223,7 +223,7 @@ def limits(workdir: str, size: int, reps: int) -> dict[str, float]:
     path = os.path.join(workdir, "limit.bin")
     w, r = [], []
     for _ in range(reps):
-        wl.drop_dirty(path)
+        wl.drop_dirty(path, drop_cache=True)
         w.append(wl.write_seconds(path, buf))
         wl.readinto_seconds(path)
         r.append(wl.readinto_seconds(path))
@@ -246,9 +246,9 @@ def _path(workdir: str, peer: Peer, by_name: dict[str, Peer]) -> str:
 
 def _time_op(op: str, peer: Peer, path: str, tensors: dict, first: bool) -> float:
     """One timed write, or one timed read (open + touch every byte; warm-up untimed)."""
-    if op == "write":
-        wl.drop_dirty()
-        _remove(path)
+    if op == "write":  # every write starts synced, with the clean cache dropped (reads,
+        _remove(path)  # which all come after the writes, warm their file first)
+        wl.drop_dirty(drop_cache=True)
         t0 = time.perf_counter()
         peer.write(tensors, path)
         return time.perf_counter() - t0
