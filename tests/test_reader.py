@@ -120,6 +120,17 @@ def test_plain_fast_path_equals_the_general_path(tmp_path, dtype, shape):
             assert np.shares_memory(fast, general)
 
 
+@pytest.mark.parametrize("name", ["missing", 5, None, ["raw_f32"], ("raw_f32",)])
+def test_reading_a_name_that_is_not_there(mixed, name):
+    """Any missing or non-text name is a TensorNotFoundError naming it, on every read path."""
+    path, _arrays = mixed
+    with za.Reader(path) as r:
+        for read in (r.read_tensor, lambda n: r.read_tensor(n, to="torch"), r.metadata):
+            with pytest.raises(TensorNotFoundError) as info:
+                read(name)
+            assert repr(name) in str(info.value) and str(path) in str(info.value)
+
+
 def _mapped(path) -> bool:
     with open("/proc/self/maps") as f:
         return any(line.rstrip().endswith(os.fspath(path)) for line in f)

@@ -323,6 +323,10 @@ class Reader:
         try:
             return self.manifest.objects[name]
         except (KeyError, TypeError):
+            if not isinstance(name, str):
+                raise TensorNotFoundError(
+                    f"no such object {name!r} (object names are text)", path=self.path
+                ) from None
             raise TensorNotFoundError("no such object", path=self.path, obj=name) from None
 
     def names_in_file_order(self) -> list[str]:
@@ -567,7 +571,9 @@ class Reader:
         pass's summary (the common case of opening a file for one tensor); None for
         anything else, which takes the general path."""
         objects = self.manifest.objects
-        plain = objects.plain.get(name) if isinstance(objects, manifest.ObjectTable) else None
+        if type(name) is not str or not isinstance(objects, manifest.ObjectTable):
+            return None
+        plain = objects.plain.get(name)
         if plain is None or plain[2] < 0 or not plain[3]:
             return None
         shape, dtype_name, offset, length = plain
