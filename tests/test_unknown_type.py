@@ -300,6 +300,10 @@ def test_dask_and_xarray_refuse_it(newer):
     with pytest.raises(UnsupportedError) as info:
         xr.open_dataset(newer, engine="ztensor")
     assert info.value.obj == "b" and NEW_TYPE in str(info.value)
+    # leaving it out opens the rest
+    with xr.open_dataset(newer, engine="ztensor", drop_variables=["b"]) as ds:
+        assert list(ds.data_vars) == ["a"]
+        np.testing.assert_array_equal(ds["a"].values, A)
 
 
 def test_sparse_and_quantized_objects_of_unknown_type_open(tmp_path):

@@ -157,6 +157,19 @@ def test_foreign_file_gets_default_dims_and_sparse_opens_dense(tmp_path, zref):
         assert ds["m"][3, 5].values == d[3, 5]
 
 
+@pytest.mark.parametrize("drop", ["b", ["b"], ("b", "not_there")])
+def test_drop_variables_are_never_built_and_rename_nothing(tmp_path, zref, drop):
+    """Dropped variables are left out before they are built, yet the others get the dims a
+    full open gives them (default dims that clash with a dropped one stay renamed)."""
+    path = str(tmp_path / "f.zt")
+    with zref.Writer(path) as w:
+        w.add_tensor("a", np.arange(6, dtype="f4").reshape(2, 3))
+        w.add_tensor("b", np.arange(5, dtype="i8"))
+    with xr.open_dataset(path) as full, xr.open_dataset(path, drop_variables=drop) as part:
+        assert_identical(part, full.drop_vars("b"))
+        assert part["a"].dims == ("a_dim_0", "dim_1")
+
+
 def test_guess_can_open_never_raises(tmp_path):
     ep = ZTensorBackendEntrypoint()
     other = tmp_path / "x.bin"

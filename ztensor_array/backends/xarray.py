@@ -364,6 +364,9 @@ class ZTensorStore(WritableCFDataStore):
         self._write_region = write_region
         self._root = root
         self.verify = verify
+        # names open_dataset(drop_variables=...) will drop: never built, so a variable this
+        # version cannot read (a logical type of a newer writer) can be left out
+        self.skip: frozenset[str] = frozenset()
         if root is not None:  # a child store shares the root's file state
             self._existing = root._existing
             self._ident = root._ident
@@ -468,10 +471,17 @@ class ZTensorStore(WritableCFDataStore):
         return Variable(dims, indexing.LazilyIndexedArray(array), attrs, encoding)
 
     def get_variables(self):
+        names = self._names()
         out = {}
-        for name, full in self._names().items():
-            out[name] = self.open_store_variable(name, full)
-        _fix_default_dims(out, self._existing, self._names())
+        for name, full in names.items():
+            if name not in self.skip:
+                out[name] = self.open_store_variable(name, full)
+        skipped = [
+            dict(zip(self._object_dims(n, self._existing[f]), self._existing[f].shape))
+            for n, f in names.items()
+            if n in self.skip and f not in self._written and f in self._existing
+        ]
+        _fix_default_dims(out, self._existing, names, skipped)
         return FrozenDict(out)
 
     def get_attrs(self):
@@ -1146,11 +1156,23 @@ def _chunk_shape(obj) -> tuple[int, ...] | None:
     return None
 
 
-def _fix_default_dims(variables: dict, objects: Mapping, names: Mapping) -> None:
-    """Default dims dim_i clash when sizes differ: rename those axes var_dim_i."""
+def _names_of(drop_variables: str | Iterable[str] | None) -> frozenset[str]:
+    if drop_variables is None:
+        return frozenset()
+    if isinstance(drop_variables, str):
+        return frozenset((drop_variables,))
+    return frozenset(str(n) for n in drop_variables)
+
+
+def _fix_default_dims(
+    variables: dict, objects: Mapping, names: Mapping, skipped: Iterable[Mapping] = ()
+) -> None:
+    """Default dims dim_i clash when sizes differ: rename those axes var_dim_i. ``skipped``:
+    the sizes of variables left out (drop_variables), which count as if they were there,
+    so dropping a variable never renames the dims of the others."""
     sizes: dict[str, set] = {}
-    for v in variables.values():
-        for d, n in v.sizes.items():
+    for dim_sizes in [v.sizes for v in variables.values()] + list(skipped):
+        for d, n in dim_sizes.items():
             sizes.setdefault(d, set()).add(n)
     for name, v in list(variables.items()):
         obj = objects.get(names[name])
@@ -1755,6 +1777,7 @@ class ZTensorBackendEntrypoint(BackendEntrypoint):
         else:
             path = os.fspath(_normalize_path(filename_or_obj))
             store = ZTensorStore.open(path, "r", group=group, verify=verify_checksums)
+            store.skip = _names_of(drop_variables)
         with close_on_error(store):
             return StoreBackendEntrypoint().open_dataset(
                 store,
@@ -1789,6 +1812,7 @@ class ZTensorBackendEntrypoint(BackendEntrypoint):
             if parent != "/" and not (g == parent or g.startswith(parent + "/")):
                 continue
             store = root if g == "/" else root.get_child_store(g)
+            store.skip = _names_of(drop_variables)
             ds = StoreBackendEntrypoint().open_dataset(
                 store,
                 mask_and_scale=mask_and_scale,
