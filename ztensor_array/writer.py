@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # concurrent.futures costs ~15 ms at import: loaded when firs
 _MODES = ("w", "x", "a")
 # Gathered writes go out when this many buffers or bytes wait (IOV_MAX is 1024 on Linux)
 _GATHER_IOVECS = 512
-_GATHER_BYTES = 512 << 20
+_GATHER_BYTES = 64 << 20
 # Compressed blobs queued at most, beyond 2 per worker, under copy_inputs=False (see _drain)
 _QUEUE_ITEMS = 64
 _QUEUE_BYTES = 64 << 20
