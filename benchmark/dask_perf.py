@@ -10,7 +10,7 @@
              (timed on one thread), so at best it reaches
              hardware ceiling * compress / (compress + compute).
            Run on the issue's smooth signal (compresses to <1%: the computation costs about
-           half of the compression) and on a noisy one (compresses to ~85%).
+           half of the compression) and on a noisy one (compresses to ~85-90%).
            Both writers write a new file each round (the old one is removed untimed).
 (c) out of core: peak RssAnon (anonymous memory, excludes the file-backed page cache) while
            reducing a large raw file
@@ -160,7 +160,7 @@ def bench_read(folder: str, nbytes: int, chunk_bytes: int, repeat: int) -> dict:
 
 def smooth_plus_noise(nbytes: int) -> np.ndarray:
     """The smooth signal of ``source`` plus unit Gaussian noise: float data that compresses
-    to ~85% at zstd-3 (~130 MB/s on one core), so compression, not the computation,
+    to ~85-90% at zstd-3 (~250-500 MB/s on one core), so compression, not the computation,
     dominates the write. A supplement to (b), not its definition."""
     n = nbytes // 4
     cols = 1024

@@ -55,6 +55,19 @@ def test_our_frames_have_no_content_size():
     assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == b"x" * 1000
 
 
+@pytest.mark.parametrize("level", [1, 3, 9, 19, 22])
+def test_chunk_frames_record_their_size_at_every_level(level):
+    """Frames of the chunked layout carry their decoded size (checked before decoding) and
+    decode with zstandard, whichever zstd made them; bad levels are refused the same way."""
+    data = np.sin(np.arange(50_000, dtype=np.float32) / 50).tobytes()
+    frame = zstd.compress_sized(memoryview(data), level)
+    assert zstandard.get_frame_parameters(frame).content_size == len(data)
+    assert zstandard.ZstdDecompressor().decompress(frame) == data
+    assert zstd.decompress(frame, len(data)).tobytes() == data
+    with pytest.raises(ValueError):
+        zstd.compress_sized(data, 23)
+
+
 @pytest.mark.parametrize("level", range(1, 23))
 def test_every_level_roundtrips(level):
     data = (np.arange(5000, dtype=np.int32) % 97).tobytes()
