@@ -353,27 +353,29 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
 # --------------------------------------------------------------------------- validation
 
 
-def unknown_type(obj: Object) -> tuple[str, str] | None:
-    """(role, type) of the first component whose `type` this version does not know."""
-    for role, comp in obj.components.items():
+def unknown_type(obj: Object, role: str | None = None) -> tuple[str, str] | None:
+    """(role, type) of the first component (of ``role`` only, when given) whose `type` this
+    version does not know."""
+    comps = obj.components if role is None else {role: obj.components[role]}
+    for r, comp in comps.items():
         if comp.type is not None and not dtypes.is_known_type(comp.type):
-            return role, comp.type
+            return r, comp.type
     return None
 
 
 def require_known_types(obj: Object, path=None, name=None, role: str | None = None) -> None:
     """UnsupportedError naming the component whose logical `type` is unknown (of ``role``
     only, when given). Such objects open and list, but their values cannot be read."""
-    comps = obj.components if role is None else {role: obj.components[role]}
-    for r, comp in comps.items():
-        if comp.type is not None and not dtypes.is_known_type(comp.type):
-            raise UnsupportedError(
-                f"unknown logical type {comp.type!r} over storage dtype {comp.dtype!r} "
-                "(written by a newer zTensor version?)",
-                path=path,
-                obj=name,
-                component=r,
-            )
+    unknown = unknown_type(obj, role)
+    if unknown is not None:
+        r, type_ = unknown
+        raise UnsupportedError(
+            f"unknown logical type {type_!r} over storage dtype {obj.components[r].dtype!r} "
+            "(written by a newer zTensor version?)",
+            path=path,
+            obj=name,
+            component=r,
+        )
 
 
 def expected_nbytes(obj: Object, role: str) -> int | None:
@@ -1038,18 +1040,17 @@ _memo_held = 0
 _memo_lock = threading.Lock()
 
 
-def memoized(
-    path: str, size: int, tail: bytes, *, aligned: bool = True
-) -> tuple[Manifest, int] | None:
-    """(manifest, start) of a file of ``size`` bytes whose last bytes are ``tail`` (any
-    length), when a validated manifest and footer equal to its end are memoized; else None."""
+def memo_entry(path: str, size: int, *, aligned: bool = True) -> tuple[bytes, Manifest] | None:
+    """The kept (manifest + footer bytes, validated manifest) of a file of ``size`` bytes at
+    ``path``, if any. It is that file's manifest only if the file ends with exactly those
+    bytes: the caller reads that many bytes from the end (so a reopen reads exactly the
+    manifest and footer) and compares."""
     key = (path, size, aligned)
     with _memo_lock:
         hit = _memo.get(key)
-        if hit is None or not tail.endswith(hit[0]):
-            return None
-        _memo.move_to_end(key)
-    return hit[1], size - len(hit[0])
+        if hit is not None:
+            _memo.move_to_end(key)
+    return hit
 
 
 def load(data: bytes, blob_end: int, *, path: Path | None = None, aligned: bool = True) -> Manifest:
@@ -1057,12 +1058,11 @@ def load(data: bytes, blob_end: int, *, path: Path | None = None, aligned: bool 
     shared between readers: treat it (and its raw maps) as read-only."""
     global _memo_held
     tail = bytes(data) + footer(data)
-    key = (os.fspath(path) if path is not None else "", blob_end + len(tail), aligned)
-    with _memo_lock:
-        hit = _memo.get(key)
-        if hit is not None and hit[0] == tail:
-            _memo.move_to_end(key)
-            return hit[1]
+    name, size = (os.fspath(path) if path is not None else ""), blob_end + len(tail)
+    key = (name, size, aligned)
+    kept = memo_entry(name, size, aligned=aligned)
+    if kept is not None and kept[0] == tail:
+        return kept[1]
     m = decode(data, path=path)
     validate(m, blob_end, path=path, aligned=aligned)
     if len(tail) <= _MEMO_ENTRY_BYTES:

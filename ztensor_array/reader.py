@@ -33,10 +33,7 @@ from .manifest import Component, Manifest, Object
 _TO = ("numpy", "torch")
 # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused as not regular)
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-_TAIL_READ = 1 << 16  # bytes read from the end of a file when opening it
-# path -> bytes of footer + manifest at its last open: a reopen reads exactly that (any size
-# is safe: a longer manifest costs one more read)
-_TAIL_HINT: dict[str, int] = {}
+_TAIL_READ = 1 << 16  # bytes read from the end of a file opened for the first time
 
 
 class TensorMetadata:
@@ -227,17 +224,14 @@ class Reader:
             return legacy.read_manifest(self._pread, self.size, self.path)
         if head != manifest.MAGIC:
             raise FormatError(f"not a zTensor file (magic {head[:8]!r})", path=self.path)
-        # One read of the file's end usually brings the footer and the whole manifest.
-        span = min(self.size, _TAIL_HINT.get(self.path, _TAIL_READ))
+        # One read of the file's end usually brings the footer and the whole manifest; a
+        # reopen reads exactly the manifest and footer it kept, and reuses them if unchanged.
+        kept = manifest.memo_entry(self.path, self.size)
+        span = min(self.size, len(kept[0]) if kept is not None else _TAIL_READ)
         tail = self._pread(span, self.size - span) if self.size >= manifest.FOOTER_SIZE else b""
-        known = manifest.memoized(self.path, self.size, tail)
-        if known is not None:
-            return known
+        if kept is not None and tail == kept[0]:
+            return kept[1], self.size - span
         start, length = manifest.locate(self.size, tail[-manifest.FOOTER_SIZE :], self.path)
-        if self.size - start <= _TAIL_READ:
-            if len(_TAIL_HINT) >= 4096:
-                _TAIL_HINT.clear()
-            _TAIL_HINT[self.path] = self.size - start
         if self.size - start <= span:
             first = span - (self.size - start)
             data = tail[first : first + length]
@@ -383,11 +377,8 @@ class Reader:
             except (OSError, ValueError):
                 raise ZTensorError("reader is closed", path=self.path) from None
             return memoryview(mm)[comp.offset - start :]
-        mm = self._map(mmap.ACCESS_READ)
-        try:
-            return memoryview(mm)[comp.offset : comp.offset + comp.length]
-        except ValueError:  # another thread closed the reader (and its map) just now
-            raise ZTensorError("reader is closed", path=self.path) from None
+        # close() only drops its maps, so a map in hand is never closed under us
+        return memoryview(self._map(mmap.ACCESS_READ))[comp.offset : comp.offset + comp.length]
 
     def _drop_pages(self, comp: Component) -> None:
         """Unmap the whole pages of a decoded component's stored bytes from this process.
@@ -577,8 +568,8 @@ class Reader:
         if plain is None or plain[2] < 0 or not plain[3]:
             return None
         shape, dtype_name, offset, length = plain
-        mm = self._maps.get(mmap.ACCESS_READ) or self._map(mmap.ACCESS_READ)
         dt = dtypes.to_numpy(dtype_name)
+        mm = self._map(mmap.ACCESS_READ)
         return np.frombuffer(mm, dt, length // dt.itemsize, offset).reshape(shape)
 
     def iter_dense_rows(
