@@ -155,7 +155,6 @@ class Writer:
         self._pos = 0
         self._gathered: list[memoryview] = []  # written but not yet sent: they end at _pos
         self._gathered_bytes = 0
-        self._queued_bytes = 0  # input bytes of the compressed blobs in self._queue
         self._lock = threading.RLock()
         self._fd = -1
         self._tmp_name: str | None = None
@@ -555,7 +554,6 @@ class Writer:
             self._queue.append(
                 _Pending(name, role, storage, type_, "zstd", checksum, fut, data.nbytes)
             )
-            self._queued_bytes += data.nbytes
             self._drain(limit=2 * self._workers)
         else:
             self._drain(limit=0)
@@ -572,7 +570,6 @@ class Writer:
         """
         while self._queue and (self._must_wait(limit) or self._queue[0].payload.done()):
             item = self._queue.popleft()
-            self._queued_bytes -= item.nbytes
             frame, digest = item.payload.result()
             self._write_component(
                 item.name, item.role, item.dtype, item.type, "zstd", frame, None, digest
@@ -584,7 +581,7 @@ class Writer:
             return False
         if self._copy_inputs or not limit:
             return True
-        return n > _QUEUE_ITEMS or self._queued_bytes > _QUEUE_BYTES
+        return n > _QUEUE_ITEMS or sum(item.nbytes for item in self._queue) > _QUEUE_BYTES
 
     def _write_component(
         self, name, role, storage, type_, encoding, blob, checksum, digest, gather=False
@@ -831,7 +828,6 @@ class Writer:
         for item in self._queue:
             item.payload.cancel()
         self._queue.clear()
-        self._queued_bytes = 0
         self._gathered, self._gathered_bytes = [], 0
         if self.mode == "a" and self._fd >= 0:
             try:
