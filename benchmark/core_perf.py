@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads as wl  # noqa: E402
 
 import ztensor_array as zt  # noqa: E402
+from ztensor_array import constants  # noqa: E402
 from ztensor_array import manifest as zt_manifest  # noqa: E402
 
 try:  # the reference implementation, the interop oracle (optional here)
@@ -256,7 +257,7 @@ class Bench:
             fd = os.open(self.zt_path, os.O_RDONLY)
             try:
                 size = os.fstat(fd).st_size
-                if os.pread(fd, 8, 0) != zt_manifest.MAGIC:
+                if os.pread(fd, 8, 0) != constants.MAGIC:
                     raise ValueError("magic")
                 if not os.pread(fd, len(known_tail), size - len(known_tail)).endswith(known_tail):
                     raise ValueError("manifest changed")

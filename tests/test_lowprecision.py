@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ztensor_array as zt
-from ztensor_array import manifest
+from ztensor_array import constants, manifest
 from ztensor_array.errors import UnsupportedError
 from ztensor_array.manifest import Component, Manifest, Object
 
@@ -76,7 +76,7 @@ def test_written_spelling(tmp_path):
 def _write_raw(path, entries):
     """A file whose manifest we spell by hand (through our CBOR encoder), for spellings our
     Writer never produces: entries = name -> (logical array, dtype, type)."""
-    data = bytearray(manifest.MAGIC)
+    data = bytearray(constants.MAGIC)
     objects = {}
     for name, (arr, dtype, type_) in entries.items():
         data += bytes(-len(data) % 64)

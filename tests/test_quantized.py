@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ztensor_array as zt
-from ztensor_array import manifest
+from ztensor_array import constants, manifest
 from ztensor_array.errors import FormatError, UnsupportedError, ZTensorError
 from ztensor_array.manifest import Component, Manifest, Object
 
@@ -226,7 +226,7 @@ def test_structure_check_at_open():
 
 def _write_raw(path, objects, blobs):
     """A file assembled from our manifest encoder, for layouts our Writer does not make."""
-    data = bytearray(manifest.MAGIC)
+    data = bytearray(constants.MAGIC)
     comps_at = {}
     for key, blob in blobs.items():
         data += bytes(-len(data) % 64)

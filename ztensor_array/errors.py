@@ -82,3 +82,13 @@ class FileExistsZTError(ZTensorError, FileExistsError):
 
 class UnsupportedError(ZTensorError, NotImplementedError):
     """Valid input that this version cannot handle (unknown format, dtype without numpy type)."""
+
+
+class InvalidArgumentError(ZTensorError, ValueError):
+    """An argument has a value the API does not accept (``compress=30``, ``mode="q"``);
+    a ValueError too, so ``except ValueError`` keeps working."""
+
+
+class ArgumentTypeError(ZTensorError, TypeError):
+    """An argument has a type the API does not accept (a non-text tensor name); a
+    TypeError too."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import dtypes, layouts, manifest
+from . import constants, dtypes, layouts, manifest
 from .errors import FormatError, TornFileError, UnsupportedError
 from .layouts import legacy as layout
 from .manifest import Component, Manifest, Object
@@ -37,13 +37,13 @@ layouts.register(layout.COO, "legacy", "read_object")
 
 def locate(size: int, tail: bytes, path) -> tuple[int, int]:
     """(offset, length) of the CBOR index from the file size and its last 8 bytes."""
-    if size < len(manifest.LEGACY_MAGIC) + LENGTH_SIZE:
+    if size < len(constants.LEGACY_MAGIC) + LENGTH_SIZE:
         raise TornFileError(f"v0.1 file of {size} bytes is too short", path=path)
     length = int.from_bytes(tail, "little")
-    if length > manifest.MAX_MANIFEST_SIZE:
+    if length > constants.MAX_MANIFEST_SIZE:
         raise FormatError(f"v0.1 index size {length} exceeds the 1 GiB limit", path=path)
     start = size - LENGTH_SIZE - length
-    if start < len(manifest.LEGACY_MAGIC):
+    if start < len(constants.LEGACY_MAGIC):
         raise FormatError(
             f"v0.1 index size {length} does not fit in a file of {size} bytes", path=path
         )

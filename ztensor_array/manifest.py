@@ -20,18 +20,17 @@ from typing import Any, NamedTuple
 import cbor2
 
 from . import dtypes
+from .codecs.policy import MAX_DECODE_RATIO as MAX_ZSTD_RATIO
+from .constants import (
+    ALIGNMENT,
+    FOOTER_SIZE,
+    MAGIC,
+    MAX_MANIFEST_SIZE,
+    WRITE_VERSION,
+)
 from .errors import FormatError, TornFileError, UnsupportedError, ZTensorError
 
-MAGIC = b"ZTEN1000"
-LEGACY_MAGIC = b"ZTEN0001"
-ALIGNMENT = 64
-FOOTER_SIZE = 16  # u64 manifest size + magic
-MAX_MANIFEST_SIZE = 1 << 30
-WRITE_VERSION = "1.1.0"
 ENCODINGS = frozenset({"raw", "zstd"})
-# Highest decoded/encoded ratio a zstd frame can reach (RLE blocks: ~3 bytes per 128 KiB);
-# a declared size beyond this many times the stored length is a lie or a bomb.
-MAX_ZSTD_RATIO = 1 << 16
 _MAX_NBYTES = (1 << 63) - 1
 
 Path = str | os.PathLike

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import dtypes, layouts, manifest
+from . import constants, dtypes, layouts, manifest
 from .errors import (
     ChecksumError,
     DecodeError,
@@ -27,6 +27,7 @@ from .errors import (
     UnsupportedError,
     ZTensorError,
 )
+from .interop import to_torch
 from .layouts import dense
 from .manifest import Component, Manifest, Object
 
@@ -218,20 +219,20 @@ class Reader:
 
     def _load_manifest(self) -> tuple[Manifest, int]:
         head = os.pread(self._fd, 8, 0)
-        if head == manifest.LEGACY_MAGIC:
+        if head == constants.LEGACY_MAGIC:
             from . import legacy
 
             return legacy.read_manifest(self._pread, self.size, self.path)
-        if head != manifest.MAGIC:
+        if head != constants.MAGIC:
             raise FormatError(f"not a zTensor file (magic {head[:8]!r})", path=self.path)
         # One read of the file's end usually brings the footer and the whole manifest; a
         # reopen reads exactly the manifest and footer it kept, and reuses them if unchanged.
         kept = manifest.memo_entry(self.path, self.size)
         span = min(self.size, len(kept[0]) if kept is not None else _TAIL_READ)
-        tail = self._pread(span, self.size - span) if self.size >= manifest.FOOTER_SIZE else b""
+        tail = self._pread(span, self.size - span) if self.size >= constants.FOOTER_SIZE else b""
         if kept is not None and tail == kept[0]:
             return kept[1], self.size - span
-        start, length = manifest.locate(self.size, tail[-manifest.FOOTER_SIZE :], self.path)
+        start, length = manifest.locate(self.size, tail[-constants.FOOTER_SIZE :], self.path)
         if self.size - start <= span:
             first = span - (self.size - start)
             data = tail[first : first + length]
@@ -552,8 +553,6 @@ class Reader:
                 )
             value = read(obj, get, path=self.path, name=name)
         if to == "torch":
-            from .torch import to_torch
-
             return to_torch(value)
         return value
 
@@ -691,19 +690,21 @@ def last_complete_state(path: str | os.PathLike) -> tuple[int, Manifest] | None:
     path = os.fspath(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size < len(manifest.MAGIC) + manifest.FOOTER_SIZE:
+        if size < len(constants.MAGIC) + constants.FOOTER_SIZE:
             return None
-        if f.read(8) != manifest.MAGIC:
+        if f.read(8) != constants.MAGIC:
             raise FormatError("not a zTensor v1 file (repair handles v1.x only)", path=path)
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             hit = size
             while True:
-                hit = mm.rfind(manifest.MAGIC, len(manifest.MAGIC), hit)
+                hit = mm.rfind(constants.MAGIC, len(constants.MAGIC), hit)
                 if hit < 0:
                     return None
-                end = hit + len(manifest.MAGIC)
+                end = hit + len(constants.MAGIC)
                 try:
-                    start, length = manifest.locate(end, mm[end - manifest.FOOTER_SIZE : end], path)
+                    start, length = manifest.locate(
+                        end, mm[end - constants.FOOTER_SIZE : end], path
+                    )
                     m = manifest.decode(mm[start : start + length], path=path)
                     manifest.validate(m, start, path=path)
                 except ZTensorError:

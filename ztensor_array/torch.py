@@ -1,4 +1,4 @@
-"""PyTorch helpers: conversions, and safetensors-style ``save_file`` / ``load_file`` /
+"""safetensors-style helpers for PyTorch: ``save_file`` / ``load_file`` / ``save`` / ``load`` /
 ``save_model`` / ``load_model``. Importing this module imports torch."""
 
 from __future__ import annotations
@@ -8,56 +8,11 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
-from . import dtypes
 from . import numpy as zt_numpy
 from .errors import ZTensorError
-
-
-def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """numpy array sharing memory with a CPU tensor (a CPU copy for other devices)."""
-    if tensor.layout != torch.strided:
-        raise ZTensorError(
-            f"torch {tensor.layout} tensors are not supported; pass dense "
-            "tensors or use add_sparse_* with their parts"
-        )
-    name = dtypes.from_torch(tensor.dtype)
-    t = tensor.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    t = t.resolve_conj().resolve_neg().contiguous()
-    shape = tuple(t.shape)
-    raw = t.reshape(-1).view(torch.uint8).numpy()
-    return raw.view(dtypes.to_numpy(name)).reshape(shape)
-
-
-def to_torch(value: Any) -> Any:
-    """torch tensor from a numpy array (sharing memory) or scipy.sparse matrix."""
-    if isinstance(value, np.ndarray):
-        name = dtypes.from_numpy(value.dtype)
-        tdtype = dtypes.to_torch(name)
-        shape = value.shape
-        flat = np.ascontiguousarray(value).reshape(-1)
-        if not flat.flags.writeable:  # torch has no read-only tensors: copy instead of lie
-            flat = flat.copy()
-        t = torch.from_numpy(flat.view(np.uint8)).view(tdtype)
-        return t.reshape(shape)
-    fmt = getattr(value, "format", None)
-    if fmt == "csr":
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(value.indptr.astype(np.int64)),
-            torch.from_numpy(value.indices.astype(np.int64)),
-            to_torch(value.data),
-            size=value.shape,
-        )
-    if fmt == "coo":
-        coords = np.stack([np.asarray(c, dtype=np.int64) for c in value.coords])
-        return torch.sparse_coo_tensor(
-            torch.from_numpy(coords), to_torch(value.data), size=value.shape
-        )
-    raise TypeError(f"cannot convert {type(value).__name__} to torch")
+from .interop import to_torch
 
 
 def _storage_key(t: torch.Tensor):

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import dtypes, manifest
+from . import constants, dtypes, manifest
+from .codecs.policy import normalize_checksum, normalize_compress
 from .errors import FileExistsZTError, MissingFileError, UnsupportedError, ZTensorError
+from .interop import as_array
 from .layouts import dense, sparse
 from .manifest import Component, Manifest, Object
 
@@ -42,42 +44,11 @@ _GATHER_BYTES = 64 << 20
 _QUEUE_ITEMS = 64
 _QUEUE_BYTES = 64 << 20
 _ZEROS = bytes(64)  # padding up to the next 64-byte boundary
-_CHECKSUMS = (None, "crc32c", "sha256")
 
 
 def _token(n: int) -> str:
     """Random hex for temporary names (what secrets.token_hex does, without its imports)."""
     return os.urandom(n).hex()
-
-
-def normalize_compress(compress: bool | int) -> int:
-    """0 for raw, else the zstd level (True -> 3)."""
-    if compress is True:
-        return 3
-    if compress is False or compress is None:
-        return 0
-    if type(compress) is int and (compress == 0 or 1 <= compress <= 22):
-        return compress
-    raise ValueError(f"compress must be False, True or a zstd level 1..22, got {compress!r}")
-
-
-def normalize_checksum(checksum: str | None) -> str | None:
-    if checksum == "none":
-        return None
-    if checksum not in _CHECKSUMS:
-        raise ValueError(f"checksum must be None, 'crc32c' or 'sha256', got {checksum!r}")
-    return checksum
-
-
-def as_array(value: Any) -> np.ndarray:
-    """numpy view of a numpy array, torch tensor or array-like (any byte order)."""
-    if isinstance(value, np.ndarray):
-        return value
-    if type(value).__module__.split(".", 1)[0] == "torch":
-        from .torch import to_numpy
-
-        return to_numpy(value)
-    return np.asarray(value)
 
 
 def _byte_view(array: np.ndarray) -> memoryview:
@@ -186,7 +157,7 @@ class Writer:
             except OSError as exc:
                 raise ZTensorError(f"cannot create: {exc.strerror}", path=self.path) from None
         self._pos = 0
-        self._write_all(manifest.MAGIC)
+        self._write_all(constants.MAGIC)
 
     def _open_append(self) -> None:
         from .reader import Reader
@@ -271,7 +242,7 @@ class Writer:
                 views[first] = views[first][n:]
 
     def _pad(self) -> None:
-        gap = -self._pos % manifest.ALIGNMENT
+        gap = -self._pos % constants.ALIGNMENT
         if gap:
             self._write_all(_ZEROS[:gap], gather=True)
 
@@ -1140,8 +1111,8 @@ def begin_parallel(plan: ParallelPlan, regions: list[int]) -> list[int]:
         except OSError as exc:
             raise ZTensorError(f"cannot create: {exc.strerror}", path=plan.path) from None
         try:
-            os.pwrite(fd, manifest.MAGIC, 0)
-            os.ftruncate(fd, manifest.ALIGNMENT)
+            os.pwrite(fd, constants.MAGIC, 0)
+            os.ftruncate(fd, constants.ALIGNMENT)
         finally:
             os.close(fd)
     else:
@@ -1169,7 +1140,7 @@ def begin_parallel(plan: ParallelPlan, regions: list[int]) -> list[int]:
                     f"and delete {plan.lock_path})",
                     path=plan.path,
                 ) from None
-            os.ftruncate(fd, size + (-size % manifest.ALIGNMENT))
+            os.ftruncate(fd, size + (-size % constants.ALIGNMENT))
         finally:
             os.close(fd)
     return [reserve_region(plan, n) for n in regions]
@@ -1191,9 +1162,9 @@ def reserve_region(plan: ParallelPlan, nbytes: int) -> int:
     fd = _open_target(plan.target, os.O_RDWR, plan.path)
     try:
         size = os.fstat(fd).st_size
-        offset = size + (-size % manifest.ALIGNMENT)
+        offset = size + (-size % constants.ALIGNMENT)
         end = offset + nbytes
-        os.ftruncate(fd, end + (-end % manifest.ALIGNMENT))  # append_blob needs an aligned end
+        os.ftruncate(fd, end + (-end % constants.ALIGNMENT))  # append_blob needs an aligned end
     finally:
         os.close(fd)
     return offset
@@ -1248,7 +1219,7 @@ def append_blob(target: str, blob) -> int:
     offsets in completion order and the end of file stays aligned (local filesystems;
     O_APPEND is not atomic on NFS)."""
     view = memoryview(blob).cast("B")
-    pad = bytes(-view.nbytes % manifest.ALIGNMENT)
+    pad = bytes(-view.nbytes % constants.ALIGNMENT)
     fd = _open_target(target, os.O_WRONLY | os.O_APPEND, target)
     try:
         n = os.writev(fd, [view, pad])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import ztensor_array as zt
-from ztensor_array import manifest
+from ztensor_array import constants, manifest
 from ztensor_array.codecs import digests, zstd
 
 pytest.importorskip("pytest_benchmark")
@@ -51,7 +51,7 @@ def test_manifest_parse(benchmark, many_tensors):
     path, arrays = many_tensors
     data = path.read_bytes()
     size = len(data)
-    start, length = manifest.locate(size, data[-manifest.FOOTER_SIZE :], str(path))
+    start, length = manifest.locate(size, data[-constants.FOOTER_SIZE :], str(path))
     raw = data[start : start + length]
 
     def parse():

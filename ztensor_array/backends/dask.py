@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes, manifest, writer
+from ..codecs.policy import normalize_checksum, normalize_compress
 from ..errors import FormatError, UnsupportedError, ZTensorError
+from ..interop import as_array
 from ..layouts import chunked
 from ..manifest import Component, Object
 from ..reader import Reader
@@ -526,7 +528,7 @@ def _as_dask(value, chunks):
 
     if isinstance(value, da.Array):
         return value, False
-    arr = writer.as_array(value)
+    arr = as_array(value)
     return da.from_array(arr, chunks=chunks, name=False, asarray=True), True
 
 
@@ -616,8 +618,8 @@ def write_arrays(
         }
         if unknown:
             raise ValueError(f"unknown encoding keys {sorted(unknown)} for {name!r}")
-        level = writer.normalize_compress(enc.get("compress", compress))
-        csum = writer.normalize_checksum(enc.get("checksum", checksum))
+        level = normalize_compress(enc.get("compress", compress))
+        csum = normalize_checksum(enc.get("checksum", checksum))
         want_chunks = enc.get("chunks", chunks)
         growing = (append_dim is not None or region is not None) and name in existing
         if region is not None and name not in existing:

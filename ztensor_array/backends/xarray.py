@@ -37,9 +37,11 @@ from xarray.core.variable import Variable
 
 from .. import dtypes, manifest
 from ..attributes import private_copy
+from ..codecs.policy import normalize_checksum, normalize_compress
+from ..constants import MAGICS
 from ..errors import FileExistsZTError, MissingFileError, ZTensorError
 from ..reader import Reader
-from ..writer import Writer, normalize_checksum, normalize_compress
+from ..writer import Writer
 
 # Reserved object attribute keys (see SPEC.md, "xarray mapping").
 DIMS_KEY = "_ARRAY_DIMENSIONS"  # list of dimension names, one per axis
@@ -51,7 +53,6 @@ CHUNK_GRID_KEY = "chunk_grid"  # the chunked layout's own attribute (manifest.CH
 _RESERVED_OBJ = frozenset({DIMS_KEY, ATTR_DTYPES_KEY, CHAR_KEY, CHUNK_GRID_KEY})
 _RESERVED_ROOT = frozenset({GROUPS_KEY, ATTR_DTYPES_KEY})
 
-MAGICS = (b"ZTEN1000", b"ZTEN0001")
 _WRITE_MODES = ("w", "w-", "a", "a-", "r+")
 
 # encoding keys the writer understands; others that xarray or other backends leave behind

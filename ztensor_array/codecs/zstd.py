@@ -16,22 +16,13 @@ import numpy as np
 import zstandard
 from numcodecs.abc import Codec
 
-DEFAULT_LEVEL = 3
-# zstd cannot expand a frame by more than this (RLE blocks); used when no size is declared.
-MAX_RATIO = 1 << 16
-MIN_LEVEL, MAX_LEVEL = 1, 22
+from .policy import DEFAULT_LEVEL, MAX_DECODE_RATIO, check_level
 
 _local = threading.local()
 
 
 class ZstdFrameError(ValueError):
     """A frame that is corrupt or decodes to a size other than the expected one."""
-
-
-def check_level(level: int) -> int:
-    if type(level) is not int or not MIN_LEVEL <= level <= MAX_LEVEL:
-        raise ValueError(f"zstd level must be an int in {MIN_LEVEL}..{MAX_LEVEL}, got {level!r}")
-    return level
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
@@ -208,6 +199,6 @@ class ZstdCodec(Codec):
     def decode(self, buf, out=None):
         if out is None:  # size unknown: bounded by the most a frame can expand
             src = memoryview(buf).cast("B")
-            return decompress_unbounded(src, max(src.nbytes, 1) * MAX_RATIO)
+            return decompress_unbounded(src, max(src.nbytes, 1) * MAX_DECODE_RATIO)
         decompress_into(buf, out)
         return out

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..constants import MAGICS
 from ..errors import FileExistsZTError, FormatError, UnsupportedError, ZTensorError
 
 FORMATS = ("safetensors", "gguf", "pickle", "xarray")
@@ -116,7 +117,7 @@ def detect_format(path: str) -> str:
         raise ZTensorError(f"cannot read: {exc.strerror}", path=path) from None
     from . import safetensors
 
-    if head[:8] in (b"ZTEN1000", b"ZTEN0001"):
+    if head[:8] in MAGICS:
         raise UnsupportedError("already a zTensor file (use merge, compress or migrate)", path=path)
     if head[:4] == b"GGUF":
         return "gguf"
@@ -230,7 +231,8 @@ def convert(
     with its file's stem. Global attributes of the inputs are merged (a conflicting value is
     an error). Originals are deleted only after the output is finalized and verified.
     """
-    from ..writer import Writer, normalize_checksum, normalize_compress
+    from ..codecs.policy import normalize_checksum, normalize_compress
+    from ..writer import Writer
 
     inputs = [os.fspath(p) for p in inputs]
     out = os.fspath(out)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 
 from ..codecs import digests
+from ..codecs.policy import normalize_checksum, normalize_compress
 from ..errors import ChecksumError, UnsupportedError, ZTensorError
 from ..reader import Reader
-from ..writer import Writer, normalize_checksum, normalize_compress
+from ..writer import Writer
 from . import Report, check_output
 
 KEEP = None  # checksum=None: crc32c for tensors that had a legacy checksum, none otherwise

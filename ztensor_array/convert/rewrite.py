@@ -98,8 +98,9 @@ def rewrite(
     progress: Progress | None = None,
 ) -> Report:
     """Copy ``src`` to ``dst`` with every object re-encoded (compress=False: decompress)."""
+    from ..codecs.policy import normalize_checksum, normalize_compress
     from ..reader import Reader
-    from ..writer import Writer, normalize_checksum, normalize_compress
+    from ..writer import Writer
 
     src, dst = os.fspath(src), os.fspath(dst)
     level = normalize_compress(compress)

@@ -1,0 +1,85 @@
+"""Conversions between numpy, torch and array-likes, below the reader and writer (no I/O).
+
+torch is imported only inside the functions that meet a torch tensor or are asked for one,
+so the core never imports it by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import dtypes
+from .errors import ArgumentTypeError, UnsupportedError, ZTensorError
+
+
+def is_torch(value: Any) -> bool:
+    return type(value).__module__.split(".", 1)[0] == "torch"
+
+
+def as_array(value: Any) -> np.ndarray:
+    """numpy view of a numpy array, torch tensor or array-like (any byte order)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if is_torch(value):
+        return torch_to_numpy(value)
+    return np.asarray(value)
+
+
+def torch_to_numpy(tensor: Any) -> np.ndarray:
+    """numpy array sharing memory with a CPU tensor (a CPU copy for other devices)."""
+    import torch  # optional dependency; the caller already holds a torch tensor
+
+    if tensor.layout != torch.strided:
+        raise ZTensorError(
+            f"torch {tensor.layout} tensors are not supported; pass dense "
+            "tensors or use add_sparse_* with their parts"
+        )
+    name = dtypes.from_torch(tensor.dtype)
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.resolve_conj().resolve_neg().contiguous()
+    shape = tuple(t.shape)
+    raw = t.reshape(-1).view(torch.uint8).numpy()
+    return raw.view(dtypes.to_numpy(name)).reshape(shape)
+
+
+def _import_torch():
+    try:
+        import torch  # optional dependency: only for to="torch"
+    except ImportError:
+        raise UnsupportedError(
+            "torch is not installed; install the 'torch' extra "
+            "(pip install 'ztensor-array[torch]') to read tensors as torch"
+        ) from None
+    return torch
+
+
+def to_torch(value: Any) -> Any:
+    """torch tensor from a numpy array (sharing memory) or a scipy.sparse matrix."""
+    torch = _import_torch()
+    if isinstance(value, np.ndarray):
+        name = dtypes.from_numpy(value.dtype)
+        tdtype = dtypes.to_torch(name)
+        shape = value.shape
+        flat = np.ascontiguousarray(value).reshape(-1)
+        if not flat.flags.writeable:  # torch has no read-only tensors: copy instead of lie
+            flat = flat.copy()
+        t = torch.from_numpy(flat.view(np.uint8)).view(tdtype)
+        return t.reshape(shape)
+    fmt = getattr(value, "format", None)
+    if fmt == "csr":
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(value.indptr.astype(np.int64)),
+            torch.from_numpy(value.indices.astype(np.int64)),
+            to_torch(value.data),
+            size=value.shape,
+        )
+    if fmt == "coo":
+        coords = np.stack([np.asarray(c, dtype=np.int64) for c in value.coords])
+        return torch.sparse_coo_tensor(
+            torch.from_numpy(coords), to_torch(value.data), size=value.shape
+        )
+    raise ArgumentTypeError(f"cannot convert {type(value).__name__} to torch")
