@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ztensor_array as zt
-from ztensor_array.convert.legacy import migrate
 from ztensor_array.errors import (
     ChecksumError,
     DecodeError,
@@ -30,6 +29,7 @@ from ztensor_array.errors import (
     UnsupportedError,
     ZTensorError,
 )
+from ztensor_array.ops.migrate import migrate
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "legacy")
 with open(os.path.join(DATA, "expected.json")) as _fh:

@@ -124,7 +124,7 @@ def test_read_component_returns_stored_values(newer):
 
 
 def test_digest_verifies_over_stored_bytes(newer, tmp_path):
-    from ztensor_array.inspection import verify
+    from ztensor_array.ops.verify import verify
 
     assert verify(newer) == []
     bad = tmp_path / "bad.zt"
@@ -273,8 +273,8 @@ def test_rewrite_commands_keep_it_as_stored(newer, tmp_path, command):
 
 
 def test_merge_compact_and_copy_from_keep_it_as_stored(newer, tmp_path):
-    from ztensor_array.convert.rewrite import merge
-    from ztensor_array.maintenance import compact
+    from ztensor_array.ops.compact import compact
+    from ztensor_array.ops.merge import merge
 
     merged = tmp_path / "merged.zt"
     merge([str(newer)], str(merged))

@@ -44,8 +44,8 @@ _LAZY = {
     "load": ("numpy", "load"),
     "from_ztensor": ("backends.dask", "from_ztensor"),
     "to_ztensor": ("api", "to_ztensor"),
-    "repair": ("maintenance", "repair"),
-    "compact": ("maintenance", "compact"),
+    "repair": ("ops.repair", "repair"),
+    "compact": ("ops.compact", "compact"),
     "backends": ("backends", None),
 }
 

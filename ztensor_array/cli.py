@@ -1,8 +1,10 @@
-"""The ``ztensor`` command: a thin click layer over convert/, inspection and maintenance.
+"""The ``ztensor`` command: a thin click layer over convert/ and ops/.
 
-Every command prints one line and exits non-zero on bad input (set ZTENSOR_DEBUG=1 for the
-traceback), writes its output atomically, refuses to overwrite without ``--force``, and shows
-rich progress bars on stderr only when stderr is a terminal and ``-q`` is not given.
+It parses arguments, calls the library and prints. Every command prints one line and exits
+non-zero on bad input (set ZTENSOR_DEBUG=1 for the traceback), writes its output atomically,
+refuses to overwrite without ``--force``, and shows rich progress bars on stderr only when
+stderr is a terminal and ``-q`` is not given. Options shared by several commands come from one
+factory each, so ``--checksum``, ``-c``/``-l`` and ``--force`` mean the same everywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 
 import click
 
-from .convert import FORMATS, Progress
+from .codecs.policy import CHECKSUMS, DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
+from .convert import FORMATS
+from .ops.base import KEEP, Progress, compression
 
 LARGE = 50  # objects above which `info` prints a summary instead of one row per object
 
@@ -117,32 +121,57 @@ def force_option(f: Callable) -> Callable:
     return click.option("--force", is_flag=True, help="Overwrite an existing output.")(f)
 
 
-def compress_options(f: Callable) -> Callable:
-    f = click.option(
+def output_option(f: Callable) -> Callable:
+    return click.option(
+        "-o",
+        "--output",
+        "out",
+        required=True,
+        type=click.Path(dir_okay=False),
+        help="The .zt file to write.",
+    )(f)
+
+
+def level_option(default: int | None, help: str) -> Callable:
+    """``-l/--level``: a zstd level in the policy's range."""
+    return click.option(
         "-l",
         "--level",
-        type=click.IntRange(1, 22),
-        default=None,
-        help="zstd level 1..22 (implies -c).",
-    )(f)
+        type=click.IntRange(MIN_LEVEL, MAX_LEVEL),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
+def compress_options(f: Callable) -> Callable:
+    """``-c`` (zstd at the default level) and ``-l`` (a level, which implies ``-c``); the
+    library's ``compression(compress, level)`` turns the pair into one level."""
+    f = level_option(None, f"zstd level {MIN_LEVEL}..{MAX_LEVEL} (implies -c).")(f)
     return click.option(
-        "-c", "--compress", is_flag=True, help="Compress with zstd (level 3 unless -l)."
+        "-c",
+        "--compress",
+        is_flag=True,
+        help=f"Compress with zstd (level {DEFAULT_LEVEL} unless -l).",
     )(f)
 
 
-def checksum_option(f: Callable) -> Callable:
+def checksum_option(*, keep: bool) -> Callable:
+    """``--checksum``: one vocabulary everywhere. ``keep`` is offered (and the default) only
+    where the input has digests to keep; elsewhere the default is ``none``."""
+    meanings = f"none: no digests; {', '.join(CHECKSUMS)}: that digest on every component."
+    if keep:
+        choices = (KEEP, "none", *CHECKSUMS)
+        meanings = f"{KEEP}: an object that had a digest gets one of the same algorithm; {meanings}"
+    else:
+        choices = ("none", *CHECKSUMS)
     return click.option(
         "--checksum",
-        type=click.Choice(["crc32c", "sha256", "none"]),
-        default=None,
-        help="Digest to store with every component.",
-    )(f)
-
-
-def _level(compress: bool, level: int | None) -> int:
-    if level is not None:
-        return level
-    return 3 if compress else 0
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help=meanings,
+    )
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -175,7 +204,7 @@ def cli() -> None:
 @click.option("--full", is_flag=True, help="List every object even in large files.")
 def info(file: str, as_json: bool, full: bool) -> None:
     """Show a file's version, global attributes and objects (v1.x and legacy v0.1)."""
-    from .inspection import describe
+    from .ops.inspect import describe, totals
 
     d = describe(file)
     if as_json:
@@ -186,8 +215,7 @@ def info(file: str, as_json: bool, full: bool) -> None:
 
     console = Console(width=None if sys.stdout.isatty() else 240)
     objs = d["objects"]
-    stored = sum(o["stored_bytes"] for o in objs)
-    raw = sum(o["raw_bytes"] or 0 for o in objs)
+    stored, raw = totals(objs)
     console.print(
         f"[bold]{d['path']}[/]: zTensor {d['version']}, {len(objs)} objects, "
         f"{_size(d['file_bytes'])} on disk ({_size(stored)} stored, {_size(raw)} raw)"
@@ -235,33 +263,25 @@ def _short(value: Any, limit: int = 80) -> str:
 def _summary(console, objs: list[dict]) -> None:
     from rich.table import Table
 
-    groups: dict[tuple, list] = {}
-    for o in objs:
-        groups.setdefault((o["format"], o["dtype"], o["encoding"]), []).append(o)
+    from .ops.inspect import largest, summarize
+
     table = Table(show_edge=False, title=f"{len(objs)} objects (use --full for each)")
     for col in ("format", "dtype", "encoding", "objects", "elements", "stored", "raw"):
         table.add_column(col)
-    for (fmt, dt, enc), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        elements = 0
-        for o in members:
-            n = 1
-            for s in o["shape"]:
-                n *= s
-            elements += n
+    for row in summarize(objs):
         table.add_row(
-            fmt,
-            str(dt),
-            str(enc),
-            str(len(members)),
-            f"{elements:,}",
-            _size(sum(o["stored_bytes"] for o in members)),
-            _size(sum(o["raw_bytes"] or 0 for o in members)),
+            row["format"],
+            str(row["dtype"]),
+            str(row["encoding"]),
+            str(row["objects"]),
+            f"{row['elements']:,}",
+            _size(row["stored_bytes"]),
+            _size(row["raw_bytes"]),
         )
     console.print(table)
-    biggest = sorted(objs, key=lambda o: -o["stored_bytes"])[:10]
     console.print(
         "largest: "
-        + ", ".join(f"{o['name']} {o['shape']} {_size(o['stored_bytes'])}" for o in biggest),
+        + ", ".join(f"{o['name']} {o['shape']} {_size(o['stored_bytes'])}" for o in largest(objs)),
         markup=False,
     )
 
@@ -272,12 +292,10 @@ def _summary(console, objs: list[dict]) -> None:
 @quiet_option
 def verify(file: str, deep: bool, quiet: bool) -> None:
     """Check structure and every digest; exit 0 when clean, 1 listing each problem."""
-    from .inspection import verify as run
+    from .ops.verify import verify as run
 
-    size = os.path.getsize(file) if os.path.exists(file) else None
     with RichProgress(quiet) as bar:
-        bar.start(f"verify {os.path.basename(file)}", size)
-        problems = run(file, deep=deep, progress=bar.advance)
+        problems = run(file, deep=deep, progress=bar)
     if problems:
         for p in problems:
             click.echo(f"{file}: {p}", err=True)
@@ -291,14 +309,7 @@ def verify(file: str, deep: bool, quiet: bool) -> None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "-o",
-    "--output",
-    "out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The .zt file to write.",
-)
+@output_option
 @click.option(
     "-f",
     "--format",
@@ -309,7 +320,7 @@ def verify(file: str, deep: bool, quiet: bool) -> None:
     help="Input format (auto: from content, then extension).",
 )
 @compress_options
-@checksum_option
+@checksum_option(keep=False)
 @click.option(
     "--dequantize", is_flag=True, help="GGUF: store quantized tensors dequantized to float32."
 )
@@ -346,8 +357,8 @@ def convert(
             list(inputs),
             out,
             fmt=fmt,
-            compress=_level(compress, level),
-            checksum=None if checksum == "none" else checksum,
+            compress=compression(compress, level),
+            checksum=checksum,
             dequantize=dequantize,
             prefix_with_filename=prefix_with_filename,
             overwrite=force,
@@ -369,16 +380,9 @@ def convert(
 
 @cli.command()
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
-@click.option(
-    "-l",
-    "--level",
-    type=click.IntRange(1, 22),
-    default=3,
-    show_default=True,
-    help="zstd level 1..22.",
-)
-@checksum_option
+@output_option
+@level_option(DEFAULT_LEVEL, f"zstd level {MIN_LEVEL}..{MAX_LEVEL}.")
+@checksum_option(keep=True)
 @force_option
 @quiet_option
 def compress(src, out, level, checksum, force, quiet) -> None:
@@ -388,8 +392,8 @@ def compress(src, out, level, checksum, force, quiet) -> None:
 
 @cli.command()
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
-@checksum_option
+@output_option
+@checksum_option(keep=True)
 @force_option
 @quiet_option
 def decompress(src, out, checksum, force, quiet) -> None:
@@ -399,11 +403,11 @@ def decompress(src, out, checksum, force, quiet) -> None:
 
 def _rewrite(src, out, compress, checksum, force, quiet) -> None:
     """compress/decompress: one rewrite of every object with new encodings."""
-    from .convert.rewrite import rewrite
+    from .ops.rewrite import rewrite
 
     with RichProgress(quiet) as bar:
         report = rewrite(
-            src, out, compress=compress, checksum=checksum or "keep", overwrite=force, progress=bar
+            src, out, compress=compress, checksum=checksum, overwrite=force, progress=bar
         )
     _say(
         quiet,
@@ -413,7 +417,7 @@ def _rewrite(src, out, compress, checksum, force, quiet) -> None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@output_option
 @click.option(
     "--prefix-with-filename",
     is_flag=True,
@@ -422,8 +426,9 @@ def _rewrite(src, out, compress, checksum, force, quiet) -> None:
 @force_option
 @quiet_option
 def merge(inputs, out, prefix_with_filename, force, quiet) -> None:
-    """Merge .zt files (v1.x and legacy v0.1) into one, keeping every object as stored."""
-    from .convert.rewrite import merge as run
+    """Merge .zt files (v1.x and legacy v0.1) into one, keeping every object as stored
+    (v1 blobs and digests are copied verbatim)."""
+    from .ops.merge import merge as run
 
     with RichProgress(quiet) as bar:
         report = run(
@@ -438,24 +443,24 @@ def merge(inputs, out, prefix_with_filename, force, quiet) -> None:
 
 @cli.command()
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False))
+@output_option
 @compress_options
-@checksum_option
+@checksum_option(keep=True)
 @force_option
 @quiet_option
 def migrate(src, out, compress, level, checksum, force, quiet) -> None:
     """Convert a legacy v0.1 file to v1.1 (its legacy checksums are verified first)."""
-    from .convert.legacy import migrate as run
+    from .ops.migrate import migrate as run
 
     with RichProgress(quiet) as bar:
-        bar.start(f"migrate -> {os.path.basename(out)}", None)
         report = run(
             src,
             out,
-            compress=compress or level is not None,
+            compress=compress,
             level=level,
-            checksum=checksum,  # None keeps legacy checksums as crc32c, "none" drops them
+            checksum=checksum,
             overwrite=force,
+            progress=bar,
         )
     _say(
         quiet,
@@ -478,14 +483,9 @@ def migrate(src, out, compress, level, checksum, force, quiet) -> None:
 @quiet_option
 def repair(file, out, force, quiet) -> None:
     """Cut a torn tail back to the last complete state and report what was cut."""
-    from .maintenance import repair as run
+    from .ops.repair import repair as run
 
-    if out is not None:
-        from .convert import check_output
-
-        check_output(out, [file], force)
-    report = run(file, out)
-    click.echo(str(report))
+    click.echo(str(run(file, out, overwrite=force)))
 
 
 # --------------------------------------------------------------------------- hub
@@ -505,7 +505,7 @@ def repair(file, out, force, quiet) -> None:
 @click.option("--revision", default=None, help="Branch, tag or commit.")
 @click.option("--token", default=None, help="Hub token (default: HF_TOKEN / saved login).")
 @compress_options
-@checksum_option
+@checksum_option(keep=False)
 @click.option("--single-file", is_flag=True, help="Merge all shards into one .zt file.")
 @force_option
 @quiet_option
@@ -521,8 +521,8 @@ def download_hf(
             out,
             revision=revision,
             token=token,
-            compress=_level(compress, level),
-            checksum=None if checksum == "none" else checksum,
+            compress=compression(compress, level),
+            checksum=checksum,
             single_file=single_file,
             overwrite=force,
             progress=bar,

@@ -679,34 +679,3 @@ def _native(values: np.ndarray, comp: Component) -> np.ndarray:
     """Values viewed in ``_stored_dtype(comp)`` as the storage dtype every reader hands out:
     big-endian ones are swapped into a copy, others are returned as they are."""
     return values.astype(dtypes.to_numpy(comp.dtype)) if comp.byte_order == "big" else values
-
-
-def last_complete_state(path: str | os.PathLike) -> tuple[int, Manifest] | None:
-    """(end offset, manifest) of the last complete file state within ``path``.
-
-    Scans backwards for footer magics and returns the first one whose manifest decodes and
-    validates: after a crashed append, that is the state before it. None if there is none.
-    """
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < len(constants.MAGIC) + constants.FOOTER_SIZE:
-            return None
-        if f.read(8) != constants.MAGIC:
-            raise FormatError("not a zTensor v1 file (repair handles v1.x only)", path=path)
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            hit = size
-            while True:
-                hit = mm.rfind(constants.MAGIC, len(constants.MAGIC), hit)
-                if hit < 0:
-                    return None
-                end = hit + len(constants.MAGIC)
-                try:
-                    start, length = manifest.locate(
-                        end, mm[end - constants.FOOTER_SIZE : end], path
-                    )
-                    m = manifest.decode(mm[start : start + length], path=path)
-                    manifest.validate(m, start, path=path)
-                except ZTensorError:
-                    continue
-                return end, m

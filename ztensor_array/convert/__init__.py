@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..constants import MAGICS
-from ..errors import FileExistsZTError, FormatError, UnsupportedError, ZTensorError
+from ..errors import FormatError, UnsupportedError, ZTensorError
+from ..ops.base import Progress, Report, check_output, output_mode
 
 FORMATS = ("safetensors", "gguf", "pickle", "xarray")
 
@@ -37,19 +38,6 @@ _EXTENSIONS = {
     ".zarr": "xarray",
     ".grib": "xarray",
 }
-
-
-class Progress:
-    """Where long operations report progress; this base class reports nowhere."""
-
-    def start(self, description: str, total: int | None) -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
-
-    def message(self, text: str) -> None:
-        pass
 
 
 @dataclass
@@ -172,30 +160,6 @@ def open_source(
 # --------------------------------------------------------------------------- convert
 
 
-@dataclass
-class Report:
-    """What a conversion wrote."""
-
-    output: str
-    tensors: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    deleted: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def check_output(out: str, inputs: Sequence[str], overwrite: bool) -> None:
-    """Refuse an existing output without ``overwrite`` and an output that is also an input."""
-    real_out = os.path.realpath(out)
-    for src in inputs:
-        if os.path.realpath(src) == real_out:
-            raise ZTensorError("the output is also an input", path=out)
-    if os.path.lexists(out) and not overwrite:
-        raise FileExistsZTError("output exists (use --force to overwrite)", path=out)
-    if os.path.isdir(out):
-        raise ZTensorError("output is a folder", path=out)
-
-
 def input_size(path: str) -> int:
     if os.path.isdir(path):
         return sum(
@@ -253,7 +217,7 @@ def convert(
     progress.start(f"convert -> {os.path.basename(out)}", report.bytes_in)
     expected: dict[str, tuple[str, str]] = {}  # out name -> (input, tensor name)
     attributes: dict[str, Any] = {}
-    writer = Writer(out, "w" if overwrite else "x")
+    writer = Writer(out, output_mode(overwrite))
     try:
         for path, f, prefix in zip(inputs, fmts, prefixes):
             with open_source(
@@ -298,7 +262,7 @@ def _merge_attributes(into: dict[str, Any], new: dict[str, Any], path: str) -> N
 
 def verify_written(out: str, expected) -> None:
     """Re-open an output, check every digest and structure and that it holds ``expected``."""
-    from ..inspection import verify
+    from ..ops.verify import verify
 
     problems = verify(out)
     if problems:

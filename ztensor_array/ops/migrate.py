@@ -11,22 +11,22 @@ from __future__ import annotations
 import os
 
 from ..codecs import digests
-from ..codecs.policy import normalize_checksum, normalize_compress
 from ..errors import ChecksumError, UnsupportedError, ZTensorError
+from ..layouts import legacy as legacy_layout
+from ..manifest import Object
 from ..reader import Reader
 from ..writer import Writer
-from . import Report, check_output
-
-KEEP = None  # checksum=None: crc32c for tensors that had a legacy checksum, none otherwise
-
-
-def _compression(compress: bool | int, level: int | None) -> int:
-    """zstd level to write (0 = raw); a level alone also asks for compression."""
-    if level is not None and compress is False:
-        compress = True
-    if compress is True and level is not None:
-        compress = level
-    return normalize_compress(compress)
+from .base import (
+    KEEP,
+    Progress,
+    Report,
+    check_output,
+    checksum_policy,
+    compression,
+    digest_algorithm,
+    output_mode,
+    stored_size,
+)
 
 
 def verify_checksums(reader: Reader) -> None:
@@ -52,13 +52,12 @@ def verify_checksums(reader: Reader) -> None:
                 ) from None
 
 
-def sparse_parts(reader: Reader, name: str, obj) -> tuple[str, dict]:
+def sparse_parts(reader: Reader, name: str, obj: Object) -> tuple[str, dict]:
     """(v1 format, {role: array}) of a sparse tensor, values in their stored dtype.
 
     Components are taken as stored rather than through scipy, which would widen f16/bf16
     values; the index data is checked by the same code that checks it on read.
     """
-    from ..layouts import legacy as legacy_layout
 
     def get(role: str):
         return reader.read_component(name, role)
@@ -71,10 +70,6 @@ def sparse_parts(reader: Reader, name: str, obj) -> tuple[str, dict]:
     raise ZTensorError(f"cannot migrate format {obj.format!r}", path=reader.path, obj=name)
 
 
-def _had_checksum(obj) -> bool:
-    return any(c.digest is not None for c in obj.components.values())
-
-
 def migrate(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -83,17 +78,20 @@ def migrate(
     level: int | None = None,
     checksum: str | None = KEEP,
     overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> Report:
     """Rewrite the v0.1 file ``src`` as a v1.1 file at ``dst``.
 
-    compress: False (raw), True (zstd, ``level`` or 3) or a level; ``level`` alone implies
-    compression. checksum: None keeps crc32c digests on the tensors that had a legacy
-    checksum, "none" drops them, "crc32c"/"sha256" puts that digest on every component.
+    compress: False (raw), True (zstd, ``level`` or the default level) or a level; ``level``
+    alone implies compression. checksum: KEEP (a tensor that had a legacy checksum gets a
+    digest of the same algorithm, crc32c for every v0.1 writer), None/"none" (no digests),
+    or "crc32c"/"sha256" on every component.
     """
     src, dst = os.fspath(src), os.fspath(dst)
-    zstd_level = _compression(compress, level)
-    forced = None if checksum is KEEP else normalize_checksum(checksum)
-    check_output(dst, [src], overwrite)
+    zstd_level = compression(compress, level)
+    checksum = checksum_policy(checksum)
+    progress = progress or Progress()
+    check_output(dst, [src], overwrite)  # before anything is read
     with Reader(src) as reader:
         if reader.manifest_offset is not None:
             raise UnsupportedError(
@@ -101,17 +99,16 @@ def migrate(
             )
         verify_checksums(reader)
         report = Report(dst, bytes_in=reader.size)
-        with Writer(dst, "w" if overwrite else "x") as writer:
+        progress.start(f"migrate -> {os.path.basename(dst)}", reader.size)
+        with Writer(dst, output_mode(overwrite)) as writer:
             for name, obj in reader.manifest.objects.items():
-                digest = forced if checksum is not KEEP else None
-                if checksum is KEEP and _had_checksum(obj):
-                    digest = "crc32c"
-                kwargs = {"compress": zstd_level, "checksum": digest}
+                kwargs = {"compress": zstd_level, "checksum": digest_algorithm(obj, checksum)}
                 if obj.format == "dense":
                     writer.add_tensor(name, reader.read_tensor(name), **kwargs)
                 else:
                     fmt, parts = sparse_parts(reader, name, obj)
                     writer.add_object(name, fmt, obj.shape, parts, **kwargs)
+                progress.advance(stored_size(obj))
                 report.tensors += 1
         report.bytes_out = os.path.getsize(dst)
     return report
