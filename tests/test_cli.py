@@ -105,6 +105,58 @@ def test_console_script_is_installed():
         assert command in proc.stdout
 
 
+def test_shared_options_mean_the_same_in_every_command():
+    """--checksum has one vocabulary (keep only where there are digests to keep), and the
+    zstd level range and default come from codecs.policy."""
+    from click.testing import CliRunner
+
+    from ztensor_array.cli import cli
+    from ztensor_array.codecs.policy import DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
+
+    def options(command):
+        return {p.name: p for p in cli.commands[command].params}
+
+    for command in ("compress", "decompress", "migrate"):
+        checksum = options(command)["checksum"]
+        assert list(checksum.type.choices) == ["keep", "none", "crc32c", "sha256"]
+        assert checksum.default == "keep"
+    for command in ("convert", "download-hf"):
+        checksum = options(command)["checksum"]
+        assert list(checksum.type.choices) == ["none", "crc32c", "sha256"]
+        assert checksum.default == "none"
+    assert "checksum" not in options("merge")
+    for command in ("compress", "convert", "migrate", "download-hf"):
+        level = options(command)["level"]
+        assert (level.type.min, level.type.max) == (MIN_LEVEL, MAX_LEVEL)
+    assert options("compress")["level"].default == DEFAULT_LEVEL
+    for command in ("convert", "migrate", "download-hf"):
+        assert options(command)["level"].default is None and "compress" in options(command)
+    result = CliRunner().invoke(cli, ["compress", "--help"])
+    assert f"default: {DEFAULT_LEVEL}" in result.output and "keep:" in result.output
+
+
+def test_checksum_values_in_rewrite_commands(tmp_path):
+    src = tmp_path / "d.zt"
+    with zt.Writer(src) as w:
+        w.add_tensor("crc", np.arange(64, dtype=np.float32), checksum="crc32c")
+        w.add_tensor("sha", np.arange(64, dtype=np.int64), checksum="sha256")
+        w.add_tensor("plain", np.arange(8, dtype=np.uint8))
+    want = {"crc": {"crc32c"}, "sha": {"sha256"}, "plain": {None}}
+    for args, expected in (
+        ((), want),
+        (("--checksum", "keep"), want),
+        (("--checksum", "none"), {n: {None} for n in want}),
+        (("--checksum", "crc32c"), {n: {"crc32c"} for n in want}),
+    ):
+        out = tmp_path / f"c{len(os.listdir(tmp_path))}.zt"
+        ztensor("compress", src, "-o", out, *args)
+        with zt.Reader(out) as r:
+            assert {n: _algorithms(o) for n, o in r.manifest.objects.items()} == expected
+    proc = ztensor("convert", "x.safetensors", "-o", "y.zt", "--checksum", "keep", check=False)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "keep", "--help")
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -130,6 +182,8 @@ def test_missing_input_is_a_one_line_error(args, tmp_path):
         (("convert", "a.safetensors"), "-o"),
         (("convert", "a.safetensors", "-o", "a.zt", "-l", "30"), "30"),
         (("compress", "a.zt", "-o", "b.zt", "-l", "0"), "0"),
+        (("compress", "a.zt", "-o", "b.zt", "-l", "23"), "23"),
+        (("migrate", "a.zt", "-o", "b.zt", "--checksum", "md5"), "md5"),
         (("convert", "a.safetensors", "-o", "a.zt", "-f", "onnx"), "onnx"),
         (("nonsense",), "nonsense"),
     ],
