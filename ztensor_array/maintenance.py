@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from . import reader as reader_mod
 from .errors import FormatError
+from .files import copy_prefix, truncate_file
 from .reader import Reader
-from .writer import Writer, copy_prefix, truncate_file
+from .writer import Writer
 
 
 @dataclass(frozen=True)
