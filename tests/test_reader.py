@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+from functools import partial
 
 import cbor2
 import numpy as np
@@ -13,6 +14,7 @@ import scipy.sparse as sp
 from conftest import ALL_DTYPES, CORE_DTYPES, LONG_NAME, assert_same, build_file, component, sample
 
 import ztensor_array as za
+from ztensor_array.convert import detect_format, open_source
 from ztensor_array.errors import (
     ChecksumError,
     DecodeError,
@@ -534,3 +536,64 @@ def test_special_files_are_refused_without_blocking(tmp_path):
         za.Reader(fifo)
     with pytest.raises(ZTensorError):
         za.Reader("/dev/null")
+
+
+@pytest.mark.parametrize(
+    "open_it",
+    [
+        za.Reader,
+        za.repair,
+        detect_format,
+        *(partial(open_source, fmt=fmt) for fmt in ("safetensors", "pickle", "gguf")),
+    ],
+    ids=["reader", "repair", "detect", "safetensors", "pickle", "gguf"],
+)
+def test_every_input_refuses_special_files_without_blocking(tmp_path, open_it):
+    """The reader, repair and the converters open their inputs the same way: a FIFO is
+    refused at once (a plain open would wait forever for a writer), and so is a folder."""
+    import signal
+
+    fifo = tmp_path / "pipe.bin"
+    os.mkfifo(fifo)
+
+    def hung(*_):
+        raise TimeoutError("opening the FIFO blocked")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(ZTensorError, match="regular file"):
+            open_it(str(fifo))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    with pytest.raises(FileNotFoundError):  # MissingFileError, where the reader opens it
+        open_it(str(tmp_path / "missing.bin"))
+
+
+def test_compressed_pages_are_dropped_after_decoding(tmp_path):
+    """A decoded component's stored bytes leave the resident set (they are read once), as
+    the kernel counts it for the reader's map of the file (/proc/self/smaps)."""
+    p = tmp_path / "z.zt"
+    noise = np.random.default_rng(0).standard_normal(4 << 20)  # 32 MiB, barely compressible
+    with za.Writer(p) as w:
+        w.add_tensor("z", noise, compress=1)
+        w.add_tensor("r", np.arange(10.0))
+    with za.Reader(p) as r:
+        r.read_tensor("r")  # maps the file
+        assert _mapped_rss_kib(p) < 1024
+        np.testing.assert_array_equal(r.read_tensor("z"), noise)
+        assert _mapped_rss_kib(p) < 1024  # not the ~32 MiB of the frame
+
+
+def _mapped_rss_kib(path) -> int:
+    """Resident KiB of this process's maps of ``path``."""
+    total, ours = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's header
+                ours = len(head) >= 6 and head[5] == str(path)
+            elif ours and head[0] == "Rss:":
+                total += int(head[1])
+    return total

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ztensor_array as za
+from ztensor_array import files
 from ztensor_array.errors import FileExistsZTError, ZTensorError
 
 
@@ -143,6 +144,45 @@ def test_bad_mode():
 def test_missing_folder_is_ztensor_error(tmp_path):
     with pytest.raises(ZTensorError):
         za.Writer(tmp_path / "no" / "such" / "dir.zt")
+
+
+def test_the_append_lock_belongs_to_the_file_not_its_name(tmp_path):
+    """One appender per file: the lock follows the open file through a rename, and a new
+    file at the old name is a different file."""
+    p, moved = tmp_path / "a.zt", tmp_path / "moved.zt"
+    _write(p, {"x": np.arange(3)})
+    with za.Writer(p, "a") as w:
+        os.rename(p, moved)
+        with pytest.raises(ZTensorError, match="another writer"):
+            za.Writer(moved, "a")
+        with pytest.raises(ZTensorError, match="another writer"):
+            files.truncate_file(str(moved), 64)  # what repair would do
+        _write(p, {"y": np.arange(4)})
+        with za.Writer(p, "a") as other:
+            other.add_tensor("z", np.arange(5))
+        w.add_tensor("late", np.arange(6))
+    with za.Reader(moved) as r:
+        assert r.tensor_names == ["late", "x"]
+    with za.Reader(p) as r:
+        assert r.tensor_names == ["y", "z"]
+
+
+def test_new_files_appear_whole_or_not_at_all(tmp_path):
+    """The file primitives' atomic creation: a failure leaves the old file and no temp."""
+    p, q = tmp_path / "f.bin", tmp_path / "g.bin"
+    p.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        files.write_new(str(p), object())  # fails after the temp file was made
+    assert p.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
+    files.write_new(str(p), b"new bytes", durable=True)
+    assert p.read_bytes() == b"new bytes"
+    with pytest.raises(ZTensorError, match="ended early"):
+        files.copy_prefix(str(p), str(q), 100)
+    assert os.listdir(tmp_path) == ["f.bin"]
+    files.copy_prefix(str(p), str(q), 3)
+    assert q.read_bytes() == b"new"
+    with pytest.raises(FileExistsZTError):
+        files.create_temp(str(q), exclusive=True)
 
 
 # --------------------------------------------------------------------------- names and misuse

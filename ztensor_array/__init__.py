@@ -6,6 +6,8 @@ dask, xarray, numcodecs and ml_dtypes are imported when first needed.
 
 from __future__ import annotations
 
+import importlib
+
 from .errors import (
     ChecksumError,
     DecodeError,
@@ -54,8 +56,6 @@ def __getattr__(name: str):
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'ztensor_array' has no attribute {name!r}")
-    import importlib
-
     module = importlib.import_module(f".{target[0]}", __name__)
     value = module if target[1] is None else getattr(module, target[1])
     globals()[name] = value

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import cbor2
 
 from . import dtypes
+from .codecs import ENCODINGS
 from .codecs.policy import MAX_DECODE_RATIO as MAX_ZSTD_RATIO
 from .constants import (
     ALIGNMENT,
@@ -30,7 +31,6 @@ from .constants import (
 )
 from .errors import FormatError, TornFileError, UnsupportedError, ZTensorError
 
-ENCODINGS = frozenset({"raw", "zstd"})
 _MAX_NBYTES = (1 << 63) - 1
 
 Path = str | os.PathLike

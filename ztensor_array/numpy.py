@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import files
 from .reader import Reader
 from .writer import Writer
 
@@ -61,14 +62,12 @@ def save(
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "buffer.zt")
         save_file(tensors, path, metadata, compress, compression=compression)
-        with open(path, "rb") as f:
-            return f.read()
+        return files.read_file(path)
 
 
 def load(data: bytes) -> dict[str, np.ndarray]:
     """Tensors from the bytes of a .zt file."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "buffer.zt")
-        with open(path, "wb") as f:
-            f.write(data)
+        files.write_new(path, data)
         return load_file(path)

@@ -1,4 +1,4 @@
-"""Reader: the one place (with writer.py) that opens files, maps them and knows offsets.
+"""Reader: the one place (with writer.py) that maps files and knows offsets.
 
 Opening reads only the footer and the manifest, and validates every offset before any data
 is touched. Dense raw tensors come back as read-only zero-copy views of a memory map; the map
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -17,12 +16,11 @@ from typing import Any
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import constants, dtypes, layouts, manifest
+from . import codecs, constants, dtypes, files, layouts, manifest
 from .errors import (
     ChecksumError,
     DecodeError,
     FormatError,
-    MissingFileError,
     TensorNotFoundError,
     UnsupportedError,
     ZTensorError,
@@ -32,8 +30,6 @@ from .layouts import dense
 from .manifest import Component, Manifest, Object
 
 _TO = ("numpy", "torch")
-# O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused as not regular)
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _TAIL_READ = 1 << 16  # bytes read from the end of a file opened for the first time
 
 
@@ -169,20 +165,9 @@ class Reader:
         self.path = os.fspath(path)
         self.verify = verify
         self._lock = threading.Lock()
-        self._maps: dict[int, mmap.mmap] = {}
+        self._map_read: mmap.mmap | None = None
+        self._fd, self.size = files.open_read(self.path)
         try:
-            self._fd = os.open(self.path, _OPEN_FLAGS)
-        except FileNotFoundError:
-            raise MissingFileError("no such file", path=self.path) from None
-        except OSError as exc:
-            raise ZTensorError(f"cannot open: {exc.strerror}", path=self.path) from None
-        try:
-            st = os.fstat(self._fd)
-            if not stat.S_ISREG(st.st_mode):
-                if stat.S_ISDIR(st.st_mode):
-                    raise ZTensorError("is a folder, not a .zt file", path=self.path)
-                raise ZTensorError("is not a regular file (cannot be mapped)", path=self.path)
-            self.size = st.st_size
             self.manifest, self.manifest_offset = self._load_manifest()
         except OSError as exc:  # e.g. EIO while reading the footer
             os.close(self._fd)
@@ -204,23 +189,17 @@ class Reader:
     # ------------------------------------------------------------------ opening
 
     def _pread(self, n: int, offset: int) -> bytes:
-        first = os.pread(self._fd, n, offset)
-        if len(first) == n:
-            return first
-        out = bytearray(first)
-        while len(out) < n:
-            chunk = os.pread(self._fd, n - len(out), offset + len(out))
-            if not chunk:
-                raise FormatError(
-                    f"unexpected end of file at byte {offset + len(out)}", path=self.path
-                )
-            out += chunk
-        return bytes(out)
+        data = files.read_at(self._fd, n, offset)
+        if len(data) != n:
+            raise FormatError(
+                f"unexpected end of file at byte {offset + len(data)}", path=self.path
+            )
+        return data
 
     def _load_manifest(self) -> tuple[Manifest, int]:
-        head = os.pread(self._fd, 8, 0)
+        head = files.read_at(self._fd, 8, 0)
         if head == constants.LEGACY_MAGIC:
-            from . import legacy
+            from . import legacy  # v0.1 only: its parser and layouts (~4 ms) load when met
 
             return legacy.read_manifest(self._pread, self.size, self.path)
         if head != constants.MAGIC:
@@ -245,8 +224,8 @@ class Reader:
     def close(self) -> None:
         """Release the file. Arrays already returned stay valid (they keep the map alive)."""
         with self._lock:
-            # Dropping the maps unmaps each now, or when its last view goes
-            self._maps = {}
+            # Dropping the map unmaps it now, or when its last view goes
+            self._map_read = None
             fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
@@ -269,14 +248,15 @@ class Reader:
         if self._fd < 0:
             raise ZTensorError("reader is closed", path=self.path)
 
-    def _map(self, access: int) -> mmap.mmap:
-        mm = self._maps.get(access)
+    def _map(self) -> mmap.mmap:
+        """The shared read-only map of the whole file (made on first use)."""
+        mm = self._map_read
         if mm is None:
             with self._lock:
                 self._check_open()
-                mm = self._maps.get(access)
+                mm = self._map_read
                 if mm is None:
-                    mm = self._maps[access] = mmap.mmap(self._fd, 0, access=access)
+                    mm = self._map_read = files.map_read(self._fd)
         return mm
 
     # ------------------------------------------------------------------ listing
@@ -367,38 +347,19 @@ class Reader:
         (torch tensors are always writable) reach neither the file nor any other view.
         """
         if private and comp.length:
-            start = comp.offset - comp.offset % mmap.ALLOCATIONGRANULARITY
             try:
-                mm = mmap.mmap(
-                    self._fd,
-                    comp.offset + comp.length - start,
-                    access=mmap.ACCESS_COPY,
-                    offset=start,
-                )
+                return files.map_private(self._fd, comp.offset, comp.length)
             except (OSError, ValueError):
                 raise ZTensorError("reader is closed", path=self.path) from None
-            return memoryview(mm)[comp.offset - start :]
-        # close() only drops its maps, so a map in hand is never closed under us
-        return memoryview(self._map(mmap.ACCESS_READ))[comp.offset : comp.offset + comp.length]
+        # close() only drops its map, so a map in hand is never closed under us
+        return memoryview(self._map())[comp.offset : comp.offset + comp.length]
 
     def _drop_pages(self, comp: Component) -> None:
-        """Unmap the whole pages of a decoded component's stored bytes from this process.
-
-        Compressed bytes are needed once; left mapped they count in the process's RSS until
-        the Reader closes, so reading a compressed file tensor by tensor would grow RSS to the
-        file size. The pages stay in the page cache (a shared read-only map loses nothing).
-        """
-        mm = self._maps.get(mmap.ACCESS_READ)
-        if mm is None or not hasattr(mm, "madvise"):
-            return
-        page = mmap.PAGESIZE
-        start = -(-comp.offset // page) * page
-        end = (comp.offset + comp.length) // page * page
-        if end > start:
-            try:
-                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-            except (OSError, ValueError):
-                pass  # advice only
+        """Compressed bytes are needed once: left mapped they would count in the resident
+        set until the Reader closes (reading tensor by tensor would grow it to the file)."""
+        mm = self._map_read
+        if mm is not None:
+            files.drop_pages(mm, comp.offset, comp.length)
 
     def stored_bytes(self, name: str, role: str) -> memoryview:
         """The stored (possibly compressed) bytes of a component, zero-copy."""
@@ -411,7 +372,7 @@ class Reader:
     def _verify(self, name: str, role: str, comp: Component, stored) -> None:
         if comp.digest is None:
             return
-        from .codecs import digests
+        from .codecs import digests  # hashlib + google_crc32c (~4 ms): only when verifying
 
         ok = digests.matches(comp.digest, stored)
         if ok is False:
@@ -446,7 +407,7 @@ class Reader:
             ) from None
         verify = self.verify if verify is None else verify
         stored_dt = _stored_dtype(comp)
-        if comp.encoding == "raw":
+        if comp.encoding == codecs.RAW:  # mapped, not decoded
             if copy and not verify:
                 out = np.empty(comp.length // stored_dt.itemsize, dtype=stored_dt)
                 self._readinto(out, comp.offset, name, role)
@@ -472,25 +433,20 @@ class Reader:
 
     def _readinto(self, out: np.ndarray, offset: int, name: str, role: str) -> None:
         buf = memoryview(out.reshape(-1).view(np.uint8))
-        done = 0
-        while done < buf.nbytes:
-            n = os.preadv(self._fd, [buf[done:]], offset + done)
-            if n <= 0:
-                raise FormatError(
-                    "file ended inside the component", path=self.path, obj=name, component=role
-                )
-            done += n
+        if files.readinto_at(self._fd, buf, offset) != buf.nbytes:
+            raise FormatError(
+                "file ended inside the component", path=self.path, obj=name, component=role
+            )
 
     def _decode(self, name: str, role: str, obj: Object, comp: Component, stored) -> np.ndarray:
-        from .codecs import zstd
-
+        codec = codecs.get(comp.encoding)
         nbytes = manifest.expected_nbytes(obj, role)
         try:
             if nbytes is not None:
-                return zstd.decompress(stored, nbytes)
+                return codec.decode_exact(stored, nbytes)
             limit = manifest.decoded_limit(obj, role)
-            data = np.frombuffer(zstd.decompress_unbounded(stored, limit), dtype=np.uint8)
-        except zstd.ZstdFrameError as exc:
+            data = codec.decode_limited(stored, limit)
+        except codecs.CodecError as exc:
             raise DecodeError(str(exc), path=self.path, obj=name, component=role) from None
         except MemoryError:
             need = nbytes if nbytes is not None else "up to " + str(limit)
@@ -568,7 +524,7 @@ class Reader:
             return None
         shape, dtype_name, offset, length = plain
         dt = dtypes.to_numpy(dtype_name)
-        mm = self._map(mmap.ACCESS_READ)
+        mm = self._map()
         return np.frombuffer(mm, dt, length // dt.itemsize, offset).reshape(shape)
 
     def iter_dense_rows(
@@ -594,19 +550,17 @@ class Reader:
         rows = max(1, int(rows))
         stored_dt = _stored_dtype(comp)
         starts = range(0, n, rows)
-        from .codecs import zstd
-
-        if comp.encoding == "raw":
+        if comp.encoding == codecs.RAW:  # views of the map
             data = np.frombuffer(self._stored(comp), dtype=np.uint8)
             pieces = (data[s * row : min(s + rows, n) * row] for s in starts)
         else:
             sizes = [(min(s + rows, n) - s) * row for s in starts]
-            pieces = zstd.decode_pieces(self._stored(comp), sizes)
+            pieces = codecs.get(comp.encoding).decode_pieces(self._stored(comp), sizes)
         try:
             for piece in pieces:
                 out = dense.as_logical(_native(piece.view(stored_dt), comp), comp)
                 yield out.reshape((-1,) + tuple(obj.shape[1:]))
-        except zstd.ZstdFrameError as exc:
+        except codecs.CodecError as exc:
             raise DecodeError(str(exc), path=self.path, obj=name, component="data") from None
 
     def read_slice(self, name: str, index: Any = (), verify_checksum: bool | None = None):
@@ -616,7 +570,7 @@ class Reader:
         obj = self._object(name)
         if obj.format != "chunked":
             return np.array(self.read_tensor(name, verify_checksum=verify_checksum)[index])
-        from .layouts import chunked
+        from .layouts import chunked  # imports concurrent.futures (~3 ms): chunked files only
 
         def get(role: str) -> np.ndarray:
             return self.read_component(name, role, verify=verify_checksum)

@@ -26,15 +26,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import constants, dtypes, manifest
+from . import codecs, constants, dtypes, files, manifest
+from .codecs import byte_view, digests
 from .codecs.policy import normalize_checksum, normalize_compress
 from .errors import FileExistsZTError, MissingFileError, UnsupportedError, ZTensorError
+from .files import token as _token  # the parallel-writes section's names until it moves
+from .files import truncate_file
+from .files import unlink_quietly as _unlink_quietly
 from .interop import as_array
-from .layouts import dense, sparse
+from .layouts import dense, ggml, quantized, sparse
 from .manifest import Component, Manifest, Object
+from .reader import Reader
 
 if TYPE_CHECKING:  # concurrent.futures costs ~15 ms at import: loaded when first compressing
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    from .codecs.abc import StoredCodec
 
 _MODES = ("w", "x", "a")
 # Gathered writes go out when this many buffers or bytes wait (IOV_MAX is 1024 on Linux)
@@ -44,16 +51,6 @@ _GATHER_BYTES = 64 << 20
 _QUEUE_ITEMS = 64
 _QUEUE_BYTES = 64 << 20
 _ZEROS = bytes(64)  # padding up to the next 64-byte boundary
-
-
-def _token(n: int) -> str:
-    """Random hex for temporary names (what secrets.token_hex does, without its imports)."""
-    return os.urandom(n).hex()
-
-
-def _byte_view(array: np.ndarray) -> memoryview:
-    """The bytes of a C-contiguous array without copying (works for ml_dtypes too)."""
-    return memoryview(array.reshape(-1).view(np.uint8))
 
 
 @dataclass
@@ -70,13 +67,9 @@ class _Pending:
     nbytes: int = 0  # input bytes, while it is being encoded
 
 
-def _encode(
-    data: np.ndarray, level: int, checksum: str | None
-) -> tuple[tuple[bytes, ...], str | None]:
-    """A zstd frame in pieces (written back to back, never joined) and its digest."""
-    from .codecs import digests, zstd
-
-    parts = zstd.compress_parts(_byte_view(data), level)
+def _encode(data: np.ndarray, codec: StoredCodec, checksum: str | None) -> tuple[tuple, str | None]:
+    """An encoded blob in pieces (written back to back, never joined) and its digest."""
+    parts = codec.encode_parts(data)
     if not checksum:
         return parts, None
     hasher = digests.Hasher(checksum)
@@ -141,38 +134,15 @@ class Writer:
     # ------------------------------------------------------------------ file handling
 
     def _open_new(self) -> None:
-        if self.mode == "x" and os.path.lexists(self.path):
-            raise FileExistsZTError("path exists (mode='x')", path=self.path)
-        if os.path.isdir(self.path):
-            raise ZTensorError("is a folder, not a file path", path=self.path)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        try:
-            self._fd = os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666)
-        except (AttributeError, OSError):
-            self._tmp_name = os.path.join(folder, f".{os.path.basename(self.path)}.tmp-{_token(6)}")
-            try:
-                self._fd = os.open(
-                    self._tmp_name, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666
-                )
-            except OSError as exc:
-                raise ZTensorError(f"cannot create: {exc.strerror}", path=self.path) from None
+        self._fd, self._tmp_name = files.create_temp(self.path, exclusive=self.mode == "x")
         self._pos = 0
         self._write_all(constants.MAGIC)
 
     def _open_append(self) -> None:
-        from .reader import Reader
-
+        # one appender at a time: two would interleave blobs and lose a manifest
+        self._fd = files.open_locked(self.path, missing="no such file to append to")
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise MissingFileError("no such file to append to", path=self.path) from None
-        try:  # one appender at a time: two would interleave blobs and lose a manifest
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._close_fd()
-            raise ZTensorError("another writer is appending to this file", path=self.path) from None
-        try:
-            st = os.fstat(self._fd)
+            size = os.fstat(self._fd).st_size
             with Reader(self.path) as r:
                 if r.manifest_offset is None:
                     raise UnsupportedError(
@@ -182,13 +152,13 @@ class Writer:
                 self._objects = dict(r.manifest.objects)
                 self.attributes = r.attributes
                 self._base_state = (dict(self._objects), r.attributes)
-                same = r.size == st.st_size and os.stat(self.path).st_ino == st.st_ino
+                same = r.size == size and files.same_file(self._fd, self.path)
             if not same:
                 raise ZTensorError("file changed while opening for append", path=self.path)
         except BaseException:
             self._close_fd()
             raise
-        self._pos = self._append_base = st.st_size
+        self._pos = self._append_base = size
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
@@ -218,10 +188,7 @@ class Writer:
                     self._write_gathered()
             return
         self._write_gathered()
-        while view.nbytes:
-            n = os.pwrite(self._fd, view, self._pos)
-            view = view[n:]
-            self._pos += n
+        self._pos = files.write_at(self._fd, view, self._pos)
 
     def _write_gathered(self) -> None:
         """Send the gathered buffers, which end at ``_pos``, in as few ``pwritev`` as can be."""
@@ -415,8 +382,6 @@ class Writer:
         float zero points) as they are, ``shape`` = [out_features, in_features]. ``packing``
         defaults to the GPTQ packing of ``bits`` in the qweight dtype ("8_per_i32" at 4 bits);
         ``zero_offset=1`` for checkpoints that store zero points minus one (GPTQ v1)."""
-        from .layouts import quantized
-
         self._check_name(name)
         comps, attrs = quantized.encode(
             name,
@@ -458,8 +423,6 @@ class Writer:
         ``ggml_type``: name ("Q4_0"), ``gguf.GGMLQuantizationType`` or its integer id;
         ``shape``: the logical row-major shape (GGUF's dims reversed).
         """
-        from .layouts import ggml
-
         self._check_name(name)
         comps, attrs = ggml.encode(name, as_array(blocks), ggml_type, shape, attributes)
         self.add_object(
@@ -486,16 +449,16 @@ class Writer:
                     name, role, storage, type_, data, level, checksum, borrowed=borrowed
                 )
 
-    def _encode_later(self, data: np.ndarray, level: int, checksum: str | None) -> Future:
-        """Compress (and digest) ``data`` on the writer's thread pool."""
+    def _encode_later(self, data: np.ndarray, codec: StoredCodec, checksum: str | None) -> Future:
+        """Encode (and digest) ``data`` on the writer's thread pool."""
         if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+            from concurrent.futures import ThreadPoolExecutor  # ~15 ms: on first compression
 
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ztensor-compress")
         # The caller may reuse its buffer as soon as we return: encode from a copy,
         # unless it promised (copy_inputs=False) to leave its arrays alone until the end.
         src = data.copy() if self._copy_inputs and data.flags.writeable else data
-        return self._pool.submit(_encode, src, level, checksum)
+        return self._pool.submit(_encode, src, codec, checksum)
 
     def _put_blob(
         self, storage, type_, encoding: str, blob, digest, *, gather: bool = False
@@ -521,15 +484,16 @@ class Writer:
     ) -> None:
         """``borrowed``: ``data`` is the caller's memory, unchanged until finalize."""
         if level:
-            fut = self._encode_later(data, level, checksum)
+            codec = codecs.compressor(level)
+            fut = self._encode_later(data, codec, checksum)
             self._queue.append(
-                _Pending(name, role, storage, type_, "zstd", checksum, fut, data.nbytes)
+                _Pending(name, role, storage, type_, codec.encoding, checksum, fut, data.nbytes)
             )
             self._drain(limit=2 * self._workers)
         else:
             self._drain(limit=0)
             self._write_component(
-                name, role, storage, type_, "raw", _byte_view(data), checksum, None, borrowed
+                name, role, storage, type_, codecs.RAW, byte_view(data), checksum, None, borrowed
             )
 
     def _drain(self, limit: int) -> None:
@@ -543,7 +507,7 @@ class Writer:
             item = self._queue.popleft()
             frame, digest = item.payload.result()
             self._write_component(
-                item.name, item.role, item.dtype, item.type, "zstd", frame, None, digest
+                item.name, item.role, item.dtype, item.type, item.encoding, frame, None, digest
             )
 
     def _must_wait(self, limit: int) -> bool:
@@ -558,8 +522,6 @@ class Writer:
         self, name, role, storage, type_, encoding, blob, checksum, digest, gather=False
     ) -> None:
         if checksum and digest is None:
-            from .codecs import digests
-
             digest = digests.compute(checksum, blob)
         # gather only the caller's arrays: they cost no memory while they wait (compressed
         # frames and copies made here would: they are written, then freed, at once)
@@ -660,8 +622,7 @@ class Writer:
         level = normalize_compress(compress)
         checksum = normalize_checksum(checksum)
         self._flush()
-        from .codecs import digests
-
+        codec = codecs.compressor(level) if level else None
         written: dict[str, Component] = {}
         inflight: deque[tuple[str, str, str | None, Future]] = deque()
 
@@ -669,19 +630,19 @@ class Writer:
             while len(inflight) > limit:
                 role, storage, type_, fut = inflight.popleft()
                 frame, digest = fut.result()
-                written[role] = self._put_blob(storage, type_, "zstd", frame, digest)
+                written[role] = self._put_blob(storage, type_, codec.encoding, frame, digest)
 
         try:
             for role, array in updates:
                 storage, type_, data = dense.encode(as_array(array))
-                if level:
-                    fut = self._encode_later(data, level, checksum)
+                if codec is not None:
+                    fut = self._encode_later(data, codec, checksum)
                     inflight.append((role, storage, type_, fut))
                     drain(2 * self._workers)
                 else:
-                    blob = _byte_view(data)
+                    blob = byte_view(data)
                     digest = digests.compute(checksum, blob) if checksum else None
-                    written[role] = self._put_blob(storage, type_, "raw", blob, digest)
+                    written[role] = self._put_blob(storage, type_, codecs.RAW, blob, digest)
             drain(0)
         except BaseException:
             for *_, fut in inflight:
@@ -761,35 +722,10 @@ class Writer:
     def _commit(self) -> None:
         if self.mode == "a":
             return
-        if self._tmp_name is None:  # O_TMPFILE: give it a name, then move it in place
-            folder = os.path.dirname(os.path.abspath(self.path))
-            base = f".{os.path.basename(self.path)}.tmp-{_token(6)}"
-            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:  # a dir fd makes os.link use linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd
-                os.link(f"/proc/self/fd/{self._fd}", base, dst_dir_fd=dir_fd)
-            finally:
-                os.close(dir_fd)
-            self._tmp_name = os.path.join(folder, base)
-        try:
-            if self.mode == "x":
-                try:
-                    os.link(self._tmp_name, self.path)
-                except FileExistsError:
-                    raise FileExistsZTError("path exists (mode='x')", path=self.path) from None
-                os.unlink(self._tmp_name)
-            else:
-                os.replace(self._tmp_name, self.path)
-        except OSError as exc:
-            _unlink_quietly(self._tmp_name)
-            if isinstance(exc, ZTensorError):
-                raise
-            raise ZTensorError(f"cannot move into place: {exc.strerror}", path=self.path) from None
-        except BaseException:
-            _unlink_quietly(self._tmp_name)
-            raise
+        files.commit(
+            self._fd, self._tmp_name, self.path, exclusive=self.mode == "x", durable=self.durable
+        )
         self._tmp_name = None
-        if self.durable:
-            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
 
     def abort(self) -> None:
         """Discard everything added since opening; the file at the path is untouched."""
@@ -806,7 +742,7 @@ class Writer:
             except OSError:
                 pass  # repair() cuts a torn tail back to the last footer
         if self._tmp_name is not None:
-            _unlink_quietly(self._tmp_name)
+            files.unlink_quietly(self._tmp_name)
             self._tmp_name = None
         self._release()
 
@@ -838,53 +774,6 @@ class Writer:
             self.abort()
 
 
-def truncate_file(path: str, size: int) -> None:
-    """Cut a file to ``size`` bytes and make that durable (used by repair)."""
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-    except BlockingIOError:
-        raise ZTensorError("a writer is appending to this file", path=path) from None
-    finally:
-        os.close(fd)
-
-
-def copy_prefix(src: str, dst: str, size: int) -> None:
-    """Write the first ``size`` bytes of ``src`` to ``dst`` atomically."""
-    folder = os.path.dirname(os.path.abspath(dst))
-    tmp = os.path.join(folder, f".{os.path.basename(dst)}.tmp-{_token(6)}")
-    try:
-        with open(src, "rb") as fin, open(tmp, "xb") as fout:
-            done = 0
-            while done < size:
-                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done, done, done)
-                if n == 0:
-                    raise ZTensorError("source ended early", path=src)
-                done += n
-            os.fsync(fout.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_dir(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class TensorStream:
     """A dense tensor being written block by block; see ``Writer.stream_tensor``."""
 
@@ -898,8 +787,6 @@ class TensorStream:
         checksum: str | None,
         attributes: Mapping[str, Any] | None,
     ) -> None:
-        from .codecs import digests
-
         self._w = writer
         self.name = name
         self.shape = tuple(int(s) for s in shape)
@@ -909,11 +796,9 @@ class TensorStream:
         self.written = 0
         self._attrs = dict(attributes) if attributes else None
         self._hasher = digests.Hasher(checksum) if checksum else None
-        self._compressor = None
-        if level:
-            from .codecs import zstd
-
-            self._compressor = zstd.stream_compressor(level)
+        codec = codecs.compressor(level) if level else None
+        self._encoder = codec.stream_encoder() if codec is not None else None
+        self._encoding = codec.encoding if codec is not None else codecs.RAW
         self._origin = self._w._pos  # before padding: a discard cuts back to here
         self._w._pad()
         self._start = self._w._pos
@@ -932,7 +817,7 @@ class TensorStream:
                 obj=self.name,
             )
         data = np.ascontiguousarray(arr.astype(self.dtype, copy=False))
-        view = _byte_view(data)
+        view = byte_view(data)
         if self.written + view.nbytes > self.nbytes:
             raise ZTensorError(
                 f"more data than shape {list(self.shape)} holds "
@@ -940,10 +825,7 @@ class TensorStream:
                 path=self._w.path,
                 obj=self.name,
             )
-        if self._compressor is not None:
-            self._emit(self._compressor.compress(view))
-        else:
-            self._emit(view)
+        self._emit(view if self._encoder is None else self._encoder.compress(view))
         self.written += view.nbytes
 
     def _emit(self, chunk) -> None:
@@ -962,14 +844,14 @@ class TensorStream:
                 path=self._w.path,
                 obj=self.name,
             )
-        if self._compressor is not None:
-            self._emit(self._compressor.flush())
+        if self._encoder is not None:
+            self._emit(self._encoder.flush())
         storage, type_ = dtypes.storage_spelling(self._dtype_name)
         comp = Component(
             storage,
             self._start,
             self._w._pos - self._start,
-            "zstd" if self._compressor is not None else "raw",
+            self._encoding,
             self._hasher.text() if self._hasher else None,
             None,
             type_,

@@ -1,18 +1,22 @@
 """Component digests in the reference's text form: ``crc32c:0xXXXXXXXX`` or ``sha256:<hex>``.
 
 A digest always covers the stored bytes of a component (the compressed frame for zstd).
-CRC32C comes from the `crc32c` package (hardware accelerated, reads any buffer without a
-copy, releases the GIL); SHA-256 from hashlib. (google-crc32c's C entry points accept only
-``bytes``, which would force a copy of every memory-mapped component before hashing.)
+CRC32C comes from google-crc32c (hardware accelerated; numcodecs' choice too), SHA-256 from
+hashlib. google-crc32c's C functions parse their argument as a read-only buffer, which
+refuses memoryviews and mmaps but takes a numpy array of the same memory: so every buffer is
+handed over as a uint8 array view, never copied (a memory-mapped component is hashed in
+place). It releases the GIL only for ``bytes`` of 1 MiB or more.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-import crc32c
+import google_crc32c
+import numpy as np
 
-ALGORITHMS = ("crc32c", "sha256")
+from ..errors import InvalidArgumentError
+from .policy import CHECKSUMS as ALGORITHMS
 
 
 class Hasher:
@@ -20,7 +24,9 @@ class Hasher:
 
     def __init__(self, algorithm: str) -> None:
         if algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown checksum {algorithm!r}; expected one of {ALGORITHMS}")
+            raise InvalidArgumentError(
+                f"unknown checksum {algorithm!r}; expected one of {ALGORITHMS}"
+            )
         self.algorithm = algorithm
         self._crc = 0
         self._sha = hashlib.sha256() if algorithm == "sha256" else None
@@ -29,7 +35,9 @@ class Hasher:
         if self._sha is not None:
             self._sha.update(chunk)
         else:
-            self._crc = crc32c.crc32c(chunk, self._crc)
+            if type(chunk) is not bytes:  # a view of the same memory, as the C code accepts
+                chunk = np.frombuffer(chunk, dtype=np.uint8)
+            self._crc = google_crc32c.extend(self._crc, chunk)
 
     def text(self) -> str:
         if self._sha is not None:
@@ -40,7 +48,7 @@ class Hasher:
 def compute(algorithm: str, data) -> str:
     """Digest text of ``data`` (any contiguous buffer)."""
     h = Hasher(algorithm)
-    h.update(memoryview(data).cast("B"))
+    h.update(data if type(data) is bytes else memoryview(data).cast("B"))
     return h.text()
 
 

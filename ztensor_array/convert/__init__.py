@@ -3,22 +3,37 @@
 Each converter module opens its input as a ``Source``: global attributes plus a stream of
 ``Item``s, one per tensor, each knowing how to write itself to a ``Writer``. ``convert`` runs
 the shared part: format detection, name collisions, the atomic output, verification and the
-deletion of originals. Nothing here imports a converter's dependency until it is needed.
+deletion of originals. Converter modules are found through ``_SOURCES`` and imported when
+their format is met, and none imports its dependency (gguf, xarray) before it is needed.
 """
 
 from __future__ import annotations
 
-import mmap
+import importlib
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+import shutil
+from collections.abc import Sequence
 from typing import Any
 
+from .. import files
+from ..codecs.policy import normalize_checksum, normalize_compress
 from ..constants import MAGICS
 from ..errors import FormatError, UnsupportedError, ZTensorError
 from ..ops.base import Progress, Report, check_output, output_mode
+from ..ops.verify import verify
+from ..reader import Reader
+from ..writer import Writer
+from . import safetensors
+from .source import Item, Source  # noqa: F401 - the converters' interface, re-exported
 
-FORMATS = ("safetensors", "gguf", "pickle", "xarray")
+# format -> (module of this package, Source class); modules are imported on first use
+_SOURCES = {
+    "safetensors": ("safetensors", "SafetensorsSource"),
+    "gguf": ("gguf", "GGUFSource"),
+    "pickle": ("pickle", "PickleSource"),
+    "xarray": ("xarray", "XarraySource"),
+}
+FORMATS = tuple(_SOURCES)
 
 _EXTENSIONS = {
     ".safetensors": "safetensors",
@@ -40,51 +55,6 @@ _EXTENSIONS = {
 }
 
 
-@dataclass
-class Item:
-    """One tensor of a source: its name, size and how to write it to a Writer.
-
-    ``write(writer, out_name, level, checksum, attributes=None)``.
-    """
-
-    name: str
-    nbytes: int
-    write: Callable[..., None]
-    attributes: dict[str, Any] | None = None
-
-
-@dataclass
-class Source:
-    """An opened foreign file: global attributes and its tensors, in file order."""
-
-    path: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-    def items(self) -> Iterator[Item]:
-        return iter(())
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> Source:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def release_pages(mm: mmap.mmap, offset: int, length: int) -> None:
-    """Drop a written range of a read-only file map from this process's resident set."""
-    page = mmap.PAGESIZE
-    start = offset - offset % page
-    end = min(len(mm), offset + length)
-    if end > start and hasattr(mm, "madvise"):
-        try:
-            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-        except (OSError, ValueError):
-            pass  # only a memory optimisation
-
-
 # --------------------------------------------------------------------------- detection
 
 
@@ -95,16 +65,13 @@ def detect_format(path: str) -> str:
         if entries & {".zgroup", ".zarray", "zarr.json", ".zattrs"}:
             return "xarray"
         raise UnsupportedError("a folder that is not a zarr store cannot be converted", path=path)
+    fd, size = files.open_read(path)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except FileNotFoundError:
-        raise ZTensorError("no such file", path=path) from None
+        head = files.read_at(fd, 16, 0)
     except OSError as exc:
         raise ZTensorError(f"cannot read: {exc.strerror}", path=path) from None
-    from . import safetensors
-
+    finally:
+        os.close(fd)
     if head[:8] in MAGICS:
         raise UnsupportedError("already a zTensor file (use merge, compress or migrate)", path=path)
     if head[:4] == b"GGUF":
@@ -138,23 +105,15 @@ def open_source(
     path = os.fspath(path)
     if fmt == "auto":
         fmt = detect_format(path)
-    if fmt == "safetensors":
-        from .safetensors import SafetensorsSource
-
-        return SafetensorsSource(path)
+    entry = _SOURCES.get(fmt)
+    if entry is None:
+        raise UnsupportedError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
+    source = getattr(importlib.import_module(f".{entry[0]}", __name__), entry[1])
     if fmt == "gguf":
-        from .gguf import GGUFSource
-
-        return GGUFSource(path, dequantize=dequantize)
-    if fmt == "pickle":
-        from .pickle import PickleSource
-
-        return PickleSource(path)
+        return source(path, dequantize=dequantize)
     if fmt == "xarray":
-        from .xarray import XarraySource
-
-        return XarraySource(path, compress=compress, checksum=checksum)
-    raise UnsupportedError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
+        return source(path, compress=compress, checksum=checksum)
+    return source(path)
 
 
 # --------------------------------------------------------------------------- convert
@@ -163,7 +122,7 @@ def open_source(
 def input_size(path: str) -> int:
     if os.path.isdir(path):
         return sum(
-            os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files
+            os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path) for f in names
         )
     return os.path.getsize(path)
 
@@ -195,9 +154,6 @@ def convert(
     with its file's stem. Global attributes of the inputs are merged (a conflicting value is
     an error). Originals are deleted only after the output is finalized and verified.
     """
-    from ..codecs.policy import normalize_checksum, normalize_compress
-    from ..writer import Writer
-
     inputs = [os.fspath(p) for p in inputs]
     out = os.fspath(out)
     if not inputs:
@@ -262,13 +218,9 @@ def _merge_attributes(into: dict[str, Any], new: dict[str, Any], path: str) -> N
 
 def verify_written(out: str, expected) -> None:
     """Re-open an output, check every digest and structure and that it holds ``expected``."""
-    from ..ops.verify import verify
-
     problems = verify(out)
     if problems:
         raise FormatError(f"output failed verification: {problems[0]}", path=out)
-    from ..reader import Reader
-
     with Reader(out) as r:
         missing = [n for n in expected if n not in r]
     if missing:
@@ -277,8 +229,6 @@ def verify_written(out: str, expected) -> None:
 
 def _delete(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
-        import shutil
-
         shutil.rmtree(path)
     else:
         os.unlink(path)

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, files
 from ..errors import FormatError, UnsupportedError, ZTensorError
-from . import Item, Source, release_pages
+from ..writer import Writer
+from .source import Item, Source, add_array
 
 _HEADER_FIELDS = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count")
 
@@ -38,8 +39,6 @@ def _plain(value: Any) -> Any:
 
 def _lossless() -> bool:
     """Whether this installation can keep GGML blocks as they are (``ggml_quantized``)."""
-    from ..writer import Writer
-
     return hasattr(Writer, "add_ggml_quantized")
 
 
@@ -51,16 +50,18 @@ class GGUFSource(Source):
         self.notes: list[str] = []
         self.dequantize = dequantize
         try:
-            import gguf
+            import gguf  # optional dependency (the convert extra)
         except ImportError:  # pragma: no cover - gguf is declared in the convert extra
             raise UnsupportedError("reading GGUF needs the 'gguf' package", path=path) from None
         self._gguf = gguf
-        try:
-            self._reader = gguf.GGUFReader(path, "r")
-        except Exception as exc:  # the reader raises anything from ValueError to IndexError
-            raise FormatError(
-                f"not a valid GGUF file ({type(exc).__name__}: {exc})", path=path
-            ) from None
+        # opened here (a FIFO or folder is refused); the reader's map outlives the file object
+        with files.open_stream(path) as f:
+            try:
+                self._reader = gguf.GGUFReader(f, "r")
+            except Exception as exc:  # the reader raises anything from ValueError to IndexError
+                raise FormatError(
+                    f"not a valid GGUF file ({type(exc).__name__}: {exc})", path=path
+                ) from None
         self.attributes = {}
         for key, field in self._reader.fields.items():
             if key in _HEADER_FIELDS:
@@ -118,7 +119,7 @@ class GGUFSource(Source):
         self._recent.append((offset, length))
         for off, n in self._recent:
             if n:
-                release_pages(mm, off, n)
+                files.drop_pages(mm, off, n)
 
     def _write(self, t, shape, zname, writer, out_name, level, checksum, attributes) -> None:
         """Write one tensor: plain dtypes as they are, quantized ones as blocks or
@@ -131,9 +132,13 @@ class GGUFSource(Source):
                 obj=t.name,
             )
         if zname is not None:
-            array = raw.view(dtypes.to_numpy(zname)).reshape(shape)
-            writer.add_tensor(
-                out_name, array, compress=level, checksum=checksum, attributes=attributes
+            add_array(
+                writer,
+                out_name,
+                raw.view(dtypes.to_numpy(zname)).reshape(shape),
+                level,
+                checksum,
+                attributes,
             )
             return
         if not self.dequantize and hasattr(writer, "add_ggml_quantized"):
@@ -157,12 +162,8 @@ class GGUFSource(Source):
             ) from None
         attrs = dict(attributes or {})
         attrs["gguf_type"] = t.tensor_type.name
-        writer.add_tensor(
-            out_name,
-            values.astype(np.float32).reshape(shape),
-            compress=level,
-            checksum=checksum,
-            attributes=attrs,
+        add_array(
+            writer, out_name, values.astype(np.float32).reshape(shape), level, checksum, attrs
         )
 
     def close(self) -> None:

@@ -17,7 +17,9 @@ import os
 import posixpath
 from collections.abc import Sequence
 
+from .. import files
 from ..errors import FileExistsZTError, FormatError, ZTensorError
+from ..reader import Reader
 from . import Progress, convert
 
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -25,7 +27,7 @@ INDEX_SUFFIX = ".safetensors.index.json"
 
 def _hub():
     try:
-        import huggingface_hub
+        import huggingface_hub  # optional dependency (the convert extra)
         import huggingface_hub.errors
         import huggingface_hub.utils
     except ImportError:  # pragma: no cover - declared in the convert extra
@@ -40,9 +42,9 @@ def _hub_error(exc: Exception, repo: str) -> ZTensorError:
     return ZTensorError(f"Hugging Face Hub: {type(exc).__name__}: {text[:200]}", path=repo)
 
 
-def pick_files(files: Sequence[str], read_index) -> tuple[list[str], str | None]:
+def pick_files(names: Sequence[str], read_index) -> tuple[list[str], str | None]:
     """(safetensors files to fetch, index file or None) for a repo's file list."""
-    indexes = sorted(f for f in files if f.endswith(INDEX_SUFFIX) and "/" not in f)
+    indexes = sorted(f for f in names if f.endswith(INDEX_SUFFIX) and "/" not in f)
     if indexes:
         index = "model" + INDEX_SUFFIX if "model" + INDEX_SUFFIX in indexes else indexes[0]
         weight_map = read_index(index).get("weight_map")
@@ -51,13 +53,13 @@ def pick_files(files: Sequence[str], read_index) -> tuple[list[str], str | None]
         shards = sorted(set(weight_map.values()))
         if not all(isinstance(s, str) and s.endswith(".safetensors") for s in shards):
             raise FormatError("index maps tensors to files that are not .safetensors", path=index)
-        missing = [s for s in shards if s not in files]
+        missing = [s for s in shards if s not in names]
         if missing:
             raise FormatError(f"index names shard {missing[0]!r} that the repo lacks", path=index)
         return shards, index
-    shards = sorted(f for f in files if f.endswith(".safetensors") and "/" not in f)
+    shards = sorted(f for f in names if f.endswith(".safetensors") and "/" not in f)
     if not shards:  # fall back to sub-folders (e.g. diffusers layouts)
-        shards = sorted(f for f in files if f.endswith(".safetensors"))
+        shards = sorted(f for f in names if f.endswith(".safetensors"))
     return shards, None
 
 
@@ -127,17 +129,16 @@ def download(
     api = hub.HfApi(token=token, endpoint=endpoint)
     where = {"endpoint": endpoint, "cache_dir": cache_dir}
     try:
-        files = api.list_repo_files(repo, revision=revision, token=token)
+        repo_files = api.list_repo_files(repo, revision=revision, token=token)
 
         def read_index(filename: str) -> dict:
             local = hub.hf_hub_download(repo, filename, revision=revision, token=token, **where)
             try:
-                with open(local, encoding="utf-8") as f:
-                    return json.load(f)
+                return json.loads(files.read_file(local))
             except (ValueError, OSError) as exc:
                 raise FormatError(f"index is not valid JSON ({exc})", path=filename) from None
 
-        shards, index = pick_files(files, read_index)
+        shards, index = pick_files(repo_files, read_index)
         if not shards:
             raise ZTensorError("the repo has no .safetensors files", path=repo)
         if single_file:
@@ -190,8 +191,6 @@ def download(
 
 def _write_index(targets: dict[str, list[str]], path: str) -> str:
     """``model.zt.index.json``: tensor name -> .zt shard, like the safetensors index."""
-    from ..reader import Reader
-
     weight_map = {}
     total = 0
     for target in targets:
@@ -201,8 +200,6 @@ def _write_index(targets: dict[str, list[str]], path: str) -> str:
             total += sum(
                 c.length for o in r.manifest.objects.values() for c in o.components.values()
             )
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-    os.replace(tmp, path)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    files.write_new(path, json.dumps(index, indent=2).encode("utf-8"))
     return path

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, files
 from ..errors import FormatError, UnsupportedError, ZTensorError
-from . import Item, Source, release_pages
+from .source import Item, Source, add_array
 
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _INT64 = 8
@@ -342,7 +342,8 @@ class PickleSource(Source):
             ) from None
 
     def _read_zip(self) -> Any:
-        self._zip = zipfile.ZipFile(self.path)
+        self._file = files.open_stream(self.path)
+        self._zip = zipfile.ZipFile(self._file)
         names = self._zip.namelist()
         pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
         if len(pkls) != 1:
@@ -357,10 +358,7 @@ class PickleSource(Source):
             return _load(io.BufferedReader(f), self.path, self._storages)
 
     def _open_stream(self) -> Any:
-        try:
-            self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise ZTensorError(f"cannot open: {exc.strerror}", path=self.path) from None
+        self._file = files.open_stream(self.path)
         first = _load(self._file, self.path, None)
         if not (type(first) is int and first == TORCH_MAGIC):
             return first  # a plain pickle: the first object is the content
@@ -380,7 +378,7 @@ class PickleSource(Source):
             st = self._storages.get(str(key))
             if st is None:
                 raise FormatError(f"storage {key!r} is listed but never used", path=self.path)
-            head = os.pread(self._file.fileno(), _INT64, pos)
+            head = files.read_at(self._file.fileno(), _INT64, pos)
             if len(head) != _INT64:
                 raise FormatError(f"file ends before storage {key!r}", path=self.path)
             count = int.from_bytes(head, "little", signed=True)
@@ -431,8 +429,7 @@ class PickleSource(Source):
 
     def _file_map(self) -> mmap.mmap:
         if self._map is None:
-            with open(self.path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._map = files.map_read(self._file.fileno())
         return self._map
 
     def _stored_entry(self, info: zipfile.ZipInfo) -> np.ndarray | None:
@@ -458,7 +455,7 @@ class PickleSource(Source):
         """Drop pages of recently written storages (the writer's pool may still re-read)."""
         if self._map is not None:
             for offset, length in self._regions:
-                release_pages(self._map, offset, length)
+                files.drop_pages(self._map, offset, length)
 
     def _materialize(self, t: _Tensor) -> np.ndarray:
         dt = dtypes.to_numpy(t.dtype)
@@ -510,13 +507,7 @@ class PickleSource(Source):
 
     def _tensor_writer(self, t: _Tensor):
         def write(writer, out_name, level, checksum, attributes=None) -> None:
-            writer.add_tensor(
-                out_name,
-                self._materialize(t),
-                compress=level,
-                checksum=checksum,
-                attributes=attributes,
-            )
+            add_array(writer, out_name, self._materialize(t), level, checksum, attributes)
             self._release()
 
         return write
@@ -531,16 +522,16 @@ class PickleSource(Source):
 
 
 def _is_zip(path: str) -> bool:
+    fd, _ = files.open_read(path)
     try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04"
-    except OSError as exc:
-        raise ZTensorError(f"cannot open: {exc.strerror}", path=path) from None
+        return files.read_at(fd, 4, 0) == b"PK\x03\x04"
+    finally:
+        os.close(fd)
 
 
 def _array_writer(array: np.ndarray):
     def write(writer, out_name, level, checksum, attributes=None) -> None:
-        writer.add_tensor(out_name, array, compress=level, checksum=checksum, attributes=attributes)
+        add_array(writer, out_name, array, level, checksum, attributes)
 
     return write
 

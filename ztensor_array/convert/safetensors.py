@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 from collections import deque
 from typing import Any
 
 import numpy as np
 
-from .. import dtypes
-from ..errors import FormatError, UnsupportedError, ZTensorError
-from . import Item, Source, release_pages
+from .. import dtypes, files
+from ..errors import FormatError, UnsupportedError
+from .source import Item, Source, add_array
 
 # The safetensors library refuses headers above 100 MB; so do we (a header is JSON text).
 MAX_HEADER = 100_000_000
@@ -105,13 +104,9 @@ class SafetensorsSource(Source):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._fd, size = files.open_read(path)
         try:
-            self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise ZTensorError(f"cannot open: {exc.strerror}", path=path) from None
-        try:
-            size = os.fstat(self._file.fileno()).st_size
-            head = self._file.read(8)
+            head = files.read_at(self._fd, 8, 0)
             if len(head) < 8:
                 raise FormatError("file is too short for a safetensors header", path=path)
             n = int.from_bytes(head, "little")
@@ -123,12 +118,13 @@ class SafetensorsSource(Source):
                 )
             self._data_start = 8 + n
             self._recent: deque[tuple[int, int]] = deque(maxlen=16)
-            entries, meta = parse_header(self._file.read(n), size - self._data_start, path)
+            raw = files.read_at(self._fd, n, 8)
+            entries, meta = parse_header(raw, size - self._data_start, path)
             self.attributes = dict(meta)
             self._entries = dict(sorted(entries.items(), key=lambda kv: kv[1][2]))
-            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            self._map = files.map_read(self._fd) if size else None
         except BaseException:
-            self._file.close()
+            self.close()
             raise
 
     def items(self):
@@ -153,21 +149,15 @@ class SafetensorsSource(Source):
                 ) as stream:
                     for i in range(0, count, step):
                         stream.write(array[i : i + step])
-                        release_pages(self._map, start + i * dt.itemsize, step * dt.itemsize)
+                        files.drop_pages(self._map, start + i * dt.itemsize, step * dt.itemsize)
                 return
-            writer.add_tensor(
-                out_name,
-                array.reshape(shape),
-                compress=level,
-                checksum=checksum,
-                attributes=attributes,
-            )
+            add_array(writer, out_name, array.reshape(shape), level, checksum, attributes)
             # A compressed tensor is read later by the writer's pool: keep dropping the
             # pages of recent tensors until the pool must have finished with them.
             self._recent.append((start, end - begin))
             for offset, length in self._recent:
                 if length:
-                    release_pages(self._map, offset, length)
+                    files.drop_pages(self._map, offset, length)
 
         return write
 
@@ -175,4 +165,6 @@ class SafetensorsSource(Source):
         # The map is not closed here: the writer's compression pool may still read views
         # of it; it is unmapped when the last view goes.
         self._map = None
-        self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

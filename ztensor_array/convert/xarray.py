@@ -15,13 +15,15 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 
+from ..api import to_ztensor
 from ..errors import FormatError, UnsupportedError, ZTensorError
-from . import Item, Source
+from ..reader import Reader
+from .source import Item, Source
 
 
 def open_dataset(path: str):
     """The dataset at ``path``, opened by xarray (zarr folders with the zarr engine)."""
-    import xarray as xr
+    import xarray as xr  # optional heavy dependency (~0.5 s): only for datasets
 
     engine = "zarr" if os.path.isdir(path) else None
     try:
@@ -38,9 +40,6 @@ class XarraySource(Source):
     """A dataset converted into a temporary .zt whose objects are then copied as stored."""
 
     def __init__(self, path: str, *, compress: int = 0, checksum: str | None = None) -> None:
-        from ..api import to_ztensor
-        from ..reader import Reader
-
         self.path = path
         self._tmpdir = tempfile.mkdtemp(prefix="ztensor-convert-")
         self._reader = None

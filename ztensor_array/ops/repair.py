@@ -4,7 +4,7 @@ An append writes blobs, then a new manifest and footer; a crash in between leave
 the last footer that no manifest describes (the reader refuses the file and names repair).
 The last complete state is found by scanning backwards for footer magics: the first one
 whose manifest decodes and validates ends it. Repair cuts the file there (or copies that
-prefix elsewhere), through the writer's file primitives; it never edits bytes in place.
+prefix elsewhere), through the file primitives of files.py; it never edits bytes in place.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import mmap
 import os
 from dataclasses import dataclass
 
-from .. import constants, manifest
+from .. import constants, files, manifest
 from ..errors import FormatError, ZTensorError
+from ..files import copy_prefix, truncate_file
 from ..manifest import Manifest
-from ..writer import copy_prefix, truncate_file
 from .base import check_output
 
 
@@ -81,14 +81,16 @@ def last_complete_state(path: str | os.PathLike) -> tuple[int, Manifest] | None:
     """
     path = os.fspath(path)
     # a read-only map of a file that Reader refuses to open (its tail is torn)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    fd, size = files.open_read(path)
+    try:
         if size < len(constants.MAGIC) + constants.FOOTER_SIZE:
             return None
-        if f.read(len(constants.MAGIC)) != constants.MAGIC:
+        if files.read_at(fd, len(constants.MAGIC), 0) != constants.MAGIC:
             raise FormatError("not a zTensor v1 file (repair handles v1.x only)", path=path)
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        with files.map_read(fd) as mm:
             return _scan_backwards(mm, path)
+    finally:
+        os.close(fd)
 
 
 def _scan_backwards(data: mmap.mmap, path: str) -> tuple[int, Manifest] | None:

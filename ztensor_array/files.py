@@ -1,0 +1,313 @@
+"""File primitives, each defined once: opening a regular file for reading, reading and writing
+at offsets, creating a new file atomically, locks on an open file, truncation, folder fsync,
+memory maps and dropping their pages.
+
+The reader, the writer and the converters go through these; nothing above them opens, maps
+or replaces a file by itself. Locks belong to the open file (its inode), never to a path
+string: a path may be renamed over while its old file is still open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import FileExistsZTError, MissingFileError, ZTensorError
+
+# O_NONBLOCK: opening a FIFO must not wait for a writer (it is then refused as not regular)
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+_BUSY = "another writer is appending to this file"
+
+
+def token(nbytes: int = 6) -> str:
+    """Random hex for temporary names (what secrets.token_hex does, without its imports)."""
+    return os.urandom(nbytes).hex()
+
+
+def temp_name(path: str) -> str:
+    """A hidden temporary name beside ``path`` (same folder, so a rename onto it is atomic)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{base}.tmp-{token()}")
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _check_regular(fd: int, path: str) -> int:
+    """The size of the open file, which must be a regular file (closes ``fd`` if not)."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise ZTensorError("is a folder, not a file", path=path)
+            raise ZTensorError("is not a regular file (cannot be mapped)", path=path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return st.st_size
+
+
+def open_read(path: str) -> tuple[int, int]:
+    """(fd, size) of a regular file opened read-only (FIFOs, devices and folders refused
+    without blocking)."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        raise MissingFileError("no such file", path=path) from None
+    except OSError as exc:
+        raise ZTensorError(f"cannot open: {exc.strerror}", path=path) from None
+    return fd, _check_regular(fd, path)
+
+
+def open_stream(path: str):
+    """A buffered binary file object over ``open_read(path)`` (for parsers that stream)."""
+    fd, _ = open_read(path)
+    return open(fd, "rb", closefd=True)  # noqa: SIM115 - the caller closes it
+
+
+def read_file(path: str) -> bytes:
+    """The whole content of a regular file."""
+    fd, size = open_read(path)
+    try:
+        return read_at(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
+def open_locked(path: str, *, missing: str = "no such file") -> int:
+    """``path`` opened read-write under an exclusive lock, taken without waiting: the one
+    writer that may append to (or cut) the file. Compare ``same_file`` after locking: the
+    path may have been renamed over meanwhile."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise MissingFileError(missing, path=path) from None
+    except OSError as exc:
+        raise ZTensorError(f"cannot open: {exc.strerror}", path=path) from None
+    _check_regular(fd, path)
+    if not lock(fd, wait=False):
+        os.close(fd)
+        raise ZTensorError(_BUSY, path=path)
+    return fd
+
+
+def lock(fd: int, *, shared: bool = False, wait: bool = True) -> bool:
+    """flock the open file (its inode, whatever path opened it; released when ``fd`` closes).
+    False when ``wait`` is off and another open file holds a conflicting lock."""
+    op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    try:
+        fcntl.flock(fd, op if wait else op | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    st = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+# --------------------------------------------------------------------------- reading, writing
+
+
+def read_at(fd: int, n: int, offset: int) -> bytes:
+    """Up to ``n`` bytes at ``offset``: fewer only where the file ends."""
+    first = os.pread(fd, n, offset)
+    if len(first) == n or not first:
+        return first
+    out = bytearray(first)
+    while len(out) < n:
+        chunk = os.pread(fd, n - len(out), offset + len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def readinto_at(fd: int, buf: memoryview, offset: int) -> int:
+    """Fill the byte buffer ``buf`` from ``offset`` without a copy; returns the bytes read
+    (fewer only where the file ends)."""
+    done = 0
+    while done < buf.nbytes:
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n <= 0:
+            break
+        done += n
+    return done
+
+
+def write_at(fd: int, data, offset: int) -> int:
+    """Write all of ``data`` (any buffer) at ``offset``; returns the offset after it."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+    return offset
+
+
+def truncate_file(path: str, size: int) -> None:
+    """Cut a file to ``size`` bytes under the writers' lock and make that durable (repair)."""
+    fd = open_locked(path)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- new files
+
+
+def create_temp(path: str, *, exclusive: bool = False) -> tuple[int, str | None]:
+    """(fd, temporary name or None) of a new empty file in ``path``'s folder that nobody sees
+    until ``commit``: unnamed (Linux O_TMPFILE) where the filesystem allows, else under a
+    hidden temporary name. ``exclusive``: refuse a path that exists already."""
+    if exclusive and os.path.lexists(path):
+        raise FileExistsZTError("path exists (mode='x')", path=path)
+    if os.path.isdir(path):
+        raise ZTensorError("is a folder, not a file path", path=path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666), None
+    except (AttributeError, OSError):
+        tmp = temp_name(path)
+        try:
+            return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666), tmp
+        except OSError as exc:
+            raise ZTensorError(f"cannot create: {exc.strerror}", path=path) from None
+
+
+def commit(fd: int, tmp: str | None, path: str, *, exclusive: bool, durable: bool) -> None:
+    """Make the file open as ``fd`` (from ``create_temp``; ``tmp`` its temporary name, if
+    any) appear at ``path`` in one step, replacing what is there or, with ``exclusive``,
+    failing if anything is. The temporary name is gone afterwards, whatever happens.
+    ``durable``: fsync the folder too (the caller fsyncs the file)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if tmp is None:  # unnamed: give it a hidden name first
+        base = os.path.basename(temp_name(path))
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:  # a dir fd makes os.link use linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd
+            os.link(f"/proc/self/fd/{fd}", base, dst_dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        tmp = os.path.join(folder, base)
+    try:
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsZTError("path exists (mode='x')", path=path) from None
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        unlink_quietly(tmp)
+        if isinstance(exc, ZTensorError):
+            raise
+        raise ZTensorError(f"cannot move into place: {exc.strerror}", path=path) from None
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    if durable:
+        fsync_dir(folder)
+
+
+@contextmanager
+def replacing(path: str, *, durable: bool = False) -> Iterator[int]:
+    """The fd of a new file that replaces ``path`` atomically when the block ends cleanly
+    (``durable``: fsynced, file and folder) and vanishes if it raises."""
+    fd, tmp = create_temp(path)
+    try:
+        yield fd
+        if durable:
+            os.fsync(fd)
+        commit(fd, tmp, path, exclusive=False, durable=durable)
+    except BaseException:
+        if tmp is not None:
+            unlink_quietly(tmp)
+        raise
+    finally:
+        os.close(fd)
+
+
+def write_new(path: str, data, *, durable: bool = False) -> None:
+    """A new file holding ``data``, replacing ``path`` atomically."""
+    with replacing(path, durable=durable) as fd:
+        write_at(fd, data, 0)
+
+
+def copy_prefix(src: str, dst: str, size: int) -> None:
+    """A new file holding the first ``size`` bytes of ``src``, replacing ``dst`` atomically
+    and durably (repair's ``out=``)."""
+    fd_in, _ = open_read(src)
+    try:
+        with replacing(dst, durable=True) as fd:
+            done = 0
+            while done < size:
+                n = os.copy_file_range(fd_in, fd, size - done, done, done)
+                if n == 0:
+                    raise ZTensorError("source ended early", path=src)
+                done += n
+    finally:
+        os.close(fd_in)
+
+
+def unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a folder's entries (a rename, a new name) durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def map_read(fd: int) -> mmap.mmap:
+    """A shared read-only map of the whole (non-empty) file."""
+    return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+
+
+def map_private(fd: int, offset: int, length: int) -> memoryview:
+    """A writable copy-on-write view of ``length`` bytes at ``offset``: writes through it
+    reach neither the file nor any other map."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    mm = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_COPY, offset=start)
+    return memoryview(mm)[offset - start :]
+
+
+def drop_pages(mm: mmap.mmap, offset: int, length: int) -> None:
+    """Unmap the whole pages inside ``[offset, offset + length)`` of a shared read-only map
+    from this process (advice only; never on a private map, whose writes it would discard).
+
+    Bytes read once (compressed frames, converted inputs) would otherwise count in the
+    resident set until the map goes, growing it to the file size. The pages stay in the
+    page cache. Pages shared with a neighbour are kept: it may be read next, and a small
+    blob's call costs no syscall.
+    """
+    page = mmap.PAGESIZE
+    start = -(-offset // page) * page
+    end = min(offset + length, len(mm)) // page * page
+    if end > start and hasattr(mm, "madvise"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (OSError, ValueError):
+            pass  # advice only
