@@ -78,7 +78,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _raw_bytes(obj, role: str) -> int | None:
-    from .manifest import expected_nbytes
+    from .validation import expected_nbytes
 
     try:
         return expected_nbytes(obj, role)

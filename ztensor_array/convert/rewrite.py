@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ChecksumError, ZTensorError
-from ..manifest import Object, unknown_type
+from ..layouts.base import unknown_type
+from ..manifest import Object
 from . import Progress, Report, check_output
 
 _STREAM_BLOCK = 64 << 20  # raw dense tensors above this are re-encoded block by block
