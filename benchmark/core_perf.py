@@ -36,6 +36,7 @@ import workloads as wl  # noqa: E402
 import ztensor_array as zt  # noqa: E402
 from ztensor_array import constants  # noqa: E402
 from ztensor_array import manifest as zt_manifest  # noqa: E402
+from ztensor_array import validation as zt_validation  # noqa: E402
 
 try:  # the reference implementation, the interop oracle (optional here)
     import ztensor as ref
@@ -241,7 +242,7 @@ class Bench:
                 return r.read_tensor(first)
 
         def ours_first_open():  # as if the process had never opened the file
-            zt_manifest.forget_memo()
+            zt_validation.forget_memo()
             return ours()
 
         import cbor2
@@ -316,7 +317,7 @@ class Bench:
                 return [(m.name, m.shape, m.dtype) for m in r]
 
         def ours_first_open():  # as if the process had never opened the file
-            zt_manifest.forget_memo()
+            zt_validation.forget_memo()
             return ours()
 
         import cbor2

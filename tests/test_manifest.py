@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
+import subprocess
+import sys
 
 import cbor2
 import numpy as np
@@ -18,13 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ztensor_array as za
-from ztensor_array import Reader, manifest
+from ztensor_array import Reader, layouts, manifest, validation
 from ztensor_array.errors import (
     FormatError,
     TornFileError,
     UnsupportedError,
     ZTensorError,
 )
+from ztensor_array.layouts.base import Layout
 from ztensor_array.manifest import Component, Manifest, Object
 
 
@@ -486,15 +489,18 @@ def test_coo_coords_wrong_length_at_open(tmp_path):
     _open_fails(p, FormatError, "c", "coords")
 
 
-def test_register_structure_check_is_used(tmp_path):
+def test_registered_layout_check_is_used(tmp_path):
     calls = []
 
-    def check(name, obj, path):
-        calls.append(name)
-        if obj.attributes.get("bad"):
-            raise FormatError("custom rule broken", path=path, obj=name)
+    class Custom(Layout):
+        format = "test_custom"
 
-    manifest.register_structure_check("test_custom", check)
+        def check(self, name, obj, path):
+            calls.append(name)
+            if obj.attributes.get("bad"):
+                raise FormatError("custom rule broken", path=path, obj=name)
+
+    layouts.register(Custom())
     try:
         p = tmp_path / "a.zt"
         obj = {
@@ -507,7 +513,7 @@ def test_register_structure_check_is_used(tmp_path):
         _open_fails(p, FormatError, "q")
         assert calls == ["q"]
     finally:
-        manifest.STRUCTURE_CHECKS.pop("test_custom", None)
+        layouts.unregister("test_custom")
 
 
 # ----------------------------------------------------------------- v1.2 uncompressed_length
@@ -607,13 +613,14 @@ def test_quick_validation_accepts_only_what_the_full_checks_accept(objects):
     blob_end = 64 * 6
     quick = Manifest(manifest.ObjectTable(objects), None, "1.1.0")
     try:
-        parsed = {n: manifest._parse_object(raw, None, n) for n, raw in objects.items()}
-        manifest.validate(Manifest(parsed, None, "1.1.0"), blob_end)
+        table = manifest.ObjectTable(objects)
+        parsed = {n: table[n] for n in table}
+        validation.validate(Manifest(parsed, None, "1.1.0"), blob_end)
         full_ok = True
     except ZTensorError:
         full_ok = False
     try:
-        manifest.validate(quick, blob_end)
+        validation.validate(quick, blob_end)
         quick_ok = True
     except ZTensorError:
         quick_ok = False
@@ -646,3 +653,21 @@ def test_listing_a_plain_file_parses_no_objects_and_matches_parsed_metadata(tmp_
     assert [(n, s, d) for n, s, d, _, _ in listed] == [
         (n, a.shape, a.dtype) for n, a in sorted(arrays.items())
     ]
+
+
+def test_import_loads_no_layout_beyond_dense_and_no_thread_pool():
+    """Layout modules are imported by format name when first needed, so `import
+    ztensor_array` stays cheap; the chunked layout's thread pool only when a read uses it,
+    ml_dtypes (~0.5 s) only when a bf16 or f8 dtype is used."""
+    code = (
+        "import sys, ztensor_array\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ztensor_array.layouts')))\n"
+        "print('concurrent.futures' in sys.modules, 'ml_dtypes' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[0] == str(
+        ["ztensor_array.layouts", "ztensor_array.layouts.base", "ztensor_array.layouts.dense"]
+    )
+    assert out[1] == "False False"

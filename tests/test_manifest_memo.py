@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import ztensor_array as za
-from ztensor_array import FormatError, Reader, manifest
+from ztensor_array import FormatError, Reader, validation
 
 
 @pytest.fixture(autouse=True)
 def _fresh_memo():
-    manifest.forget_memo()
+    validation.forget_memo()
     yield
-    manifest.forget_memo()
+    validation.forget_memo()
 
 
 def _listing(path) -> list:
@@ -80,7 +80,7 @@ def test_invalid_manifests_are_not_memoized(tmp_path):
     for _ in range(2):  # the second open checks again and fails the same way
         with pytest.raises(FormatError, match="lie outside the blob area|raw length 65"):
             Reader(p)
-    assert not manifest._memo
+    assert not validation._memo
 
 
 def test_attributes_handed_out_are_private_copies(tmp_path):
@@ -115,12 +115,12 @@ def test_private_copies_keep_every_cbor_value(tmp_path):
 
 
 def test_the_memo_stays_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(manifest, "_MEMO_ENTRIES", 4)
+    monkeypatch.setattr(validation, "_MEMO_ENTRIES", 4)
     for i in range(10):
         p = tmp_path / f"{i}.zt"
         za.save_file({"w": np.full(4, i, np.float32)}, p)
         _listing(p)
-    assert len(manifest._memo) == 4
-    assert manifest._memo_held == sum(len(data) for data, _m in manifest._memo.values())
+    assert len(validation._memo) == 4
+    assert validation._memo_held == sum(len(data) for data, _m in validation._memo.values())
     # the oldest were dropped; they still open (decoded again)
     assert _listing(tmp_path / "0.zt") == [("w", (4,), np.dtype(np.float32))]

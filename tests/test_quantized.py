@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ztensor_array as zt
-from ztensor_array import constants, manifest
+from ztensor_array import constants, manifest, validation
 from ztensor_array.errors import FormatError, UnsupportedError, ZTensorError
 from ztensor_array.manifest import Component, Manifest, Object
 
@@ -213,15 +213,15 @@ def _object(lengths, bits=4, group_size=16, shape=(16, 64), dtypes_=("i32", "f16
 def test_structure_check_at_open():
     good = {"packed_weight": 16 * 64 // 2, "scales": 4 * 16 * 2, "zeros": 4 * 16 // 2}
     obj, end = _object(good)
-    manifest.validate(Manifest({"w": obj}), end)
+    validation.validate(Manifest({"w": obj}), end)
     for role in good:
         bad = dict(good, **{role: good[role] + (4 if role != "scales" else 2)})
         obj, end = _object(bad)
         with pytest.raises(FormatError, match=role):
-            manifest.validate(Manifest({"w": obj}), end)
+            validation.validate(Manifest({"w": obj}), end)
     obj, end = _object(good, group_size=0)
     with pytest.raises(FormatError, match="group_size"):
-        manifest.validate(Manifest({"w": obj}), end)
+        validation.validate(Manifest({"w": obj}), end)
 
 
 def _write_raw(path, objects, blobs):

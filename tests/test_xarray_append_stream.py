@@ -22,7 +22,7 @@ from xarray.testing import assert_identical  # noqa: E402
 from ztensor_array import Reader  # noqa: E402
 from ztensor_array.backends.xarray import to_ztensor_dataset  # noqa: E402
 from ztensor_array.errors import ChecksumError  # noqa: E402
-from ztensor_array.manifest import parse_chunk_role  # noqa: E402
+from ztensor_array.layouts.chunked import parse_chunk_role  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # zarr 3 consolidated-metadata notes
 

@@ -9,7 +9,7 @@ Dense entries become ``dense`` objects. A sparse tensor is one blob: a raw CSR b
 a checksum becomes a ``sparse_csr`` object whose three components are sub-ranges of the blob
 (zero-copy); other sparse blobs keep their single component under the in-memory formats of
 ``layouts/legacy.py``, so that their digest and zstd frame still cover what they covered.
-Offsets, overlaps and sizes are then checked by ``manifest.validate`` (without alignment:
+Offsets, overlaps and sizes are then checked by ``validation.validate`` (without alignment:
 v0.1 writers did not all align).
 """
 
@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import constants, dtypes, layouts, manifest
+from . import constants, dtypes, manifest, validation
 from .errors import FormatError, TornFileError, UnsupportedError
 from .layouts import legacy as layout
-from .manifest import Component, Manifest, Object
+from .manifest import Component, Manifest, Object, expect, is_uint
 
 LENGTH_SIZE = 8  # trailing u64 LE byte length of the CBOR index
 VERSION = "0.1"
@@ -29,10 +29,6 @@ LAYOUTS = ("dense", "sparsecsr", "sparsecoo")
 ENDIANNESS = ("little", "big")
 
 Pread = Callable[[int, int], bytes]
-
-# the Reader dispatches the in-memory legacy formats to layouts/legacy.py
-layouts.register(layout.CSR, "legacy", "read_object")
-layouts.register(layout.COO, "legacy", "read_object")
 
 
 def locate(size: int, tail: bytes, path) -> tuple[int, int]:
@@ -50,33 +46,24 @@ def locate(size: int, tail: bytes, path) -> tuple[int, int]:
     return start, length
 
 
-def _expect(cond: bool, message: str, path, name=None) -> None:
-    if not cond:
-        raise FormatError(message, path=path, obj=name)
-
-
-def _uint(v: Any) -> bool:
-    return type(v) is int and v >= 0
-
-
 def _entry(raw: Any, index: int, path) -> tuple[str, Object]:
     """(name, Object) of one index entry, every field type-checked."""
-    _expect(isinstance(raw, Mapping), f"v0.1 index entry {index} is not a map", path)
+    expect(isinstance(raw, Mapping), f"v0.1 index entry {index} is not a map", path)
     name = raw.get("name")
-    _expect(isinstance(name, str), f"v0.1 index entry {index} has no text name", path)
+    expect(isinstance(name, str), f"v0.1 index entry {index} has no text name", path)
     offset, size = raw.get("offset"), raw.get("size")
     long_dtype, layout_name = raw.get("dtype"), raw.get("layout", "dense")
     shape, encoding = raw.get("shape"), raw.get("encoding", "raw")
     endian, checksum = raw.get("data_endianness") or "little", raw.get("checksum")
-    _expect(_uint(offset), f"offset {offset!r} is not an unsigned integer", path, name)
-    _expect(_uint(size), f"size {size!r} is not an unsigned integer", path, name)
-    _expect(isinstance(long_dtype, str), f"dtype {long_dtype!r} is not text", path, name)
-    _expect(isinstance(shape, list), f"shape {shape!r} is not an array", path, name)
-    _expect(all(_uint(d) for d in shape), f"shape {shape!r} has a non-uint entry", path, name)
-    _expect(isinstance(checksum, str | None), "checksum is not text", path, name)
-    _expect(isinstance(layout_name, str), f"layout {layout_name!r} is not text", path, name)
-    _expect(isinstance(encoding, str), f"encoding {encoding!r} is not text", path, name)
-    _expect(isinstance(endian, str), f"data_endianness {endian!r} is not text", path, name)
+    expect(is_uint(offset), f"offset {offset!r} is not an unsigned integer", path, name)
+    expect(is_uint(size), f"size {size!r} is not an unsigned integer", path, name)
+    expect(isinstance(long_dtype, str), f"dtype {long_dtype!r} is not text", path, name)
+    expect(isinstance(shape, list), f"shape {shape!r} is not an array", path, name)
+    expect(all(is_uint(d) for d in shape), f"shape {shape!r} has a non-uint entry", path, name)
+    expect(isinstance(checksum, str | None), "checksum is not text", path, name)
+    expect(isinstance(layout_name, str), f"layout {layout_name!r} is not text", path, name)
+    expect(isinstance(encoding, str), f"encoding {encoding!r} is not text", path, name)
+    expect(isinstance(endian, str), f"data_endianness {endian!r} is not text", path, name)
     if layout_name not in LAYOUTS:
         raise UnsupportedError(f"unknown v0.1 layout {layout_name!r}", path=path, obj=name)
     if encoding not in manifest.ENCODINGS:
@@ -101,7 +88,7 @@ def _entry(raw: Any, index: int, path) -> tuple[str, Object]:
 def _csr_ranges(name: str, shape: tuple[int, ...], blob: Component, path) -> Object:
     """A raw CSR blob as a v1 ``sparse_csr`` object over three sub-ranges of it."""
     nnz = layout.csr_nnz(shape, blob.length, dtypes.itemsize(blob.dtype))
-    _expect(
+    expect(
         nnz is not None,
         f"sparsecsr blob of {blob.length} bytes fits no nnz for shape {list(shape)}",
         path,
@@ -124,14 +111,14 @@ def _csr_ranges(name: str, shape: tuple[int, ...], blob: Component, path) -> Obj
 def parse(data: bytes, blob_end: int, *, path=None) -> Manifest:
     """Manifest from the CBOR index bytes; ``blob_end`` is where the index starts."""
     root = manifest.load_cbor(data, path)
-    _expect(isinstance(root, list), "v0.1 index is not a CBOR array", path)
+    expect(isinstance(root, list), "v0.1 index is not a CBOR array", path)
     objects: dict[str, Object] = {}
     for i, raw in enumerate(root):
         name, obj = _entry(raw, i, path)
-        _expect(name not in objects, "tensor name appears twice in the v0.1 index", path, name)
+        expect(name not in objects, "tensor name appears twice in the v0.1 index", path, name)
         objects[name] = obj
     m = Manifest(objects, None, VERSION)
-    manifest.validate(m, blob_end, path=path, aligned=False)
+    validation.validate(m, blob_end, path=path, aligned=False)
     return m
 
 
@@ -140,8 +127,3 @@ def read_manifest(pread: Pread, size: int, path) -> tuple[Manifest, None]:
     tail = pread(LENGTH_SIZE, size - LENGTH_SIZE) if size >= LENGTH_SIZE else b""
     start, length = locate(size, tail, path)
     return parse(pread(length, start), start, path=path), None
-
-
-def is_legacy_format(fmt: str) -> bool:
-    """Whether an object format exists only for v0.1 files (never written to v1 files)."""
-    return layout.is_legacy(fmt)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import codecs, constants, dtypes, files, layouts, manifest
+from . import codecs, constants, dtypes, files, layouts, manifest, validation
 from .errors import (
     ChecksumError,
     DecodeError,
@@ -27,6 +27,7 @@ from .errors import (
 )
 from .interop import to_torch
 from .layouts import dense
+from .layouts.base import primary_component, require_known_types
 from .manifest import Component, Manifest, Object
 
 _TO = ("numpy", "torch")
@@ -77,11 +78,7 @@ class TensorMetadata:
 
     @property
     def _primary(self) -> Component | None:
-        comps = self.object.components
-        for role in ("data", "values", "packed_weight"):
-            if role in comps:
-                return comps[role]
-        return next(iter(comps.values()), None)
+        return primary_component(self.object)
 
     @property
     def _value_dtype(self) -> str | None:
@@ -90,20 +87,7 @@ class TensorMetadata:
         None when there is none, or it is a logical `type` this version does not know."""
         if self._plain is not None:
             return self._plain[1]
-        obj = self.object
-        if obj.format == "chunked":  # the grid names the dtype, even with no chunk written
-            return manifest.chunk_grid(obj).dtype
-        if manifest.unknown_type(obj) is not None:
-            return None
-        comp = self._primary
-        if comp is None:
-            return None
-        if obj.format == "ggml_quantized":
-            return "f32"
-        scales = obj.components.get("scales")
-        if obj.format == "quantized_group" and scales is not None:
-            return dtypes.logical_name(scales.dtype, scales.type)
-        return dtypes.logical_name(comp.dtype, comp.type)
+        return layouts.value_dtype(self.object)
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -206,7 +190,7 @@ class Reader:
             raise FormatError(f"not a zTensor file (magic {head[:8]!r})", path=self.path)
         # One read of the file's end usually brings the footer and the whole manifest; a
         # reopen reads exactly the manifest and footer it kept, and reuses them if unchanged.
-        kept = manifest.memo_entry(self.path, self.size)
+        kept = validation.memo_entry(self.path, self.size)
         span = min(self.size, len(kept[0]) if kept is not None else _TAIL_READ)
         tail = self._pread(span, self.size - span) if self.size >= constants.FOOTER_SIZE else b""
         if kept is not None and tail == kept[0]:
@@ -217,7 +201,7 @@ class Reader:
             data = tail[first : first + length]
         else:
             data = self._pread(length, start)
-        return manifest.load(data, start, path=self.path), start
+        return validation.load(data, start, path=self.path), start
 
     # ------------------------------------------------------------------ lifetime
 
@@ -440,11 +424,11 @@ class Reader:
 
     def _decode(self, name: str, role: str, obj: Object, comp: Component, stored) -> np.ndarray:
         codec = codecs.get(comp.encoding)
-        nbytes = manifest.expected_nbytes(obj, role)
+        nbytes = validation.expected_nbytes(obj, role)
         try:
             if nbytes is not None:
                 return codec.decode_exact(stored, nbytes)
-            limit = manifest.decoded_limit(obj, role)
+            limit = validation.decoded_limit(obj, role)
             data = codec.decode_limited(stored, limit)
         except codecs.CodecError as exc:
             raise DecodeError(str(exc), path=self.path, obj=name, component=role) from None
@@ -489,7 +473,7 @@ class Reader:
             raise ValueError(f"to= must be one of {_TO}, not {to!r}")
         self._check_open()
         obj = self._object(name)
-        manifest.require_known_types(obj, self.path, name)
+        require_known_types(obj, self.path, name)
         torch_view = to == "torch" and not copy
 
         def get(role: str) -> np.ndarray:
@@ -500,14 +484,7 @@ class Reader:
         if obj.format == "dense":  # the hot path skips the registry
             value = dense.read(obj, get)
         else:
-            read = layouts.reader_for(obj.format)
-            if read is None:
-                raise UnsupportedError(
-                    f"format {obj.format!r} is not supported by this reader",
-                    path=self.path,
-                    obj=name,
-                )
-            value = read(obj, get, path=self.path, name=name)
+            value = layouts.read(obj, get, path=self.path, name=name)
         if to == "torch":
             return to_torch(value)
         return value
@@ -539,7 +516,7 @@ class Reader:
         obj = self._object(name)
         if obj.format != "dense" or not obj.shape:
             raise UnsupportedError("needs a dense tensor of rank >= 1", path=self.path, obj=name)
-        manifest.require_known_types(obj, self.path, name)
+        require_known_types(obj, self.path, name)
         comp = obj.components["data"]
         if self.verify if verify is None else verify:
             self._verify(name, "data", comp, self._stored(comp))
@@ -585,7 +562,7 @@ class Reader:
         the packed weights, scales and zero points; for `ggml_quantized` the raw blocks."""
         self._check_open()
         obj = self._object(name)
-        manifest.require_known_types(obj, self.path, name)
+        require_known_types(obj, self.path, name)
         return {
             role: dense.as_logical(
                 self.read_component(name, role, verify=verify_checksum, copy=copy), comp

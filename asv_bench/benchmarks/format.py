@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 import ztensor_array as zt
-from ztensor_array.manifest import forget_memo
+from ztensor_array.validation import forget_memo
 
 from .common import MiB, save, tensors
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import ztensor_array as zt
-from ztensor_array import constants, manifest
+from ztensor_array import constants, manifest, validation
 from ztensor_array.codecs import digests, zstd
 
 pytest.importorskip("pytest_benchmark")
@@ -56,7 +56,7 @@ def test_manifest_parse(benchmark, many_tensors):
 
     def parse():
         m = manifest.decode(raw, path=str(path))
-        manifest.validate(m, start, path=str(path))
+        validation.validate(m, start, path=str(path))
         return m
 
     m = benchmark(parse)

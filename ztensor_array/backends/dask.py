@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import dtypes, manifest, writer
+from .. import dtypes, writer
 from ..codecs.policy import normalize_checksum, normalize_compress
 from ..errors import FormatError, UnsupportedError, ZTensorError
 from ..interop import as_array
 from ..layouts import chunked
+from ..layouts.base import require_known_types
 from ..manifest import Component, Object
 from ..reader import Reader
 
@@ -138,7 +139,7 @@ class ChunkBlock:
     def __call__(self) -> np.ndarray:
         dt = dtypes.to_numpy(self.dtype)
         if self.offset < 0:
-            grid = manifest.ChunkGrid(self.extent, self.extent, self.dtype, self.fill)
+            grid = chunked.ChunkGrid(self.extent, self.extent, self.dtype, self.fill)
             return chunked.fill_array(grid, self.extent, path=self.file.path, name=self.name)
         stored = memoryview(self.file.map())[self.offset : self.offset + self.length]
         if self.digest is not None:
@@ -258,15 +259,15 @@ def from_ztensor(
 def _array(ref: FileRef, name: str, obj: Object, chunks, verify: bool):
     import dask.array as da
 
-    manifest.require_known_types(obj, ref.path, name)
+    require_known_types(obj, ref.path, name)
     fmt = obj.format
     if fmt == "chunked":
-        grid = manifest.chunk_grid(obj, ref.path, name)
+        grid = chunked.chunk_grid(obj, ref.path, name)
         dtype = dtypes.to_numpy(grid.dtype)
         native = chunked.regular_chunks(obj.shape, grid.chunk_shape)
         blocks = {}
         for index in np.ndindex(*[len(c) for c in native]):  # an empty axis: one 0-block
-            comp = obj.components.get(manifest.chunk_role(index))
+            comp = obj.components.get(chunked.chunk_role(index))
             blocks[index] = ChunkBlock(
                 ref,
                 name,
@@ -518,7 +519,7 @@ def _chunk_block(
     """map_blocks body of a chunked write: compress and append one chunk (none if empty)."""
     if not block.size:
         return _cell(None, block.ndim)  # an empty axis has no chunks
-    role = manifest.chunk_role(tuple(i + o for i, o in zip(block_id, offset)))
+    role = chunked.chunk_role(tuple(i + o for i, o in zip(block_id, offset)))
     comp = _write_chunk(block, target, role, storage, type_, le, level, csum, fence, begun)
     return _cell(comp, block.ndim)
 
@@ -936,7 +937,7 @@ def _check_growth(path: str, name: str, obj: Object, arr):
             path=path,
             obj=name,
         )
-    grid = manifest.chunk_grid(obj, path, name)
+    grid = chunked.chunk_grid(obj, path, name)
     if not obj.shape:
         raise ZTensorError("a 0-d object cannot grow along axis 0", path=path, obj=name)
     have = dtypes.from_numpy(arr.dtype)
@@ -961,7 +962,7 @@ def _check_growth(path: str, name: str, obj: Object, arr):
 
 
 def _index(role: str, obj: Object) -> tuple[int, ...]:
-    return manifest.parse_chunk_role(role, len(obj.shape))
+    return chunked.parse_chunk_role(role, len(obj.shape))
 
 
 def _check_region(path: str, name: str, obj: Object, arr, region):
@@ -972,7 +973,7 @@ def _check_region(path: str, name: str, obj: Object, arr, region):
             path=path,
             obj=name,
         )
-    grid = manifest.chunk_grid(obj, path, name)
+    grid = chunked.chunk_grid(obj, path, name)
     if dtypes.from_numpy(arr.dtype) != grid.dtype:
         raise ZTensorError(
             f"cannot write {dtypes.from_numpy(arr.dtype)} data into a {grid.dtype} object",
@@ -1014,7 +1015,7 @@ class _Update:
     """A change to an existing chunked object: new chunks start at grid index ``offset``."""
 
     old: Object
-    grid: manifest.ChunkGrid
+    grid: chunked.ChunkGrid
     offset: tuple[int, ...]
     prefix: np.ndarray | None  # stored rows re-written in front of the new data (growth)
     keep: dict[str, Component]
@@ -1057,7 +1058,7 @@ def _plan_object(plan: writer.ParallelPlan, item, update: _Update | None, begin,
     else:
         chunk_shape = _chunk_shape_for(arr, want_chunks, from_np)
         attrs = dict(user_attrs)
-        attrs[manifest.CHUNK_GRID_KEY] = chunked.grid_attributes(
+        attrs[chunked.CHUNK_GRID_KEY] = chunked.grid_attributes(
             chunk_shape, dtypes.from_numpy(arr.dtype), enc.get("fill_value", 0)
         )
         new_shape = shape

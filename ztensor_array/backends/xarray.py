@@ -35,11 +35,12 @@ from xarray.core import indexing
 from xarray.core.utils import FrozenDict, close_on_error
 from xarray.core.variable import Variable
 
-from .. import dtypes, manifest
+from .. import dtypes
 from ..attributes import private_copy
 from ..codecs.policy import normalize_checksum, normalize_compress
 from ..constants import MAGICS
 from ..errors import FileExistsZTError, MissingFileError, ZTensorError
+from ..layouts.base import require_known_types
 from ..reader import Reader
 from ..writer import Writer
 
@@ -49,7 +50,7 @@ ATTR_DTYPES_KEY = "_xarray_attr_dtypes"  # attr name -> numpy dtype of numpy-typ
 CHAR_KEY = "_xarray_char"  # true: u8 storage holds CF character (S1) data
 # Reserved global attribute: {group path: {"attrs": {...}, "dtypes": {...}}} for subgroups.
 GROUPS_KEY = "_xarray_groups"
-CHUNK_GRID_KEY = "chunk_grid"  # the chunked layout's own attribute (manifest.CHUNK_GRID_KEY)
+CHUNK_GRID_KEY = "chunk_grid"  # the chunked layout's own attribute (layouts.chunked.CHUNK_GRID_KEY)
 _RESERVED_OBJ = frozenset({DIMS_KEY, ATTR_DTYPES_KEY, CHAR_KEY, CHUNK_GRID_KEY})
 _RESERVED_ROOT = frozenset({GROUPS_KEY, ATTR_DTYPES_KEY})
 
@@ -453,7 +454,7 @@ class ZTensorStore(WritableCFDataStore):
             {k: v for k, v in stored.items() if k not in _RESERVED_OBJ},
             stored.get(ATTR_DTYPES_KEY),
         )
-        manifest.require_known_types(obj, self.path, full)
+        require_known_types(obj, self.path, full)
         dtype = _object_dtype(obj)
         array = ZTensorBackendArray(
             self.path, full, obj.shape, dtype, self._ident, char, self.verify
@@ -826,7 +827,8 @@ class _AppendTarget:
         source is computed one chunk band (all chunks at one index along the axis) at a
         time when that fits the block budget, else chunk by chunk."""
         from ..layouts import chunked
-        from ..manifest import Object, chunk_grid, chunk_role
+        from ..layouts.chunked import chunk_grid, chunk_role
+        from ..manifest import Object
 
         reader = (self.store._root or self.store)._reader
         ax = self.axis
@@ -935,7 +937,7 @@ class _RegionTarget:
     def _write_chunks(self, obj, box, source, compress, checksum) -> None:
         """New blobs for the touched chunks only: a chunk the region covers whole is taken
         from the source, a partly covered one is read, patched and written back."""
-        from ..manifest import chunk_grid
+        from ..layouts.chunked import chunk_grid
 
         reader = (self.store._root or self.store)._reader
         grid = chunk_grid(obj, reader.path, self.full)
@@ -970,7 +972,7 @@ class _RegionTarget:
     def _patched_chunk(self, obj, grid, get, index, box, source, at: int, dt):
         """(role, flat data) of one touched chunk; ``source`` starts at row ``at``."""
         from ..layouts import chunked
-        from ..manifest import chunk_role
+        from ..layouts.chunked import chunk_role
 
         reader = (self.store._root or self.store)._reader
         origin = [i * c for i, c in zip(index, grid.chunk_shape)]
@@ -1078,7 +1080,7 @@ def _rewrite(writer: Writer, full: str, obj, data, compress, checksum, attrs) ->
         writer.add_tensor(full, data, compress=compress, checksum=checksum, attributes=attrs)
         return
     from ..layouts import chunked
-    from ..manifest import chunk_role
+    from ..layouts.chunked import chunk_role
 
     grid = attrs[CHUNK_GRID_KEY]
     chunk_shape = tuple(grid["chunk_shape"])
@@ -1554,7 +1556,7 @@ def _append_parallel(ds, path: str, mode: str, encoding: Mapping, append_dim, co
 def _verify_edge_chunks(store: ZTensorStore, full: str, obj) -> None:
     """Check the digests of the partial last chunk row that an append along the first
     axis merges into its new chunks (ChecksumError before anything is written)."""
-    from ..manifest import parse_chunk_role
+    from ..layouts.chunked import parse_chunk_role
 
     chunk_shape = _chunk_shape(obj)
     if chunk_shape is None or not obj.shape:

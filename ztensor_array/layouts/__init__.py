@@ -1,35 +1,64 @@
-"""Logical layouts, one module per manifest `format`.
+"""Logical layouts, one module per manifest `format`, each owning that format's rules.
 
-A layout turns component arrays into the user's value on read: ``read(obj, get, path=...,
-name=...)``, where ``get(role)`` returns a component decoded to a 1-D array of its storage
-dtype. Layouts never touch files. ``reader_for`` finds the module of a format lazily, so
-rarely used layouts cost nothing at import.
+A layout (``base.Layout``) checks an object's structure when a file opens, knows the decoded
+sizes its geometry fixes, names the dtype a read returns, and turns component arrays into
+the user's value on read. Layouts never touch files. ``layout_for`` imports the module of a
+format on first use, so rarely used layouts cost nothing at import.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from typing import Any
 
-# format -> (module, function); modules are imported on first use
-_READERS: dict[str, tuple[str, str]] = {
-    "dense": ("dense", "read_object"),
-    "sparse_csr": ("sparse", "read_csr"),
-    "sparse_coo": ("sparse", "read_coo"),
-    "quantized_group": ("quantized", "read_object"),
-    "ggml_quantized": ("ggml", "read_object"),
-    "chunked": ("chunked", "read_object"),
+from ..manifest import Object
+from .base import Getter, Layout
+
+# format -> (module in this package, Layout class); imported on first use
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "dense": ("dense", "Dense"),
+    "sparse_csr": ("sparse", "SparseCSR"),
+    "sparse_coo": ("sparse", "SparseCOO"),
+    "quantized_group": ("quantized", "QuantizedGroupLayout"),
+    "ggml_quantized": ("ggml", "GGMLQuantized"),
+    "chunked": ("chunked", "Chunked"),
+    # only in memory, for files opened from v0.1 (never written to a v1 file)
+    "legacy_sparse_csr": ("legacy", "LegacyCSR"),
+    "legacy_sparse_coo": ("legacy", "LegacyCOO"),
 }
+_loaded: dict[str, Layout] = {}
+_GENERIC = Layout()  # a format this version does not know: no rules, not readable
 
 
-def register(fmt: str, module: str, function: str = "read_object") -> None:
-    """Declare the reader of a format implemented in ``layouts/<module>.py``."""
-    _READERS[fmt] = (module, function)
+def layout_for(fmt: str) -> Layout | None:
+    """The layout of a format, or None when this version does not know the format."""
+    layout = _loaded.get(fmt)
+    if layout is None:
+        entry = _BUILTIN.get(fmt)
+        if entry is None:
+            return None
+        module = importlib.import_module(f".{entry[0]}", __name__)
+        layout = _loaded[fmt] = getattr(module, entry[1])()
+    return layout
 
 
-def reader_for(fmt: str) -> Callable | None:
-    entry = _READERS.get(fmt)
-    if entry is None:
-        return None
-    module = importlib.import_module(f".{entry[0]}", __name__)
-    return getattr(module, entry[1])
+def register(layout: Layout) -> None:
+    """Add (or replace) the layout of ``layout.format``: the seam for formats defined
+    outside this package. Their objects are then checked at open and readable."""
+    _loaded[layout.format] = layout
+
+
+def unregister(fmt: str) -> None:
+    """Forget a format added by ``register`` (a built-in one reverts to its own layout)."""
+    _loaded.pop(fmt, None)
+
+
+def value_dtype(obj: Object) -> str | None:
+    """zTensor dtype name of what reading ``obj`` returns (None if unknown)."""
+    return (layout_for(obj.format) or _GENERIC).value_dtype(obj)
+
+
+def read(obj: Object, get: Getter, *, path=None, name=None) -> Any:
+    """The user's value of ``obj`` from its component arrays; UnsupportedError for a format
+    this version does not know."""
+    return (layout_for(obj.format) or _GENERIC).read(obj, get, path=path, name=name)

@@ -3,7 +3,7 @@
 Each written chunk is a component whose role names its grid index (``c.0.3``), holding only
 the in-bounds part of the chunk in C order, raw or zstd, with its own digest. Chunks that
 were never written read as the grid's fill value. The grid itself (chunk shape, dtype, fill
-value) is the ``chunk_grid`` object attribute, parsed and checked in ``manifest``.
+value) is the ``chunk_grid`` object attribute (SPEC §4.3); this module parses and checks it.
 
 Reads touch only the chunks a selection intersects and decode them on a thread pool (zstd
 and numpy copies release the GIL).
@@ -14,31 +14,134 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import dtypes
-from ..errors import FormatError, ZTensorError
-from ..manifest import ChunkGrid, Object, chunk_grid, chunk_role, parse_chunk_role
+from ..errors import FormatError, UnsupportedError, ZTensorError
+from ..manifest import Object, expect, is_uint
+from .base import Layout, check_size, refuse, require_known_types
 from .dense import as_logical
 
 FORMAT = "chunked"
+CHUNK_GRID_KEY = "chunk_grid"  # the object attribute holding the grid
 MIN_PARALLEL_CHUNKS = 2
 
-__all__ = [
-    "FORMAT",
-    "ChunkGrid",
-    "chunk_role",
-    "fill_array",
-    "grid_attributes",
-    "parse_chunk_role",
-    "read_object",
-    "read_region",
-    "regular_chunks",
-]
+
+class ChunkGrid(NamedTuple):
+    """The ``chunk_grid`` object attribute of a ``chunked`` object, parsed (see SPEC.md)."""
+
+    shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+    dtype: str  # logical zTensor dtype name of every chunk
+    fill_value: Any  # bool, int, float, or [re, im] for complex dtypes
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Number of chunks along each axis."""
+        return tuple(-(-s // c) for s, c in zip(self.shape, self.chunk_shape))
+
+    def extent(self, index: tuple[int, ...]) -> tuple[int, ...]:
+        """In-bounds shape of the chunk at a grid index (edge chunks are cut)."""
+        return tuple(min(c, s - i * c) for s, c, i in zip(self.shape, self.chunk_shape, index))
+
+    def nbytes(self, index: tuple[int, ...]) -> int:
+        return math.prod(self.extent(index)) * dtypes.itemsize(self.dtype)
+
+
+def chunk_role(index) -> str:
+    """Component role of the chunk at a grid index: ``c.<i0>.<i1>...`` (``c`` when 0-d)."""
+    return ".".join(["c", *(str(int(i)) for i in index)])
+
+
+def parse_chunk_role(role: str, ndim: int) -> tuple[int, ...] | None:
+    """Grid index named by a role, or None when the role is not ``c`` + ndim indices."""
+    parts = role.split(".")
+    if parts[0] != "c" or len(parts) != ndim + 1:
+        return None
+    out = []
+    for p in parts[1:]:
+        if not (p.isascii() and p.isdigit()) or (len(p) > 1 and p[0] == "0"):
+            return None
+        out.append(int(p))
+    return tuple(out)
+
+
+def _is_fill(v: Any) -> bool:
+    if isinstance(v, (bool, int, float)):
+        return True
+    return isinstance(v, list) and len(v) == 2 and all(_is_fill(x) for x in v)
+
+
+def chunk_grid(obj: Object, path=None, name: str | None = None) -> ChunkGrid:
+    """Parse and check the grid attribute of a ``chunked`` object."""
+    raw = (obj.attributes or {}).get(CHUNK_GRID_KEY)
+    expect(isinstance(raw, Mapping), f"chunked object lacks a {CHUNK_GRID_KEY!r} map", path, name)
+    cs = raw.get("chunk_shape")
+    expect(
+        isinstance(cs, list)
+        and len(cs) == len(obj.shape)
+        and all(is_uint(c) and c >= 1 for c in cs),
+        f"chunk_shape {cs!r} is not {len(obj.shape)} positive integers",
+        path,
+        name,
+    )
+    dt = raw.get("dtype")
+    expect(isinstance(dt, str), f"chunk dtype {dt!r} is not text", path, name)
+    if dt not in dtypes.BY_NAME:
+        raise UnsupportedError(f"unknown chunk dtype {dt!r}", path=path, obj=name)
+    fill = raw.get("fill_value", 0)
+    expect(_is_fill(fill), f"fill_value {fill!r} is not a number", path, name)
+    return ChunkGrid(tuple(obj.shape), tuple(cs), dt, fill)
+
+
+class Chunked(Layout):
+    format = FORMAT
+
+    def check(self, name: str, obj: Object, path) -> None:
+        """The grid map, chunk roles within the grid, chunk dtypes equal to the grid's and
+        chunk sizes equal to their in-bounds parts (SPEC §4.3)."""
+        grid = chunk_grid(obj, path, name)
+        extents = grid.grid
+        for role, comp in obj.components.items():
+            index = parse_chunk_role(role, len(obj.shape))
+            if index is None:
+                refuse("role is not a chunk role c.<i>...", role, path=path, name=name)
+            if not all(i < n for i, n in zip(index, extents)):
+                where = f"chunk index {list(index)} lies outside the grid {list(extents)}"
+                refuse(where, role, path=path, name=name)
+            require_known_types(obj, path, name, role)  # the grid's dtype is known: a mismatch
+            if dtypes.logical_name(comp.dtype, comp.type) != grid.dtype:
+                differs = f"chunk dtype {comp.dtype} differs from the grid dtype {grid.dtype}"
+                refuse(differs, role, path=path, name=name)
+            check_size(
+                name,
+                role,
+                comp,
+                grid.nbytes(index),
+                path,
+                what="raw chunk length",
+                detail=" of its in-bounds part",
+            )
+
+    def expected_nbytes(self, obj: Object, role: str) -> int | None:
+        """Decoded size of a chunk: its in-bounds part (None when the object is malformed)."""
+        try:
+            grid = chunk_grid(obj)
+        except ZTensorError:
+            return None
+        index = parse_chunk_role(role, len(obj.shape))
+        return None if index is None else grid.nbytes(index)
+
+    def value_dtype(self, obj: Object) -> str:
+        """The grid names the dtype, even when no chunk is written."""
+        return chunk_grid(obj).dtype
+
+    def read(self, obj: Object, get, *, path=None, name=None) -> np.ndarray:
+        """The whole array."""
+        return read_region(obj, get, (), path=path, name=name)
 
 
 def grid_attributes(chunk_shape, dtype_name: str, fill_value: Any = 0) -> dict[str, Any]:
@@ -200,6 +303,9 @@ def read_region(
     n = len(tasks)
     if n >= MIN_PARALLEL_CHUNKS and workers != 1:
         nthreads = min(n, workers or os.cpu_count() or 1)
+        # ~15 ms to import: only when a read decodes several chunks
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(nthreads, thread_name_prefix="ztensor-chunks") as pool:
             list(pool.map(place, tasks))
     else:
@@ -230,8 +336,3 @@ def read_chunk(obj: Object, get, index, *, path=None, name=None) -> np.ndarray:
     if role not in obj.components:
         return fill_array(grid, grid.extent(tuple(index)), path=path, name=name)
     return _chunk(obj, grid, get, tuple(index), role, path, name)
-
-
-def read_object(obj: Object, get, *, path=None, name=None) -> np.ndarray:
-    """The whole array (layout reader registered for ``chunked``)."""
-    return read_region(obj, get, (), path=path, name=name)

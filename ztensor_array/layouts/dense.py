@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from .. import dtypes
-from ..manifest import Component, Object
+from ..manifest import Component, Object, expect
+from .base import Layout, check_size
 
 
 def logical_dtype(comp: Component) -> np.dtype:
@@ -25,8 +27,35 @@ def read(obj: Object, get: Callable[[str], np.ndarray]) -> np.ndarray:
     return as_logical(get("data"), obj.components["data"]).reshape(obj.shape)
 
 
-def read_object(obj: Object, get, *, path=None, name=None) -> np.ndarray:
-    return read(obj, get)
+class Dense(Layout):
+    format = "dense"
+
+    def check(self, name: str, obj: Object, path) -> None:
+        """A `data` component of shape x itemsize bytes (decoded)."""
+        comp = obj.components.get("data")
+        if (  # fast path: a plain raw tensor of the right size (v0.1 files check them all)
+            comp is not None
+            and comp.type is None
+            and comp.uncompressed_length is None
+            and comp.encoding == "raw"
+            and comp.length == math.prod(obj.shape) * dtypes.BY_NAME[comp.dtype].itemsize
+        ):
+            return
+        expect(comp is not None, "dense object has no 'data' component", path, name)
+        nbytes = comp.uncompressed_length
+        if nbytes is None:
+            nbytes = self.expected_nbytes(obj, "data")
+        detail = f" for shape {list(obj.shape)} of {comp.dtype}"
+        check_size(name, "data", comp, nbytes, path, detail=detail)
+
+    def expected_nbytes(self, obj: Object, role: str) -> int | None:
+        comp = obj.components[role]
+        if role != "data" or not dtypes.is_known_type(comp.type):
+            return None
+        return obj.numel * dtypes.itemsize(dtypes.logical_name(comp.dtype, comp.type))
+
+    def read(self, obj: Object, get, *, path=None, name=None) -> np.ndarray:
+        return read(obj, get)
 
 
 def encode(array: np.ndarray) -> tuple[str, str | None, np.ndarray]:

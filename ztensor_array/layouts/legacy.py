@@ -18,10 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import dtypes, manifest
+from .. import dtypes
 from ..errors import FormatError
-from ..manifest import Component, Object
+from ..manifest import Component, Object, expect
 from . import sparse
+from .base import Layout, refuse
 
 CSR = "legacy_sparse_csr"
 COO = "legacy_sparse_coo"
@@ -132,78 +133,103 @@ def _split(obj: Object, get, path, name):
 _V1_READERS = {"sparse_csr": sparse.read_csr, "sparse_coo": sparse.read_coo}
 
 
+def _read_as_v1(obj: Object, get, path, name):
+    """(v1 format, {role: array}, scipy.sparse value), through the v1 sparse readers."""
+    fmt, parts = _split(obj, get, path, name)
+    return fmt, parts, _V1_READERS[fmt](*_as_v1(fmt, parts, obj.shape), path=path, name=name)
+
+
 def v1_parts(obj: Object, get, *, path=None, name=None):
     """(v1 format, {role: array}) of a legacy sparse object, its index data checked.
 
     The arrays keep the stored value dtype (``migrate`` writes them as they are); the
     checks are those of the v1 sparse readers.
     """
-    fmt, parts = _split(obj, get, path, name)
-    _V1_READERS[fmt](*_as_v1(fmt, parts, obj.shape), path=path, name=name)
+    fmt, parts, _ = _read_as_v1(obj, get, path, name)
     return fmt, parts
 
 
-def read_object(obj: Object, get, *, path=None, name=None):
-    """The same scipy.sparse result as the v1 sparse readers, checks included."""
-    fmt, parts = _split(obj, get, path, name)
-    return _V1_READERS[fmt](*_as_v1(fmt, parts, obj.shape), path=path, name=name)
+# --------------------------------------------------------------------------- layouts
 
 
-# --------------------------------------------------------------------------- structure
+class _LegacySparse(Layout):
+    """A whole sparse tensor in its one component ``role``, read as the v1 sparse readers
+    read (same scipy.sparse result, same checks of the index data)."""
+
+    role = ""
+
+    def check(self, name: str, obj: Object, path) -> None:
+        """One component; a shape the layout allows; a raw blob holding a whole number of
+        entries, no more than the shape has elements."""
+        comp = obj.components.get(self.role)
+        expect(
+            comp is not None and len(obj.components) == 1,
+            f"{self.format} object must have exactly one {self.role!r} component",
+            path,
+            name,
+        )
+        problem = self.shape_problem(obj.shape)
+        expect(problem is None, f"legacy tensor shape {list(obj.shape)} {problem}", path, name)
+        if comp.encoding == "raw":
+            nnz = self.raw_nnz(obj.shape, comp)
+            if nnz is None or nnz > obj.numel:
+                refuse(self.blob_problem(obj.shape, comp), self.role, path=path, name=name)
+
+    def shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        raise NotImplementedError
+
+    def raw_nnz(self, shape: tuple[int, ...], comp: Component) -> int | None:
+        """Entries a raw blob of this length holds, None when no whole number fits."""
+        raise NotImplementedError
+
+    def blob_problem(self, shape: tuple[int, ...], comp: Component) -> str:
+        raise NotImplementedError
+
+    def read(self, obj: Object, get, *, path=None, name=None):
+        return _read_as_v1(obj, get, path, name)[2]
 
 
-def _fail(message: str, path, name: str, role: str | None = None):
-    raise FormatError(message, path=path, obj=name, component=role)
+class LegacyCSR(_LegacySparse):
+    format = CSR
+    role = "blob"
+
+    def shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        return None if len(shape) == 2 else "is not 2-D (sparsecsr)"
+
+    def raw_nnz(self, shape: tuple[int, ...], comp: Component) -> int | None:
+        return csr_nnz(shape, comp.length, dtypes.itemsize(comp.dtype))
+
+    def blob_problem(self, shape: tuple[int, ...], comp: Component) -> str:
+        return (
+            f"blob of {comp.length} bytes is no CSR of shape {list(shape)} with {comp.dtype} values"
+        )
+
+    def decoded_bound(self, obj: Object, role: str) -> int:
+        isz = dtypes.itemsize(obj.components[role].dtype)
+        rows = obj.shape[0] if obj.shape else 0
+        return (rows + 1) * INDEX_SIZE + obj.numel * (INDEX_SIZE + isz)
 
 
-def _check_csr(name: str, obj: Object, path) -> None:
-    comp = obj.components.get("blob")
-    if comp is None or len(obj.components) != 1:
-        _fail("legacy CSR object must have exactly one 'blob' component", path, name)
-    if len(obj.shape) != 2:
-        _fail(f"legacy sparsecsr shape {list(obj.shape)} is not 2-D", path, name)
-    if comp.encoding == "raw":
-        nnz = csr_nnz(obj.shape, comp.length, dtypes.itemsize(comp.dtype))
-        if nnz is None or nnz > obj.numel:
-            _fail(
-                f"blob of {comp.length} bytes is no CSR of shape {list(obj.shape)} "
-                f"with {comp.dtype} values",
-                path,
-                name,
-                "blob",
-            )
+class LegacyCOO(_LegacySparse):
+    format = COO
+    role = "records"
 
+    def shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        return None if shape else "has no dimensions (sparsecoo)"
 
-def _check_coo(name: str, obj: Object, path) -> None:
-    comp = obj.components.get("records")
-    if comp is None or len(obj.components) != 1:
-        _fail("legacy COO object must have exactly one 'records' component", path, name)
-    if not obj.shape:
-        _fail("legacy sparsecoo tensor has no dimensions", path, name)
-    if comp.encoding == "raw":
-        rec = coo_record_size(len(obj.shape), dtypes.itemsize(comp.dtype))
-        if comp.length % rec or comp.length // rec > obj.numel:
-            _fail(
-                f"records of {comp.length} bytes are no whole number of {rec}-byte "
-                f"records for shape {list(obj.shape)}",
-                path,
-                name,
-                "records",
-            )
+    def _record(self, shape: tuple[int, ...], comp: Component) -> int:
+        return coo_record_size(len(shape), dtypes.itemsize(comp.dtype))
 
+    def raw_nnz(self, shape: tuple[int, ...], comp: Component) -> int | None:
+        rec = self._record(shape, comp)
+        return None if comp.length % rec else comp.length // rec
 
-def _csr_bound(obj: Object, role: str) -> int:
-    isz = dtypes.itemsize(obj.components[role].dtype)
-    rows = obj.shape[0] if obj.shape else 0
-    return (rows + 1) * INDEX_SIZE + obj.numel * (INDEX_SIZE + isz)
+    def blob_problem(self, shape: tuple[int, ...], comp: Component) -> str:
+        return (
+            f"records of {comp.length} bytes are no whole number of "
+            f"{self._record(shape, comp)}-byte records for shape {list(shape)}"
+        )
 
-
-def _coo_bound(obj: Object, role: str) -> int:
-    isz = dtypes.itemsize(obj.components[role].dtype)
-    return obj.numel * coo_record_size(len(obj.shape), isz)
-
-
-manifest.register_structure_check(CSR, _check_csr)
-manifest.register_structure_check(COO, _check_coo)
-manifest.register_decoded_bound(CSR, _csr_bound)
-manifest.register_decoded_bound(COO, _coo_bound)
+    def decoded_bound(self, obj: Object, role: str) -> int:
+        isz = dtypes.itemsize(obj.components[role].dtype)
+        return obj.numel * coo_record_size(len(obj.shape), isz)

@@ -1,8 +1,9 @@
 """`sparse_csr` (values, indices, indptr) and `sparse_coo` (values, coords) <-> scipy.sparse.
 
 Index components are written as u64 as the reference does; any integer dtype is read. The
-manifest layer checks component sizes; here we check the index data itself, since a bad
-index would otherwise surface as a wrong value or an error deep inside scipy.
+layout checks the components' presence, dtypes and sizes when a file opens, and the index
+data itself when it is read, since a bad index would otherwise surface as a wrong value or
+an error deep inside scipy.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError
 from ..manifest import Object
+from .base import Layout, check_size, is_integer, logical_name, refuse
 from .dense import as_logical
 
 
@@ -82,6 +84,74 @@ def read_coo(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=N
     if ndim == 2:
         return scipy.sparse.coo_matrix((values, (coords[0], coords[1])), shape=obj.shape)
     return scipy.sparse.coo_array((values, tuple(coords)), shape=obj.shape)
+
+
+def _require(obj: Object, name: str, path, roles: tuple[str, ...], integers: tuple[str, ...]):
+    """Every role present; the index roles of an integer dtype."""
+    comps = obj.components
+    for role in roles:
+        if role not in comps:
+            refuse(f"{obj.format} object has no {role!r} component", path=path, name=name)
+    for role in integers:
+        dt = comps[role].dtype
+        if not is_integer(dt):
+            refuse(f"{role} dtype {dt} is not an integer", role, path=path, name=name)
+
+
+def _raw_nnz(obj: Object, role: str) -> int | None:
+    """Entries of a raw index component (None when compressed)."""
+    comp = obj.components[role]
+    return comp.length // dtypes.itemsize(comp.dtype) if comp.encoding == "raw" else None
+
+
+def _raw_values(obj: Object) -> int | None:
+    """Number of values when they are raw and of a known logical dtype (complex: 2 floats)."""
+    values = obj.components["values"]
+    if values.encoding != "raw" or not dtypes.is_known_type(values.type):
+        return None
+    return values.length // dtypes.itemsize(logical_name(obj, "values"))
+
+
+class SparseCSR(Layout):
+    format = "sparse_csr"
+
+    def check(self, name: str, obj: Object, path) -> None:
+        _require(obj, name, path, ("values", "indices", "indptr"), ("indices", "indptr"))
+        if len(obj.shape) != 2:
+            refuse(f"sparse_csr shape {list(obj.shape)} is not 2-D", path=path, name=name)
+        indptr = obj.components["indptr"]
+        if indptr.encoding == "raw":  # a compressed one is checked when decoded
+            want = self.expected_nbytes(obj, "indptr")
+            check_size(name, "indptr", indptr, want, path, what="indptr length")
+        nv, ni = _raw_values(obj), _raw_nnz(obj, "indices")
+        if nv is not None and ni is not None:
+            if nv != ni:
+                refuse(f"{nv} values but {ni} indices", path=path, name=name)
+
+    def expected_nbytes(self, obj: Object, role: str) -> int | None:
+        if role != "indptr" or not obj.shape:
+            return None
+        return (obj.shape[0] + 1) * dtypes.itemsize(obj.components[role].dtype)
+
+    def read(self, obj: Object, get, *, path=None, name=None):
+        return read_csr(obj, get, path=path, name=name)
+
+
+class SparseCOO(Layout):
+    format = "sparse_coo"
+
+    def check(self, name: str, obj: Object, path) -> None:
+        _require(obj, name, path, ("values", "coords"), ("coords",))
+        coords = obj.components["coords"]
+        nnz = _raw_values(obj)
+        if nnz is not None and coords.encoding == "raw":
+            want = len(obj.shape) * nnz * dtypes.itemsize(coords.dtype)
+            check_size(
+                name, "coords", coords, want, path, what="coords length", detail=" (ndim x nnz)"
+            )
+
+    def read(self, obj: Object, get, *, path=None, name=None):
+        return read_coo(obj, get, path=path, name=name)
 
 
 def _u64(a: Any) -> np.ndarray:

@@ -12,8 +12,9 @@ from typing import Any
 
 from .. import dtypes
 from ..errors import ZTensorError
-from ..manifest import Object, expected_nbytes
+from ..manifest import Object
 from ..reader import Reader
+from ..validation import expected_nbytes
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,7 +13,7 @@ import mmap
 import os
 from dataclasses import dataclass
 
-from .. import constants, files, manifest
+from .. import constants, files, manifest, validation
 from ..errors import FormatError, ZTensorError
 from ..files import copy_prefix, truncate_file
 from ..manifest import Manifest
@@ -105,7 +105,7 @@ def _scan_backwards(data: mmap.mmap, path: str) -> tuple[int, Manifest] | None:
         try:
             start, length = manifest.locate(end, data[end - footer : end], path)
             m = manifest.decode(data[start : start + length], path=path)
-            manifest.validate(m, start, path=path)
+            validation.validate(m, start, path=path)
         except ZTensorError:
             continue
         return end, m

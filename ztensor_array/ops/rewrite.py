@@ -16,7 +16,8 @@ from ..codecs import digests
 from ..codecs.policy import normalize_compress
 from ..errors import ChecksumError
 from ..layouts import dense
-from ..manifest import Object, unknown_type
+from ..layouts.base import unknown_type
+from ..manifest import Object
 from ..reader import Reader
 from ..writer import Writer
 from .base import (

@@ -1,0 +1,141 @@
+"""What every layout provides, and the rules several layouts share.
+
+A layout owns one manifest `format`: its structural rules (``check``), the decoded sizes its
+geometry fixes (``expected_nbytes``, ``decoded_bound``), the dtype a read returns
+(``value_dtype``) and the read itself. ``validation`` asks the layout of each object through
+the registry in ``layouts/__init__.py``; layouts never import ``validation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import numpy as np
+
+from .. import dtypes
+from ..codecs.policy import MAX_DECODE_RATIO
+from ..errors import FormatError, UnsupportedError
+from ..manifest import Component, Object
+
+# decodes a component to a 1-D array of its storage dtype
+Getter = Callable[[str], np.ndarray]
+
+# roles that hold the values of a tensor, in the order 1.1.1 looks for them
+_PRIMARY_ROLES = ("data", "values", "packed_weight")
+
+
+class Layout:
+    """The rules and the reader of one `format`. The defaults suit a format with no rules
+    beyond the container's, whose value dtype is that of its primary component."""
+
+    format: str = ""
+
+    def check(self, name: str, obj: Object, path) -> None:
+        """Raise FormatError (or UnsupportedError) if ``obj`` breaks the format's rules;
+        only the manifest is available, not the data."""
+
+    def expected_nbytes(self, obj: Object, role: str) -> int | None:
+        """Decoded byte size of a component when the format's geometry fixes it."""
+        return None
+
+    def decoded_bound(self, obj: Object, role: str) -> int | None:
+        """Most bytes a component may decode to, when more than shape x itemsize x ndim."""
+        return None
+
+    def value_dtype(self, obj: Object) -> str | None:
+        """zTensor dtype name of what ``read`` returns; None when there is none, or it is a
+        logical `type` this version does not know."""
+        if unknown_type(obj) is not None:
+            return None
+        comp = primary_component(obj)
+        return None if comp is None else dtypes.logical_name(comp.dtype, comp.type)
+
+    def read(self, obj: Object, get: Getter, *, path=None, name=None) -> Any:
+        """The user's value from component arrays (``get(role)``); never touches files."""
+        raise UnsupportedError(
+            f"format {obj.format!r} is not supported by this reader", path=path, obj=name
+        )
+
+
+def primary_component(obj: Object) -> Component | None:
+    """The component that holds the tensor's values (its digest and byte order are the
+    ones 1.1.1 reports): data, values or packed_weight, else the first one."""
+    comps = obj.components
+    for role in _PRIMARY_ROLES:
+        if role in comps:
+            return comps[role]
+    return next(iter(comps.values()), None)
+
+
+def refuse(message: str, role: str | None = None, *, path, name, unsupported=False) -> NoReturn:
+    """FormatError, or UnsupportedError for a variant this version cannot read (the rest of
+    the file stays readable)."""
+    cls = UnsupportedError if unsupported else FormatError
+    raise cls(message, path=path, obj=name, component=role)
+
+
+def logical_name(obj: Object, role: str) -> str:
+    """Logical dtype name of a component (its `type` over its storage dtype)."""
+    comp = obj.components[role]
+    return dtypes.logical_name(comp.dtype, comp.type)
+
+
+# from the numpy type strings ("<i4": kind "i"), so that no ml_dtypes import is needed
+_INTEGERS = frozenset(d.name for d in dtypes.BY_NAME.values() if d.numpy_spec[1] in "iu")
+
+
+def is_integer(dtype_name: str) -> bool:
+    """Whether a zTensor dtype name is a (signed or unsigned) integer type."""
+    return dtype_name in _INTEGERS
+
+
+def check_size(
+    name: str,
+    role: str,
+    comp: Component,
+    nbytes: int | None,
+    path,
+    *,
+    what: str = "raw length",
+    detail: str = "",
+) -> None:
+    """A raw component holds exactly ``nbytes``; a compressed one must be able to decode to
+    them within the decode-ratio bound. Nothing to check when ``nbytes`` is None."""
+    if nbytes is None:
+        return
+    if comp.encoding == "raw":
+        if comp.length != nbytes:
+            refuse(f"{what} {comp.length} != {nbytes} bytes{detail}", role, path=path, name=name)
+    elif nbytes > max(comp.length, 1) * MAX_DECODE_RATIO:
+        refuse(
+            f"declared decoded size {nbytes} is impossible for {comp.length} compressed bytes",
+            role,
+            path=path,
+            name=name,
+        )
+
+
+def unknown_type(obj: Object, role: str | None = None) -> tuple[str, str] | None:
+    """(role, type) of the first component (of ``role`` only, when given) whose `type` this
+    version does not know."""
+    comps = obj.components if role is None else {role: obj.components[role]}
+    for r, comp in comps.items():
+        if comp.type is not None and not dtypes.is_known_type(comp.type):
+            return r, comp.type
+    return None
+
+
+def require_known_types(obj: Object, path=None, name=None, role: str | None = None) -> None:
+    """UnsupportedError naming the component whose logical `type` is unknown (of ``role``
+    only, when given). Such objects open and list, but their values cannot be read."""
+    unknown = unknown_type(obj, role)
+    if unknown is not None:
+        r, type_ = unknown
+        raise UnsupportedError(
+            f"unknown logical type {type_!r} over storage dtype {obj.components[r].dtype!r} "
+            "(written by a newer zTensor version?)",
+            path=path,
+            obj=name,
+            component=r,
+        )
