@@ -30,8 +30,8 @@ RANKS = {
     "interop": 2,
     "attributes": 3,
     "manifest": 3,
-    "validation": 4,
-    "layouts": 5,
+    "layouts": 4,  # each format's rules; the validation pass dispatches to them
+    "validation": 5,
     "legacy": 6,  # v0.1 manifests, read by the reader
     "files": 6,
     "reader": 7,
@@ -42,8 +42,6 @@ RANKS = {
     "backends": 11,
     "api": 12,  # dispatches to the backends
     "ops": 13,
-    "inspection": 13,
-    "maintenance": 13,
     "convert": 14,
     "cli": 15,
     "__main__": 15,
