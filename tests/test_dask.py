@@ -75,9 +75,10 @@ CASES = {
 
 
 def _blocks(arr):
-    """The graph tasks that produce the array's blocks."""
+    """Each block of the array, computed alone from the graph (with no optimization) in this
+    process, in block order."""
     graph = dict(arr.__dask_graph__())
-    return [graph[k] for k in _flat_keys(arr.__dask_keys__())]
+    return [dask.get(graph, k) for k in _flat_keys(arr.__dask_keys__())]
 
 
 def _flat_keys(keys):
@@ -156,20 +157,17 @@ def test_raw_blocks_are_zero_copy_views_of_the_map(tmp_path):
     p = tmp_path / "v.zt"
     dense_file(p, {"x": x})  # a file not made by our writer
     arr = zt.from_ztensor(p, "x", chunks=(10, 10))
-    for task in _blocks(arr):
-        block = _call(task)
+    for block in _blocks(arr):
         assert not block.flags.owndata and not block.flags.writeable
     np.testing.assert_array_equal(arr.compute(scheduler="sync"), x)
+    # one whole raw chunk of a chunked tensor is a view of the map too
+    q = tmp_path / "c.zt"
+    zt.to_ztensor(x, q, "x", chunks=(10, 10))
+    for block in _blocks(zt.from_ztensor(q, "x")):
+        assert not block.flags.owndata and not block.flags.writeable
 
 
-def _call(task):
-    """Run one graph task (a legacy tuple or a dask Task) in this process."""
-    if isinstance(task, tuple):
-        return task[0](*task[1:])
-    return task()
-
-
-def test_block_readers_pickle_small_and_arrays_cloudpickle(tmp_path):
+def test_graph_pickles_small_and_arrays_cloudpickle(tmp_path):
     x = _data((64, 48))
     p = tmp_path / ("n" * 60 + ".zt")  # a long path still pickles small
     m = scipy.sparse.random(40, 30, density=0.2, format="csr", random_state=0, dtype="f4")
@@ -184,19 +182,24 @@ def test_block_readers_pickle_small_and_arrays_cloudpickle(tmp_path):
         w.add_tensor("zdense", x, compress=True)
     arrays = zt.from_ztensor(p)
     assert sorted(arrays) == ["chunked", "coo", "csr", "dense", "zdense", "zstd"]
-    kinds = set()
     for name, arr in arrays.items():
-        for task in _blocks(arr):
+        for key, task in dict(arr.__dask_graph__()).items():
             blob = pickle.dumps(task)
-            assert len(blob) < 1024, (name, len(blob))
-        kinds |= {type(t[0] if isinstance(t, tuple) else t).__name__ for t in _blocks(arr)}
+            assert len(blob) < 1024, (name, key, len(blob))
+        inlined = zt.from_ztensor(p, name, inline_array=True)
+        for task in dict(inlined.__dask_graph__()).values():
+            assert len(pickle.dumps(task)) < 1024, name
         again = cloudpickle.loads(cloudpickle.dumps(arr))
         assert again.name == arr.name
         got, want = again.compute(), arr.compute()
         if scipy.sparse.issparse(want):
             got, want = got.toarray(), want.toarray()
         np.testing.assert_array_equal(got, want)
-    assert {"RawBlock", "ChunkBlock", "CsrRowBlock", "ObjectBlock"} <= kinds
+        with zt.Reader(p) as r:
+            expect = r.read_tensor(name)
+        if scipy.sparse.issparse(expect):
+            expect = expect.toarray()
+        np.testing.assert_array_equal(got, expect)
 
 
 def test_sparse_csr_row_blocks(tmp_path):
@@ -208,7 +211,7 @@ def test_sparse_csr_row_blocks(tmp_path):
     assert isinstance(arr._meta, scipy.sparse.csr_matrix)
     assert arr.chunks == ((10,) * 5 + (7,), (31,))
     assert arr.dtype == np.float64
-    blocks = [_call(t) for t in _blocks(arr)]
+    blocks = _blocks(arr)
     assert all(isinstance(b, scipy.sparse.csr_matrix) for b in blocks)
     np.testing.assert_array_equal(blocks[2].toarray(), m[20:30].toarray())
     np.testing.assert_array_equal(arr.compute().toarray(), m.toarray())
@@ -218,19 +221,49 @@ def test_sparse_csr_row_blocks(tmp_path):
         zt.from_ztensor(p, "m", chunks=(10, 10))
 
 
-def test_tokens_are_deterministic_and_track_the_file(tmp_path):
+def test_tokens_are_deterministic_and_track_the_tensor(tmp_path):
+    """Keys are deterministic; an array keeps reading the tensor it was made from while the
+    file only grows (another tensor appended), and refuses with a clear error once the path
+    names another file or the tensor itself was replaced."""
     p = tmp_path / "t.zt"
-    zt.to_ztensor(_data(), p, "x", chunks=(10, 10))
+    x = _data()
+    zt.to_ztensor(x, p, "x", chunks=(10, 10))
     a, b = zt.from_ztensor(p, "x"), zt.from_ztensor(p, "x")
     assert a.name == b.name and tokenize(a) == tokenize(b)
-    task = _blocks(a)[0]
-    block = task[0] if isinstance(task, tuple) else task
-    assert tokenize(block) == tokenize(pickle.loads(pickle.dumps(block)))
-    os.utime(p, ns=(1, 1))  # same bytes, other mtime: a different file state
+    source = dict(a.__dask_graph__())["original-" + a.name]
+    assert tokenize(source) == tokenize(pickle.loads(pickle.dumps(source)))
+    zt.to_ztensor({"y": x}, p, mode="a")  # the file grows, "x" is untouched
+    assert zt.from_ztensor(p, "x").name == a.name
+    np.testing.assert_array_equal(a.compute(scheduler="sync"), x)
+    with zt.Writer(p, "a") as w:  # "x" itself replaced: same name, other bytes
+        w.replace("x", x + 1)
     c = zt.from_ztensor(p, "x")
     assert c.name != a.name
     with pytest.raises(zt.ZTensorError, match="changed since"):
         a.compute(scheduler="sync")
+    np.testing.assert_array_equal(c.compute(scheduler="sync"), x + 1)
+    zt.to_ztensor(x, tmp_path / "other.zt", "x", chunks=(10, 10))
+    os.replace(tmp_path / "other.zt", p)  # same content, another file
+    with pytest.raises(zt.ZTensorError, match="replaced since"):
+        c.compute(scheduler="sync")
+
+
+def test_identity_is_not_size_and_mtime(tmp_path):
+    """A file rewritten in place with the same size and mtime but other content is not
+    mistaken for the one an array was built from."""
+    p = tmp_path / "i.zt"
+    x = _data((8, 8))
+    zt.to_ztensor(x, p, "x")
+    arr = zt.from_ztensor(p, "x")
+    st = os.stat(p)
+    other = tmp_path / "o.zt"
+    zt.to_ztensor(x[::-1].copy(), other, "x")
+    with open(p, "r+b") as f:  # the same inode, the same size, another tensor
+        f.write(other.read_bytes())
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(p).st_size == st.st_size and os.stat(p).st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(zt.ZTensorError, match="modified since"):
+        arr.compute(scheduler="sync")
 
 
 def test_compute_false_returns_delayed(tmp_path):
@@ -381,7 +414,8 @@ def test_bad_growth_fails_before_writing(tmp_path):
     zt.to_ztensor({"dense": _data((6, 4))}, p, mode="a")
     before = p.read_bytes()
     cases = [
-        (dict(append_dim=1), "axis 0"),
+        (dict(append_dim=2), "not an axis"),
+        (dict(append_dim=1), "along axis 1"),
         (dict(append_dim=0, arr=_data((3, 4), "<f8")), "f64"),
         (dict(append_dim=0, arr=_data((3, 5))), "shape"),
         (dict(append_dim=0, name="dense"), "needs a chunked object"),
@@ -432,22 +466,42 @@ def test_fill_value_and_empty_axes(tmp_path):
         assert r.metadata("x").attributes["chunk_grid"]["fill_value"] == -1.0
 
 
-def test_region_rewrites_chunk_aligned_boxes(tmp_path):
+def test_region_rewrites_only_the_chunks_it_touches(tmp_path):
+    """Aligned and unaligned boxes: chunks the box covers whole come from the new data,
+    chunks it covers in part are the stored chunk patched; untouched chunks keep their
+    blobs, and the stored encoding and digest algorithm are kept."""
     p = tmp_path / "r.zt"
     x = _data((10, 6))
-    zt.to_ztensor(x, p, "x", chunks=(4, 3), compress=3)
+    zt.to_ztensor(x, p, "x", chunks=(4, 3), compress=3, checksum="crc32c")
     zt.to_ztensor({"d": x}, p, mode="a")
     want = x.copy()
-    for box in [(slice(4, 8), slice(0, 3)), (slice(8, None), slice(3, 6)), (slice(0, 4),)]:
+    boxes = [
+        (slice(4, 8), slice(0, 3)),
+        (slice(8, None), slice(3, 6)),
+        (slice(0, 4),),
+        (slice(2, 6),),  # unaligned rows: chunks 0 and 1 patched
+        (slice(1, 9), slice(2, 4)),  # unaligned on both axes, inside every chunk row
+    ]
+    for box in boxes:
+        with zt.Reader(p) as r:
+            before = dict(r.metadata("x").components)
+        grid_rows = range(box[0].indices(10)[0] // 4, -(-box[0].indices(10)[1] // 4))
         new = _data(want[box].shape, seed=9)
         want[box] = new
         zt.to_ztensor(da.from_array(new, chunks=2), p, "x", mode="a", region=box)
-        with zt.Reader(p) as r:
+        with zt.Reader(p, verify=True) as r:
             np.testing.assert_array_equal(r.read_tensor("x"), want)
             np.testing.assert_array_equal(r.read_tensor("d"), x)
+            after = r.metadata("x").components
+        cols = box[1].indices(6)[:2] if len(box) > 1 else (0, 6)
+        grid_cols = range(cols[0] // 3, -(-cols[1] // 3))
+        for role, comp in after.items():
+            _, i, j = role.split(".")
+            touched = int(i) in grid_rows and int(j) in grid_cols
+            assert (comp != before[role]) == touched, (box, role)
+            assert comp.encoding == "zstd" and comp.digest.startswith("crc32c:")
     before = p.read_bytes()
     bad = [
-        ("x", (slice(2, 6),), _data((4, 6)), "not aligned"),
         ("x", (slice(0, 4),), _data((3, 6)), "region shape"),
         ("x", (slice(0, 4),), _data((4, 6), "<f8"), "f64"),
         ("d", (slice(0, 4),), _data((4, 6)), "chunked object"),

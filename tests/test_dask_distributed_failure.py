@@ -190,7 +190,7 @@ def test_first_task_refuses_a_write_whose_commit_cannot_run(tmp_path, client):
     """What the write's first task is told when it asks the scheduler: a commit task that
     erred, or that the scheduler no longer knows while the asking task is not running,
     will never run (so the first task undoes the file it just made)."""
-    from ztensor_array.backends.dask import _watch_write
+    from ztensor_array.backends.dask.watch import watch_write
 
     p = tmp_path / "f.zt"
     _previous(p)
@@ -199,6 +199,6 @@ def test_first_task_refuses_a_write_whose_commit_cannot_run(tmp_path, client):
     with pytest.raises(RuntimeError, match="boom"):
         erred.result()
     plan = deferred._plan
-    assert client.run_on_scheduler(_watch_write, deferred.key, "no-such-task", plan) is False
-    assert client.run_on_scheduler(_watch_write, "no-such-key", "no-such-task", plan) is False
+    assert client.run_on_scheduler(watch_write, deferred.key, "no-such-task", plan) is False
+    assert client.run_on_scheduler(watch_write, "no-such-key", "no-such-task", plan) is False
     assert sorted(os.listdir(tmp_path)) == ["f.zt"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import ztensor_array as zt
-from ztensor_array import writer
+from ztensor_array import parallel
 
 
 def _blocks(shape, chunks):
@@ -31,14 +31,14 @@ def _blocks(shape, chunks):
 )
 def test_pwrite_blocks_in_any_order_from_threads(tmp_path, shape, chunks):
     x = np.random.default_rng(0).standard_normal(shape).astype("<f4")
-    plan = writer.plan_parallel(tmp_path / "r.zt", "w")
-    (offset,) = writer.begin_parallel(plan, [x.nbytes])
+    plan = parallel.plan(tmp_path / "r.zt", "w")
+    (offset,) = parallel.begin(plan, [x.nbytes])
     blocks = _blocks(shape, chunks)
     random.Random(1).shuffle(blocks)
     with ThreadPoolExecutor(4) as pool:
         list(
             pool.map(
-                lambda b: writer.pwrite_block(
+                lambda b: parallel.pwrite_block(
                     plan.target, offset, shape, tuple(s.start for s in b), x[b]
                 ),
                 blocks,
@@ -47,7 +47,7 @@ def test_pwrite_blocks_in_any_order_from_threads(tmp_path, shape, chunks):
     data = open(plan.target, "rb").read()
     assert offset % 64 == 0 and len(data) % 64 == 0
     assert data[offset : offset + x.nbytes] == x.tobytes()
-    writer.abort_parallel(plan)
+    parallel.abort(plan)
     assert not os.path.exists(plan.target)
 
 
@@ -56,13 +56,13 @@ def _append_many(target: str, seed: int) -> list[tuple[int, bytes]]:
     out = []
     for _ in range(40):
         blob = bytes([seed]) * rng.randint(1, 300)
-        out.append((writer.append_blob(target, blob), blob))
+        out.append((parallel.append_blob(target, blob), blob))
     return out
 
 
 def test_appends_from_two_processes_get_aligned_disjoint_offsets(tmp_path):
-    plan = writer.plan_parallel(tmp_path / "a.zt", "w")
-    writer.begin_parallel(plan, [])
+    plan = parallel.plan(tmp_path / "a.zt", "w")
+    parallel.begin(plan, [])
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(2, mp_context=ctx) as pool:
         results = list(pool.map(_append_many, [plan.target] * 4, [1, 2, 3, 4]))
@@ -74,23 +74,23 @@ def test_appends_from_two_processes_get_aligned_disjoint_offsets(tmp_path):
     for r in results:
         for off, blob in r:
             assert data[off : off + len(blob)] == blob
-    writer.abort_parallel(plan)
+    parallel.abort(plan)
 
 
 def test_late_writer_after_aborted_append_is_refused(tmp_path):
     p = tmp_path / "f.zt"
     zt.save_file({"x": np.arange(10.0)}, p)
     before = p.read_bytes()
-    plan = writer.plan_parallel(p, "a")
-    writer.begin_parallel(plan, [])
+    plan = parallel.plan(p, "a")
+    parallel.begin(plan, [])
     with plan.fence.hold():
-        writer.append_blob(plan.target, b"chunk")
+        parallel.append_blob(plan.target, b"chunk")
     assert p.read_bytes() != before
     with pytest.raises(zt.ZTensorError):  # mid-append the file has no footer at its end
-        writer.plan_parallel(p, "a")
-    writer.abort_parallel(plan)
+        parallel.plan(p, "a")
+    parallel.abort(plan)
     assert p.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["f.zt"]
     with pytest.raises(zt.ZTensorError, match="aborted"), plan.fence.hold():
-        writer.append_blob(plan.target, b"late")
+        parallel.append_blob(plan.target, b"late")
     assert p.read_bytes() == before

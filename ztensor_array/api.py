@@ -23,7 +23,7 @@ def to_ztensor(
     name: str | None = None,
     *,
     mode: str = "w-",
-    compress: bool | int = False,
+    compress: bool | int | None = None,
     chunks: Any = None,
     checksum: str | None = None,
     encoding: Mapping[str, Any] | None = None,
@@ -35,13 +35,15 @@ def to_ztensor(
 
     obj: a numpy or dask array (``name`` required), a mapping name -> array, or an xarray
     Dataset/DataArray. mode: "w-" (fail if the file exists), "w" (replace), "a" (add
-    objects; with ``append_dim=0`` grow chunked ones). compress: False, True (zstd level 3)
-    or a level; compressed arrays are stored in the ``chunked`` layout, raw ones as
-    ``dense`` unless ``chunks`` is given. checksum: None, "crc32c" or "sha256".
+    objects; with ``append_dim=k`` grow chunked ones along axis k). compress: False, True
+    (zstd level 3) or a level; compressed arrays are stored in the ``chunked`` layout, raw
+    ones as ``dense`` unless ``chunks`` is given. checksum: "crc32c", "sha256" or "none".
+    Left as None, both mean none for new objects and keep what an object stores when it
+    grows (``append_dim``) or is overwritten in part (``region``).
     encoding: for arrays, ``{"layout", "fill_value", "attributes", "compress", "chunks",
     "checksum"}`` (per name for a mapping); for xarray, per variable as in ``to_zarr``.
-    region: a tuple of chunk-aligned slices of an existing chunked object (mode "a") whose
-    chunks ``obj`` replaces.
+    region: a tuple of step-1 slices of an existing chunked object (mode "a") that ``obj``
+    overwrites; only the chunks it touches are rewritten.
     """
     if _is_xarray(obj):
         from .backends.xarray import to_ztensor_dataset

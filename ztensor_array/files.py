@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from .errors import FileExistsZTError, MissingFileError, ZTensorError
 
@@ -37,8 +38,30 @@ def temp_name(path: str) -> str:
 # --------------------------------------------------------------------------- opening
 
 
-def _check_regular(fd: int, path: str) -> int:
-    """The size of the open file, which must be a regular file (closes ``fd`` if not)."""
+class FileIdentity(NamedTuple):
+    """Which file, in which state: a write or truncation changes ``ctime_ns`` (which no
+    user call can set back), a rename over the path changes ``ino``."""
+
+    dev: int
+    ino: int
+    size: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns)
+
+
+def identity(path: str) -> FileIdentity | None:
+    """The identity of the file at ``path`` now (following symlinks); None if there is none."""
+    try:
+        return FileIdentity.of(os.stat(path))
+    except OSError:
+        return None
+
+
+def _check_regular(fd: int, path: str) -> FileIdentity:
+    """The identity of the open file, which must be a regular file (closes ``fd`` if not)."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -48,12 +71,18 @@ def _check_regular(fd: int, path: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return st.st_size
+    return FileIdentity.of(st)
 
 
 def open_read(path: str) -> tuple[int, int]:
     """(fd, size) of a regular file opened read-only (FIFOs, devices and folders refused
     without blocking)."""
+    fd, ident = open_read_identity(path)
+    return fd, ident.size
+
+
+def open_read_identity(path: str) -> tuple[int, FileIdentity]:
+    """``open_read``, with the identity of the file opened."""
     try:
         fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
@@ -93,6 +122,18 @@ def open_locked(path: str, *, missing: str = "no such file") -> int:
         os.close(fd)
         raise ZTensorError(_BUSY, path=path)
     return fd
+
+
+def open_target(target: str, flags: int, path: str) -> int:
+    """A file that a parallel write is filling, opened for one write (or the commit); the
+    error says the write was probably aborted meanwhile."""
+    try:
+        return os.open(target, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ZTensorError(
+            f"cannot open the file being written ({exc.strerror}); was the write aborted?",
+            path=path,
+        ) from None
 
 
 def lock(fd: int, *, shared: bool = False, wait: bool = True) -> bool:

@@ -140,27 +140,38 @@ def _component_to_cbor(c: Component) -> dict[str, Any]:
     return out
 
 
+def _object_to_cbor(obj: Object) -> dict[str, Any]:
+    o: dict[str, Any] = {"shape": list(obj.shape), "format": obj.format}
+    if obj.attributes:
+        o["attributes"] = dict(obj.attributes)
+    o["components"] = {
+        role: _component_to_cbor(obj.components[role]) for role in _sorted_bytewise(obj.components)
+    }
+    return o
+
+
+def encode_object(obj: Object) -> bytes:
+    """CBOR bytes of one object's manifest entry, as ``encode`` writes it."""
+    return _dumps(_object_to_cbor(obj))
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return cbor2.dumps(value)
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}") from None
+
+
 def encode(manifest: Manifest) -> bytes:
     """CBOR bytes of the manifest, in the reference writer's exact shape."""
-    objects = {}
-    for name in _sorted_bytewise(manifest.objects):
-        obj = manifest.objects[name]
-        o: dict[str, Any] = {"shape": list(obj.shape), "format": obj.format}
-        if obj.attributes:
-            o["attributes"] = dict(obj.attributes)
-        o["components"] = {
-            role: _component_to_cbor(obj.components[role])
-            for role in _sorted_bytewise(obj.components)
-        }
-        objects[name] = o
+    objects = {
+        name: _object_to_cbor(manifest.objects[name]) for name in _sorted_bytewise(manifest.objects)
+    }
     root: dict[str, Any] = {"version": manifest.version}
     if manifest.attributes:
         root["attributes"] = dict(manifest.attributes)
     root["objects"] = objects
-    try:
-        return cbor2.dumps(root)
-    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
-        raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}") from None
+    return _dumps(root)
 
 
 def footer(manifest_bytes: bytes) -> bytes:

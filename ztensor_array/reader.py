@@ -10,8 +10,9 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -142,16 +143,29 @@ class TensorMetadata:
 class Reader:
     """Read a .zt file (v1.x, and legacy v0.1). Use as a context manager.
 
-    ``verify=True`` makes every read check component digests by default.
+    ``verify=True`` makes every read check component digests by default. ``end``: read the
+    state of the file that ended at that byte (a finalized state that later appends grew
+    past; appends never change the bytes before it) instead of its current end.
     """
 
-    def __init__(self, path: str | os.PathLike, *, verify: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, verify: bool = False, end: int | None = None
+    ) -> None:
         self.path = os.fspath(path)
         self.verify = verify
         self._lock = threading.Lock()
         self._map_read: mmap.mmap | None = None
-        self._fd, self.size = files.open_read(self.path)
+        self._fd, self.identity = files.open_read_identity(self.path)
+        self.size = self.identity.size
+        self._digests: dict[str, str] = {}
         try:
+            if end is not None:
+                if not 0 <= end <= self.size:
+                    raise FormatError(
+                        f"no state ends at byte {end} of a file of {self.size} bytes",
+                        path=self.path,
+                    )
+                self.size = end
             self.manifest, self.manifest_offset = self._load_manifest()
         except OSError as exc:  # e.g. EIO while reading the footer
             os.close(self._fd)
@@ -540,19 +554,43 @@ class Reader:
         except codecs.CodecError as exc:
             raise DecodeError(str(exc), path=self.path, obj=name, component="data") from None
 
-    def read_slice(self, name: str, index: Any = (), verify_checksum: bool | None = None):
-        """``read_tensor(name)[index]`` for dense and chunked tensors; a chunked tensor
-        decodes only the chunks the selection touches (in parallel). Returns an owned array."""
+    def read_slice(
+        self,
+        name: str,
+        index: Any = (),
+        verify_checksum: bool | None = None,
+        *,
+        copy: bool = True,
+    ):
+        """``read_tensor(name)[index]``, reading only what the selection needs: a chunked
+        tensor decodes only the chunks holding selected elements (in parallel; integer arrays
+        pick orthogonally), a block of whole rows of a CSR matrix reads only those rows. An
+        owned array, unless ``copy`` is False: then raw data may come back as a read-only
+        view of the file (numpy basic indexing of a dense tensor, one whole chunk)."""
+        if not copy and not (self.verify if verify_checksum is None else verify_checksum):
+            view = self._plain_view(name)
+            if view is not None:
+                return view[index]
         self._check_open()
         obj = self._object(name)
-        if obj.format != "chunked":
-            return np.array(self.read_tensor(name, verify_checksum=verify_checksum)[index])
-        from .layouts import chunked  # imports concurrent.futures (~3 ms): chunked files only
+        require_known_types(obj, self.path, name)
 
         def get(role: str) -> np.ndarray:
             return self.read_component(name, role, verify=verify_checksum)
 
-        return chunked.read_region(obj, get, index, path=self.path, name=name)
+        return layouts.read_selection(obj, get, index, path=self.path, name=name, copy=copy)
+
+    def object_digest(self, name: str) -> str:
+        """A digest of the object's manifest entry: two readers see the same tensor (same
+        bytes at the same place) exactly when they give the same digest, so a reader in
+        another process can check it still reads what a lazy array was built from."""
+        digest = self._digests.get(name)
+        if digest is None:
+            import hashlib  # ~1 ms: only for lazy arrays that check their source
+
+            entry = manifest.encode_object(self._object(name))
+            digest = self._digests[name] = hashlib.blake2b(entry, digest_size=16).hexdigest()
+        return digest
 
     def read_components(
         self, name: str, verify_checksum: bool | None = None, *, copy: bool = False
@@ -610,3 +648,102 @@ def _native(values: np.ndarray, comp: Component) -> np.ndarray:
     """Values viewed in ``_stored_dtype(comp)`` as the storage dtype every reader hands out:
     big-endian ones are swapped into a copy, others are returned as they are."""
     return values.astype(dtypes.to_numpy(comp.dtype)) if comp.byte_order == "big" else values
+
+
+# ------------------------------------------------------------------ shared readers
+
+_SHARED_MAX = 64
+_shared: OrderedDict[tuple[str, bool], Reader] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_reader(path: str | os.PathLike, *, verify: bool = False) -> Reader:
+    """This process's open Reader of ``path`` (at most 64 are kept, least recently used
+    first out), reopened when the path no longer names the file in the state it was opened
+    in (replaced, appended to or cut). Lazy arrays (Dask tasks, xarray variables) read
+    through it, so a process maps each file once however many blocks it reads. Never close
+    it: it is shared."""
+    path = os.fspath(path)
+    key = (path, verify)
+    now = files.identity(path)
+    with _shared_lock:
+        reader = _shared.get(key)
+        if reader is not None and reader.identity == now:
+            _shared.move_to_end(key)
+            return reader
+    reader = Reader(path, verify=verify)
+    with _shared_lock:
+        _shared[key] = reader
+        _shared.move_to_end(key)
+        while len(_shared) > _SHARED_MAX:
+            _shared.popitem(last=False)  # closes when its last user lets go
+    return reader
+
+
+def forget_shared(path: str | os.PathLike | None = None) -> None:
+    """Drop the shared Readers of ``path`` (of every file when None): their files close once
+    no array uses them any more."""
+    with _shared_lock:
+        for key in [k for k in _shared if path is None or k[0] == os.fspath(path)]:
+            del _shared[key]
+
+
+class TensorRef(NamedTuple):
+    """A tensor as a lazy array saw it when it was created: its file's path and identity,
+    and the digest of its manifest entry. Small and picklable."""
+
+    path: str
+    name: str
+    file: files.FileIdentity
+    digest: str
+
+    @classmethod
+    def of(cls, reader: Reader, name: str) -> TensorRef:
+        return cls(reader.path, name, reader.identity, reader.object_digest(name))
+
+    def open(self, *, verify: bool = False) -> Reader:
+        """This process's shared Reader of the file, after checking that it still holds the
+        tensor: the file may have grown by appends (the tensor unchanged), but a path that
+        names another file, a file modified other than by appending, or a tensor replaced
+        or removed raises ZTensorError. Lazy arrays read through this, so every process
+        (Dask workers included) sees the data the array was made from, or an error."""
+        reader = shared_reader(self.path, verify=verify)
+        now = reader.identity
+        if now == self.file or _appended_to(self, now):
+            return reader
+        if now[:2] != self.file[:2]:
+            why = "the file was replaced since the array was created"
+        elif now.size <= self.file.size:
+            why = "the file was modified since the array was created"
+        else:
+            why = "the tensor changed since the array was created"
+        raise ZTensorError(f"{why}; open it again", path=self.path, obj=self.name)
+
+
+_appends_seen: dict[tuple, bool] = {}  # (ref, identity now) -> only appended to since
+
+
+def _appended_to(ref: TensorRef, now: files.FileIdentity) -> bool:
+    """Whether the file ``ref`` was made from has only grown by appends that left the tensor
+    as it was: the same inode, larger, the old state still intact at its old end, and the
+    tensor's manifest entry the same now. Decided once per file state and process."""
+    key = (ref, now)
+    seen = _appends_seen.get(key)
+    if seen is None:
+        seen = False
+        if now[:2] == ref.file[:2] and now.size > ref.file.size:
+            try:
+                with Reader(ref.path, end=ref.file.size) as old:
+                    same_then = ref.name in old and old.object_digest(ref.name) == ref.digest
+                current = shared_reader(ref.path)
+                seen = (
+                    same_then
+                    and ref.name in current
+                    and (current.object_digest(ref.name) == ref.digest)
+                )
+            except ZTensorError:
+                seen = False
+        if len(_appends_seen) > 4096:
+            _appends_seen.clear()
+        _appends_seen[key] = seen
+    return seen

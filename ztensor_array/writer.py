@@ -14,7 +14,6 @@ the reference writer's.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 from collections import deque
@@ -29,10 +28,11 @@ from . import attributes as attrs_codec
 from . import codecs, constants, dtypes, files, manifest
 from .codecs import byte_view, digests
 from .codecs.policy import normalize_checksum, normalize_compress
-from .errors import FileExistsZTError, MissingFileError, UnsupportedError, ZTensorError
-from .files import token as _token  # the parallel-writes section's names until it moves
-from .files import truncate_file
-from .files import unlink_quietly as _unlink_quietly
+from .errors import (
+    InvalidArgumentError,
+    UnsupportedError,
+    ZTensorError,
+)
 from .interop import as_array
 from .layouts import dense, ggml, quantized, sparse
 from .manifest import Component, Manifest, Object
@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # concurrent.futures costs ~15 ms at import: loaded when firs
     from .codecs.abc import StoredCodec
 
 _MODES = ("w", "x", "a")
+# to_ztensor's modes (xarray/zarr's words) -> the Writer's: "w-" and "x" create, "w"
+# replaces, "a" and "r+" change a file in place ("a-" is "a" that keeps existing variables)
+STORE_MODES = {"w": "w", "w-": "x", "x": "x", "a": "a", "a-": "a", "r+": "a"}
 # Gathered writes go out when this many buffers or bytes wait (IOV_MAX is 1024 on Linux)
 _GATHER_IOVECS = 512
 _GATHER_BYTES = 64 << 20
@@ -65,6 +68,16 @@ class _Pending:
     checksum: str | None
     payload: Future | memoryview
     nbytes: int = 0  # input bytes, while it is being encoded
+
+
+def writer_mode(mode: str) -> str:
+    """The Writer mode ("w", "x", "a") of a ``to_ztensor``/store mode."""
+    try:
+        return STORE_MODES[mode]
+    except (KeyError, TypeError):
+        raise InvalidArgumentError(
+            f"mode must be one of {sorted(STORE_MODES)}, got {mode!r}"
+        ) from None
 
 
 def _encode(data: np.ndarray, codec: StoredCodec, checksum: str | None) -> tuple[tuple, str | None]:
@@ -104,7 +117,7 @@ class Writer:
         copy_inputs: bool = True,
     ) -> None:
         if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+            raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
         self.path = os.fspath(path)
         self.mode = mode
         self.durable = durable
@@ -131,9 +144,37 @@ class Writer:
         else:
             self._open_new()
 
+    @classmethod
+    def adopt(
+        cls,
+        path: str | os.PathLike,
+        mode: str,
+        *,
+        target: str | None = None,
+        base_size: int = 0,
+        base_objects: Mapping[str, Object] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        durable: bool = False,
+    ) -> Writer:
+        """A Writer that finishes a file whose blobs other processes wrote (the parallel
+        write protocol, ``parallel.py``): mode "w"/"x" takes over the temp file ``target``,
+        mode "a" the finalized file at ``path`` of ``base_size`` bytes holding
+        ``base_objects``. Record the new objects with ``put_object``, then ``finalize``."""
+        self = cls.__new__(cls)
+        self._adopted = (target, base_size, dict(base_objects or {}))
+        cls.__init__(self, path, mode, durable=durable)
+        self.attributes = dict(attributes or {})
+        return self
+
     # ------------------------------------------------------------------ file handling
 
     def _open_new(self) -> None:
+        adopted = getattr(self, "_adopted", None)
+        if adopted is not None:  # a parallel write's temp file, blobs already in it
+            self._tmp_name = adopted[0]
+            self._fd = files.open_target(adopted[0], os.O_RDWR, self.path)
+            self._pos = os.fstat(self._fd).st_size
+            return
         self._fd, self._tmp_name = files.create_temp(self.path, exclusive=self.mode == "x")
         self._pos = 0
         self._write_all(constants.MAGIC)
@@ -141,6 +182,11 @@ class Writer:
     def _open_append(self) -> None:
         # one appender at a time: two would interleave blobs and lose a manifest
         self._fd = files.open_locked(self.path, missing="no such file to append to")
+        adopted = getattr(self, "_adopted", None)
+        if adopted is not None:  # a parallel append: its workers wrote after base_size
+            _, self._append_base, self._objects = adopted
+            self._pos = os.fstat(self._fd).st_size
+            return
         try:
             size = os.fstat(self._fd).st_size
             with Reader(self.path) as r:
@@ -555,6 +601,12 @@ class Writer:
             self._objects[name] = old
             raise
 
+    def put_object(self, name: str, obj: Object) -> None:
+        """Record an object whose blobs are already in the file (written by the workers of a
+        parallel write); replaces one of that name."""
+        self._check_name(name, replacing=True)
+        self._objects[name] = obj
+
     def copy_object(self, name: str, obj: Object, stored: Mapping[str, Any]) -> None:
         """Write an object's stored component bytes verbatim (encoding, digest and all).
 
@@ -881,319 +933,3 @@ class TensorStream:
         except BaseException:
             self.discard()
             raise
-
-
-# ------------------------------------------------------------------ parallel writes
-#
-# A file written by many processes at once (Dask tasks, distributed workers): the client
-# plans (plan_parallel), a first task creates the file and preallocates raw regions
-# (begin_parallel), workers fill raw regions with pwrite_block and
-# append compressed chunks with append_blob, and one task commits (ParallelWriter) by
-# writing only the manifest and footer, reusing Writer's finalize and atomic rename.
-# Workers know nothing but a path and offsets, so every piece pickles small.
-
-
-@dataclass(frozen=True)
-class ParallelPlan:
-    """Picklable state of a parallel write (what the committing task needs)."""
-
-    path: str  # the final path
-    target: str  # the file workers write: a hidden temp file, or ``path`` in mode "a"
-    mode: str  # "w", "x" or "a"
-    base_size: int  # mode "a": size of the finalized file before this write
-    base_objects: Mapping[str, Object]
-    attributes: Mapping[str, Any]
-    durable: bool = False
-    token: str = ""  # names this write in the append lock file (mode "a")
-
-    @property
-    def lock_path(self) -> str:
-        """Mode "a": a hidden file that marks a parallel append in progress (one at a time)."""
-        folder, base = os.path.split(os.path.abspath(self.path))
-        return os.path.join(folder, f".{base}.parallel-append")
-
-    @property
-    def fence(self) -> WriteFence | None:
-        """What workers need to refuse writing once the append was aborted (mode "a")."""
-        return WriteFence(self.path, self.lock_path, self.token) if self.mode == "a" else None
-
-
-def _lock_token(fd: int) -> str:
-    """The append token written in a parallel-append lock file."""
-    return os.pread(fd, 64, 0).decode("ascii", "replace")
-
-
-@dataclass(frozen=True)
-class WriteFence:
-    """Keeps late workers from writing into a finalized file after an aborted append.
-
-    Workers hold a shared lock on the append lock file while they write, and write only if
-    it still exists and names their append; abort_parallel takes the exclusive lock, so it
-    waits for writes in flight, then removes the lock file before cutting the file back.
-    (Modes "w"/"x" need no fence: a late write lands in a removed temp file or fails.)"""
-
-    path: str
-    lock_path: str
-    token: str
-
-    @contextmanager
-    def hold(self):
-        """Shared lock for one write; raises if the append was aborted meanwhile."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ZTensorError(
-                "the parallel append was aborted or committed", path=self.path
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            st = os.fstat(fd)
-            try:
-                now = os.stat(self.lock_path)
-                same = (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
-            except FileNotFoundError:
-                same = False
-            if not same or _lock_token(fd) != self.token:
-                raise ZTensorError("the parallel append was aborted", path=self.path)
-            yield
-        finally:
-            os.close(fd)  # releases the shared lock
-
-
-def plan_parallel(
-    path: str | os.PathLike, mode: str = "w", *, durable: bool = False
-) -> ParallelPlan:
-    """Plan a parallel write without touching any file (so an uncomputed graph costs
-    nothing): the temp file name for "w"/"x", or the finalized file's state for "a"."""
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    path = os.fspath(path)
-    if mode != "a":
-        if mode == "x" and os.path.lexists(path):
-            raise FileExistsZTError("path exists (mode='x')", path=path)
-        folder = os.path.dirname(os.path.abspath(path))
-        target = os.path.join(folder, f".{os.path.basename(path)}.tmp-{_token(6)}")
-        return ParallelPlan(path, target, mode, 0, {}, {}, durable)
-    probe = Writer(path, "a")  # checks the append lock and reads the manifest
-    try:
-        objects, attrs, size = dict(probe._objects), dict(probe.attributes), probe._pos
-    finally:
-        probe._done = True  # release without truncating: nothing was written
-        probe._release()
-    return ParallelPlan(path, path, "a", size, objects, attrs, durable, _token(8))
-
-
-def begin_parallel(plan: ParallelPlan, regions: list[int]) -> list[int]:
-    """Create the temp file (modes "w"/"x") or pad the finalized file to an aligned end
-    (mode "a"), then preallocate one aligned region per entry of ``regions`` (byte sizes);
-    returns their offsets. Runs once, before any worker writes (the first graph task)."""
-    if plan.mode != "a":
-        try:
-            fd = os.open(plan.target, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise ZTensorError(f"cannot create: {exc.strerror}", path=plan.path) from None
-        try:
-            os.pwrite(fd, constants.MAGIC, 0)
-            os.ftruncate(fd, constants.ALIGNMENT)
-        finally:
-            os.close(fd)
-    else:
-        fd = _open_target(plan.path, os.O_RDWR, plan.path)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ZTensorError(
-                    "another writer is appending to this file", path=plan.path
-                ) from None
-            size = os.fstat(fd).st_size
-            if size != plan.base_size:
-                raise ZTensorError(
-                    f"file changed since the write was planned ({size} bytes, expected "
-                    f"{plan.base_size})",
-                    path=plan.path,
-                )
-            try:
-                with open(plan.lock_path, "x") as lock:
-                    lock.write(plan.token)
-            except FileExistsError:
-                raise ZTensorError(
-                    f"another parallel append is in progress (or crashed: then run repair "
-                    f"and delete {plan.lock_path})",
-                    path=plan.path,
-                ) from None
-            os.ftruncate(fd, size + (-size % constants.ALIGNMENT))
-        finally:
-            os.close(fd)
-    return [reserve_region(plan, n) for n in regions]
-
-
-def _open_target(target: str, flags: int, path: str) -> int:
-    try:
-        return os.open(target, flags | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ZTensorError(
-            f"cannot open the file being written ({exc.strerror}); was the write aborted?",
-            path=path,
-        ) from None
-
-
-def reserve_region(plan: ParallelPlan, nbytes: int) -> int:
-    """Preallocate an aligned region of ``nbytes`` at the end of the target (before any
-    worker appends; the end stays aligned); returns its offset."""
-    fd = _open_target(plan.target, os.O_RDWR, plan.path)
-    try:
-        size = os.fstat(fd).st_size
-        offset = size + (-size % constants.ALIGNMENT)
-        end = offset + nbytes
-        os.ftruncate(fd, end + (-end % constants.ALIGNMENT))  # append_blob needs an aligned end
-    finally:
-        os.close(fd)
-    return offset
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view.nbytes:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
-def pwrite_block(
-    target: str,
-    offset: int,
-    shape: tuple[int, ...],
-    start: tuple[int, ...],
-    block: np.ndarray,
-) -> None:
-    """Write ``block`` (C-contiguous, little-endian storage) into the C-order array of
-    ``shape`` whose bytes begin at ``offset``, at index ``start``. Disjoint blocks may be
-    written concurrently from any process: no lock, one pwrite per contiguous run."""
-    data = np.ascontiguousarray(block)
-    itemsize = data.dtype.itemsize
-    ext = data.shape
-    k = 0  # runs are contiguous from axis k on: the trailing axes are covered in full
-    for axis in range(len(shape) - 1, -1, -1):
-        if ext[axis] != shape[axis]:
-            k = axis
-            break
-    tail = int(np.prod(shape[k + 1 :], dtype=np.int64)) if shape else 1
-    run = (ext[k] if shape else 1) * tail * itemsize
-    flat = memoryview(data.reshape(-1).view(np.uint8))
-    fd = _open_target(target, os.O_WRONLY, target)
-    try:
-        if data.size == 0:
-            return
-        strides = [int(np.prod(shape[a + 1 :], dtype=np.int64)) for a in range(len(shape))]
-        for i, lead in enumerate(np.ndindex(*ext[:k])):
-            elem = sum((start[a] + lead[a]) * strides[a] for a in range(k))
-            elem += (start[k] * strides[k]) if shape else 0
-            _pwrite_all(fd, flat[i * run : (i + 1) * run], offset + elem * itemsize)
-    finally:
-        os.close(fd)
-
-
-def append_blob(target: str, blob) -> int:
-    """Append one blob at the next aligned offset of ``target`` and return that offset.
-
-    Any number of processes may call this at once: each blob goes out in one O_APPEND
-    writev with its zero padding to the next multiple of 64, so the kernel assigns
-    offsets in completion order and the end of file stays aligned (local filesystems;
-    O_APPEND is not atomic on NFS)."""
-    view = memoryview(blob).cast("B")
-    pad = bytes(-view.nbytes % constants.ALIGNMENT)
-    fd = _open_target(target, os.O_WRONLY | os.O_APPEND, target)
-    try:
-        n = os.writev(fd, [view, pad])
-        if n != view.nbytes + len(pad):
-            raise ZTensorError(
-                f"short append ({n} of {view.nbytes + len(pad)} bytes; disk full, or a "
-                "chunk over 2 GiB)",
-                path=target,
-            )
-        end = os.lseek(fd, 0, os.SEEK_CUR)
-    finally:
-        os.close(fd)
-    return end - n
-
-
-def region_digest(target: str, offset: int, length: int, algorithm: str) -> str:
-    """Digest of a byte range of the target (raw regions filled by many writers)."""
-    from .codecs import digests
-
-    h = digests.Hasher(algorithm)
-    fd = _open_target(target, os.O_RDONLY, target)
-    try:
-        done = 0
-        while done < length:
-            piece = os.pread(fd, min(length - done, 1 << 24), offset + done)
-            if not piece:
-                raise ZTensorError("file ended inside a region", path=target)
-            h.update(piece)
-            done += len(piece)
-    finally:
-        os.close(fd)
-    return h.text()
-
-
-class ParallelWriter(Writer):
-    """Commits (or aborts) a ParallelPlan from any process: the manifest of the old objects
-    plus ``put_object``'s ones, then Writer.finalize (footer, atomic rename for "w"/"x")."""
-
-    def __init__(self, plan: ParallelPlan) -> None:
-        self._plan = plan
-        super().__init__(plan.path, plan.mode, durable=plan.durable)
-
-    def _open_new(self) -> None:
-        self._tmp_name = self._plan.target
-        self._fd = _open_target(self._plan.target, os.O_RDWR, self.path)
-        self.attributes = dict(self._plan.attributes)
-        self._pos = os.fstat(self._fd).st_size
-
-    def _open_append(self) -> None:
-        try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise MissingFileError("the file being appended to vanished", path=self.path) from None
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._close_fd()
-            raise ZTensorError("another writer is appending to this file", path=self.path) from None
-        self._objects = dict(self._plan.base_objects)
-        self.attributes = dict(self._plan.attributes)
-        self._append_base = self._plan.base_size
-        self._pos = os.fstat(self._fd).st_size
-
-    def finalize(self) -> int:
-        size = super().finalize()
-        if self.mode == "a":
-            _unlink_quietly(self._plan.lock_path)
-        return size
-
-    def put_object(self, name: str, obj: Object) -> None:
-        """Record an object whose blobs the workers wrote (replaces one of that name)."""
-        self._check_name(name, replacing=True)
-        self._objects[name] = obj
-
-
-def abort_parallel(plan: ParallelPlan) -> None:
-    """Undo a parallel write that will not be committed: the previous file stays as it was."""
-    if plan.mode == "a":
-        try:
-            fd = os.open(plan.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return  # our first task never ran: the file was not touched by this write
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the writes in flight (WriteFence)
-            if _lock_token(fd) != plan.token:
-                return  # another append's lock: not ours to undo
-            _unlink_quietly(plan.lock_path)  # from now on no worker writes
-            try:
-                truncate_file(plan.path, plan.base_size)
-            except (OSError, ZTensorError):
-                pass  # repair() cuts a torn tail back to the last footer
-        finally:
-            os.close(fd)
-    else:
-        _unlink_quietly(plan.target)

@@ -62,3 +62,11 @@ def read(obj: Object, get: Getter, *, path=None, name=None) -> Any:
     """The user's value of ``obj`` from its component arrays; UnsupportedError for a format
     this version does not know."""
     return (layout_for(obj.format) or _GENERIC).read(obj, get, path=path, name=name)
+
+
+def read_selection(
+    obj: Object, get: Getter, key: Any, *, path=None, name=None, copy: bool = True
+) -> Any:
+    """``value[key]`` of ``obj``, reading as little as its layout can."""
+    layout = layout_for(obj.format) or _GENERIC
+    return layout.read_selection(obj, get, key, path=path, name=name, copy=copy)

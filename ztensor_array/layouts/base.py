@@ -57,6 +57,29 @@ class Layout:
             f"format {obj.format!r} is not supported by this reader", path=path, obj=name
         )
 
+    def read_selection(
+        self, obj: Object, get: Getter, key: Any, *, path=None, name=None, copy: bool = True
+    ) -> Any:
+        """``value[key]``: this default reads the whole value, then indexes it (an owned
+        array unless ``copy`` is False). Layouts that can read less override it."""
+        value = self.read(obj, get, path=path, name=name)
+        if is_whole(key, obj.shape):
+            return value
+        if not isinstance(value, np.ndarray):  # scipy.sparse: the selection of a CSR copy
+            return value.tocsr()[key]
+        out = value[key]
+        return np.array(out) if copy or not isinstance(out, np.ndarray) else out
+
+
+def is_whole(key: Any, shape: tuple[int, ...]) -> bool:
+    """Whether an index selects a whole array as it is (``()``, ``...``, full slices)."""
+    key = key if isinstance(key, tuple) else (key,)
+    if key == (Ellipsis,):
+        return True
+    return len(key) <= len(shape) and all(
+        isinstance(k, slice) and k.indices(n) == (0, n, 1) for k, n in zip(key, shape)
+    )
+
 
 def primary_component(obj: Object) -> Component | None:
     """The component that holds the tensor's values (its digest and byte order are the

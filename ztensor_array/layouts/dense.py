@@ -57,6 +57,14 @@ class Dense(Layout):
     def read(self, obj: Object, get, *, path=None, name=None) -> np.ndarray:
         return read(obj, get)
 
+    def read_selection(
+        self, obj: Object, get, key, *, path=None, name=None, copy: bool = True
+    ) -> np.ndarray:
+        """``array[key]``: a view of the stored elements of a raw tensor when ``copy`` is
+        False (numpy basic indexing), else an owned array."""
+        out = read(obj, get)[key]
+        return np.array(out) if copy or not isinstance(out, np.ndarray) else out
+
 
 def encode(array: np.ndarray) -> tuple[str, str | None, np.ndarray]:
     """(storage dtype, logical type, C-contiguous little-endian array) for writing."""

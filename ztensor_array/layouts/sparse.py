@@ -29,8 +29,8 @@ def _as_index(arr: np.ndarray, what: str, fail) -> np.ndarray:
 _NARROW_FLOATS = frozenset({"f16", "bf16", "f8_e4m3", "f8_e5m2"})
 
 
-def _values(obj: Object, get) -> np.ndarray:
-    values = as_logical(get("values"), obj.components["values"])
+def _values(obj: Object, get, part: slice = slice(None)) -> np.ndarray:
+    values = as_logical(get("values"), obj.components["values"])[part]
     if dtypes.from_numpy(values.dtype) in _NARROW_FLOATS:
         # scipy.sparse holds no float type narrower than float32: widen exactly;
         # Reader.read_components returns the values in their stored dtype
@@ -59,6 +59,32 @@ def read_csr(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=N
     if indices.size and (indices.min() < 0 or indices.max() >= cols):
         fail(f"column index out of range [0, {cols})", "indices")
     return scipy.sparse.csr_matrix((values, indices, indptr), shape=(rows, cols), copy=False)
+
+
+def read_csr_rows(obj: Object, get, r0: int, r1: int, *, path=None, name=None):
+    """Rows [r0, r1) as a scipy.sparse.csr_matrix, reading only their index and value
+    ranges (views of raw components); their part of indptr and indices is checked."""
+    import scipy.sparse  # heavy optional dependency: only for sparse reads
+
+    def fail(msg: str, role: str | None = None):
+        raise FormatError(msg, path=path, obj=name, component=role)
+
+    rows, cols = obj.shape
+    indptr = get("indptr")
+    if indptr.shape != (rows + 1,):
+        fail(f"indptr has {indptr.size} entries, expected {rows + 1}", "indptr")
+    ptr = _as_index(indptr[r0 : r1 + 1], "indptr", fail)
+    lo, hi = int(ptr[0]), int(ptr[-1])
+    nnz = get("indices").size
+    if lo < 0 or hi > nnz or np.any(np.diff(ptr) < 0):
+        fail("indptr decreases or points outside the indices", "indptr")
+    indices = _as_index(get("indices")[lo:hi], "indices", fail)
+    if indices.size and (indices.min() < 0 or indices.max() >= cols):
+        fail(f"column index out of range [0, {cols})", "indices")
+    values = _values(obj, get, slice(lo, hi))
+    if values.size != hi - lo:
+        fail(f"indptr reaches {hi} but there are fewer values")
+    return scipy.sparse.csr_matrix((values, indices, ptr - lo), shape=(r1 - r0, cols), copy=False)
 
 
 def read_coo(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=None):
@@ -136,6 +162,13 @@ class SparseCSR(Layout):
     def read(self, obj: Object, get, *, path=None, name=None):
         return read_csr(obj, get, path=path, name=name)
 
+    def read_selection(self, obj: Object, get, key, *, path=None, name=None, copy=True):
+        """A block of whole rows reads only those rows; other keys read the whole matrix."""
+        rows = _row_block(key, obj.shape)
+        if rows is None:
+            return super().read_selection(obj, get, key, path=path, name=name, copy=copy)
+        return read_csr_rows(obj, get, *rows, path=path, name=name)
+
 
 class SparseCOO(Layout):
     format = "sparse_coo"
@@ -152,6 +185,21 @@ class SparseCOO(Layout):
 
     def read(self, obj: Object, get, *, path=None, name=None):
         return read_coo(obj, get, path=path, name=name)
+
+
+def _row_block(key, shape) -> tuple[int, int] | None:
+    """(r0, r1) when ``key`` selects rows r0..r1 (step 1) and every column."""
+    key = key if isinstance(key, tuple) else (key,)
+    if not key or len(key) > 2 or not isinstance(key[0], slice):
+        return None
+    r0, r1, step = key[0].indices(shape[0])
+    if step != 1 or (
+        len(key) == 2
+        and key[1] != slice(None)
+        and (not isinstance(key[1], slice) or key[1].indices(shape[1]) != (0, shape[1], 1))
+    ):
+        return None
+    return r0, max(r0, r1)
 
 
 def _u64(a: Any) -> np.ndarray:

@@ -1,0 +1,507 @@
+"""``write_arrays``: numpy and Dask arrays written as objects of one .zt file, in parallel on
+any Dask scheduler, through the multi-process protocol of ``ztensor_array.parallel``.
+
+The client plans one ``ArrayWrite`` per array and checks everything before any byte moves.
+A raw dense array is written block by block into a preallocated region; a dense array with
+``layout="dense"`` and compression is one frame, byte-identical to the reference's; every
+other array is a ``chunked`` object whose chunks the workers build (``layouts.chunked``:
+new data, or an old chunk patched with it), encode and append. Appends along any axis and
+writes into any region of a chunked object write only the chunks they touch. One task
+commits the manifest; a failure before it leaves any previous file as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ... import dtypes, parallel
+from ...codecs import RAW, byte_view, compressor, digests
+from ...codecs.policy import normalize_checksum, normalize_compress
+from ...errors import ArgumentTypeError, InvalidArgumentError, UnsupportedError, ZTensorError
+from ...interop import as_array
+from ...layouts import chunked
+from ...manifest import Component, Object
+from ...reader import Reader
+from ...writer import writer_mode
+from . import deferred
+
+DEFAULT_CHUNK_BYTES = 16 << 20  # chunk target for new chunked objects from numpy input
+ENCODING_KEYS = frozenset({"compress", "chunks", "checksum", "layout", "fill_value", "attributes"})
+
+DENSE, DENSE_FRAME, CHUNKED = "dense", "dense-frame", "chunked"
+
+
+@dataclass(frozen=True)
+class ArrayWrite:
+    """One array of a parallel write, as the client planned it."""
+
+    name: str
+    data: Any  # a dask array: the values (shaped like ``box`` for a chunked write)
+    kind: str  # DENSE (raw, into a region), DENSE_FRAME (one zstd frame) or CHUNKED
+    level: int
+    checksum: str | None
+    dtype: np.dtype  # little-endian storage dtype of the values
+    attributes: Mapping[str, Any] | None
+    from_numpy: bool = False  # the values are in memory: nothing to schedule but the writes
+    base: Object | None = None  # CHUNKED: the object written into (empty for a new one)
+    grid: chunked.ChunkGrid | None = None  # CHUNKED: its grid after the write
+    box: chunked.write.Box | None = None  # CHUNKED: where ``data`` lands in it
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.data.shape)
+
+    def for_commit(self) -> CommitSpec:
+        """What the commit task needs: no dask array (dask would compute it as an input)."""
+        return CommitSpec(
+            self.name,
+            self.kind,
+            self.shape,
+            self.dtype,
+            self.checksum,
+            self.attributes,
+            self.base,
+            self.grid,
+            self.box,
+        )
+
+
+@dataclass(frozen=True)
+class CommitSpec:
+    """An ``ArrayWrite`` as the commit task sees it."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    checksum: str | None
+    attributes: Mapping[str, Any] | None
+    base: Object | None
+    grid: chunked.ChunkGrid | None
+    box: chunked.write.Box | None
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """What a chunk-writing task needs (small: it is copied into every task)."""
+
+    path: str
+    target: str
+    name: str
+    base_end: int  # mode "a": end of the finalized state holding the old chunks, else -1
+    grid: chunked.ChunkGrid
+    box: chunked.write.Box
+    dtype: np.dtype
+    level: int
+    checksum: str | None
+    fence: parallel.WriteFence | None
+
+
+def write_arrays(
+    arrays: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    mode: str = "w-",
+    compress: bool | int | None = None,
+    chunks: Any = None,
+    checksum: str | None = None,
+    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    append_dim: int | None = None,
+    region: Any = None,
+    compute: bool = True,
+    attributes: Mapping[str, Any] | None = None,
+):
+    """Write numpy/dask arrays as objects of a .zt file, in parallel on any dask scheduler.
+
+    Raw arrays become ``dense`` objects; compressed ones (or any with ``chunks``) become
+    ``chunked`` objects. ``encoding[name]`` may override ``compress``, ``chunks``,
+    ``checksum`` and set ``layout`` ("dense"/"chunked"), ``fill_value`` and ``attributes``.
+    ``append_dim=k`` grows existing chunked objects along axis k (mode "a"); ``region`` (a
+    tuple of step-1 slices) overwrites that box of existing chunked objects. Growth and
+    regions keep the object's stored encoding and digest algorithm unless ``compress`` or
+    ``checksum`` is given. ``compute=False`` returns a dask Delayed that writes and commits
+    the file; a failed computation of it removes what it wrote.
+    """
+    path = os.fspath(path)
+    wmode = writer_mode(mode)
+    if region is not None and append_dim is not None:
+        raise InvalidArgumentError("give append_dim or region, not both")
+    if wmode == "a" and not os.path.exists(path):
+        wmode = "x"
+    existing: dict[str, Object] = {}
+    if wmode == "a":
+        with Reader(path) as r:
+            existing = {n: r.metadata(n).object for n in r.tensor_names}
+    encoding = dict(encoding or {})
+    writes = [
+        _plan_array(
+            path,
+            name,
+            value,
+            existing.get(name),
+            encoding.get(name) or {},
+            compress,
+            chunks,
+            checksum,
+            append_dim,
+            region,
+        )
+        for name, value in arrays.items()
+    ]
+    plan = parallel.plan(path, wmode)
+    if attributes:
+        plan = plan.with_attributes(attributes)
+    regions = [math.prod(w.data.shape) * w.dtype.itemsize for w in writes if w.kind == DENSE]
+    if not compute:  # the file is created by the graph's first task, when computed
+        commit_key = f"ztensor-commit-{os.urandom(8).hex()}"
+        begin = dask.delayed(deferred.begin, pure=False)(plan, regions, commit_key)
+        return deferred.delayed_write(plan, _graph(plan, writes, begin, commit_key))
+    # computing now: begin here, so that no task can begin the file after a failure
+    offsets = parallel.begin(plan, regions)
+    try:
+        final = _graph(plan, writes, offsets)
+        if all(w.from_numpy for w in writes):
+            return dask.compute(final, scheduler="threads")[0]
+        return dask.compute(final)[0]
+    except BaseException:
+        parallel.abort(plan)  # waits for writes in flight, then undoes them
+        raise
+
+
+# ------------------------------------------------------------------ planning (client)
+
+
+def _plan_array(
+    path, name, value, old: Object | None, enc, compress, chunks, checksum, append_dim, region
+) -> ArrayWrite:
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"tensor names must be str, not {type(name).__name__}")
+    unknown = set(enc) - ENCODING_KEYS
+    if unknown:
+        raise InvalidArgumentError(f"unknown encoding keys {sorted(unknown)}", path=path, obj=name)
+    updating = old is not None and (append_dim is not None or region is not None)
+    if region is not None and old is None:
+        raise ZTensorError("region= writes into an existing object", path=path, obj=name)
+    if old is not None and not updating:
+        raise ZTensorError(
+            "an object of this name already exists (append_dim grows a chunked one, "
+            "region= overwrites part of it)",
+            path=path,
+            obj=name,
+        )
+    want_chunks = enc.get("chunks", chunks)
+    arr, from_np = _as_dask(value, "auto" if want_chunks is None else want_chunks)
+    if any(math.isnan(n) for n in arr.shape):
+        raise ZTensorError(
+            "the dask array has unknown chunk sizes; call compute_chunk_sizes() first",
+            path=path,
+            obj=name,
+        )
+    try:
+        dtype = dtypes.little_endian(np.dtype(arr.dtype))
+        dtypes.from_numpy(dtype)
+    except ZTensorError as exc:
+        raise ZTensorError(exc.reason, path=path, obj=name) from None
+    level_given = enc.get("compress", compress)
+    checksum_given = enc.get("checksum", checksum)
+    attrs = dict(enc.get("attributes") or {})
+    if updating:
+        stored_level, stored_checksum = chunked.stored_encoding(old)
+        level = stored_level if level_given is None else normalize_compress(level_given)
+        csum = stored_checksum if checksum_given is None else normalize_checksum(checksum_given)
+        base, grid, box = _update(path, name, old, arr, dtype, append_dim, region)
+        attrs = {**(old.attributes or {}), **attrs}
+        return ArrayWrite(name, arr, CHUNKED, level, csum, dtype, attrs, from_np, base, grid, box)
+    level = normalize_compress(level_given)
+    csum = normalize_checksum(checksum_given)
+    layout = enc.get("layout") or ("chunked" if level or want_chunks is not None else "dense")
+    if layout not in ("dense", "chunked"):
+        raise InvalidArgumentError(
+            f"layout must be 'dense' or 'chunked', got {layout!r}", path=path, obj=name
+        )
+    if layout == "dense":
+        kind = DENSE_FRAME if level else DENSE
+        return ArrayWrite(name, arr, kind, level, csum, dtype, attrs, from_np)
+    chunk_shape = _chunk_shape_for(arr, want_chunks, from_np, path, name)
+    attrs[chunked.CHUNK_GRID_KEY] = chunked.grid_attributes(
+        chunk_shape, dtypes.from_numpy(dtype), enc.get("fill_value", 0)
+    )
+    shape = tuple(int(s) for s in arr.shape)
+    base = Object(shape, chunked.FORMAT, {}, attrs)
+    grid = chunked.chunk_grid(base, path, name)
+    box = tuple((0, s) for s in shape)
+    return ArrayWrite(name, arr, CHUNKED, level, csum, dtype, attrs, from_np, base, grid, box)
+
+
+def _update(path, name, old: Object, arr, dtype, append_dim, region):
+    """(stored object, its grid after the write, box the data lands in) of a growth along
+    ``append_dim`` or a write into ``region`` of an existing chunked object."""
+    if old.format != chunked.FORMAT:
+        raise UnsupportedError(
+            f"append_dim/region= needs a chunked object, this one is {old.format!r} "
+            "(write it with compress= or chunks= to make it growable)",
+            path=path,
+            obj=name,
+        )
+    grid = chunked.chunk_grid(old, path, name)
+    have = dtypes.from_numpy(dtype)
+    if have != grid.dtype:
+        raise ZTensorError(
+            f"cannot write {have} data into a {grid.dtype} object", path=path, obj=name
+        )
+    shape = tuple(old.shape)
+    if append_dim is not None:
+        axis = _axis(append_dim, len(shape), path, name)
+        other = tuple(n for i, n in enumerate(arr.shape) if i != axis)
+        if arr.ndim != len(shape) or other != tuple(n for i, n in enumerate(shape) if i != axis):
+            raise ZTensorError(
+                f"cannot append shape {list(arr.shape)} along axis {axis} of shape {list(shape)}",
+                path=path,
+                obj=name,
+            )
+        new_shape = tuple(n + arr.shape[axis] if i == axis else n for i, n in enumerate(shape))
+        box = tuple((n, new_shape[i]) if i == axis else (0, n) for i, n in enumerate(shape))
+        return old, chunked.grown(old, new_shape), box
+    sel = region if isinstance(region, tuple) else (region,)
+    if len(sel) > len(shape) or not all(isinstance(s, slice) for s in sel):
+        raise ZTensorError("region must be a tuple of slices, one per leading axis", path=path)
+    try:
+        box = chunked.write.box_of(sel, shape)
+    except ValueError as exc:
+        raise ZTensorError(str(exc), path=path, obj=name) from None
+    if tuple(b - a for a, b in box) != tuple(arr.shape):
+        raise ZTensorError(
+            f"region shape {[b - a for a, b in box]} != data shape {list(arr.shape)}",
+            path=path,
+            obj=name,
+        )
+    return old, grid, box
+
+
+def _axis(axis, ndim: int, path, name) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise InvalidArgumentError(f"append_dim must be an axis number, got {axis!r}", path=path)
+    if not -ndim <= axis < ndim:
+        raise ZTensorError(
+            f"append_dim={axis} is not an axis of a {ndim}-d object", path=path, obj=name
+        )
+    return int(axis) % ndim
+
+
+def _as_dask(value, chunks) -> tuple[Any, bool]:
+    if isinstance(value, da.Array):
+        return value, False
+    arr = as_array(value)
+    return da.from_array(arr, chunks=chunks, name=False, asarray=True), True
+
+
+def _chunk_shape_for(arr, chunks, from_numpy: bool, path, name) -> tuple[int, ...]:
+    if chunks is None and not from_numpy:
+        return tuple(max(max(c), 1) if c else 1 for c in arr.chunks)
+    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
+        chunks = (int(chunks),) * arr.ndim
+    if isinstance(chunks, (tuple, list)) and all(
+        c is None or (isinstance(c, (int, np.integer)) and not isinstance(c, bool)) for c in chunks
+    ):
+        if len(chunks) != arr.ndim:
+            raise InvalidArgumentError(
+                f"chunks {chunks!r} do not match {arr.ndim} dimensions", path=path, obj=name
+            )
+        out = tuple(max(s, 1) if c in (None, -1) else int(c) for c, s in zip(chunks, arr.shape))
+        if any(c < 1 for c in out):
+            raise InvalidArgumentError(
+                f"chunk sizes must be positive, got {chunks!r}", path=path, obj=name
+            )
+        return out
+    norm = da.core.normalize_chunks(
+        "auto" if chunks is None else chunks,
+        arr.shape,
+        limit=DEFAULT_CHUNK_BYTES,
+        dtype=arr.dtype,
+    )
+    return tuple(max(max(c) if c else 1, 1) for c in norm)
+
+
+# ------------------------------------------------------------------ the graph
+
+
+def _graph(plan: parallel.ParallelPlan, writes: list[ArrayWrite], begin, key=None):
+    """The delayed commit (named ``key`` if given) of every array's write tasks; ``begin``
+    gives the offsets of the raw regions (a list, or the Delayed of the first task)."""
+    tasks = []
+    region = 0
+    for w in writes:
+        if w.kind == DENSE:
+            tasks.append(_dense_tasks(plan, w, begin, region))
+            region += 1
+        elif w.kind == DENSE_FRAME:
+            tasks.append(_frame_task(plan, w, begin))
+        else:
+            tasks.append(_chunk_tasks(plan, w, begin))
+    named = {"dask_key_name": key} if key else {}
+    specs = [w.for_commit() for w in writes]
+    return dask.delayed(_commit, pure=False)(plan, specs, begin, tasks, **named)
+
+
+def _per_block(arr, fn, *args) -> list:
+    """One write task per block of ``arr``, fused by dask with the task that computes the
+    block: the block is written by the thread (or worker) that made it, while it is still in
+    its cache, and never passes through the scheduler. Each task returns a 1-cell object
+    array holding fn's result."""
+    out = arr.map_blocks(
+        fn,
+        *args,
+        dtype=object,
+        chunks=(1,) * arr.ndim,
+        meta=np.empty((0,) * arr.ndim, dtype=object),
+        name=f"ztensor-write-{os.urandom(8).hex()}",
+    )
+    return list(out.to_delayed().ravel())
+
+
+def _cell(value, ndim: int) -> np.ndarray:
+    out = np.empty((1,) * ndim, dtype=object)
+    out[(0,) * ndim] = value
+    return out
+
+
+def _storage(block, dtype: np.dtype) -> np.ndarray:
+    block = np.asarray(block)
+    return np.ascontiguousarray(block if block.dtype == dtype else block.astype(dtype))
+
+
+def _dense_tasks(plan, w: ArrayWrite, begin, region: int):
+    shape = w.shape
+    blocks = _per_block(
+        w.data, _region_block, begin, plan.target, region, shape, w.dtype, plan.fence
+    )
+    return dask.delayed(_collect, pure=False)(w.name, *blocks)
+
+
+def _region_block(block, offsets, target, region, shape, dtype, fence, block_info=None):
+    """map_blocks body of a raw dense write: the block goes to its place in the region."""
+    if block.size:
+        start = tuple(a for a, _ in block_info[0]["array-location"])
+        data = _storage(block, dtype)
+        with parallel.held(fence):
+            parallel.pwrite_block(target, offsets[region], shape, start, data)
+    return _cell(None, len(shape))
+
+
+def _frame_task(plan, w: ArrayWrite, begin):
+    whole = w.data.rechunk(-1) if w.data.ndim else w.data
+    block = whole.to_delayed().ravel()[0]
+    task = dask.delayed(_write_frame, pure=False)(
+        block, plan.target, w.dtype, w.level, w.checksum, plan.fence, begin
+    )
+    return dask.delayed(_collect, pure=False)(w.name, task)
+
+
+def _write_frame(block, target, dtype, level, checksum, fence, _begun):
+    """One zstd frame of a whole dense array, byte-identical to the reference's."""
+    data = _storage(block, dtype)
+    blob = compressor(level).encode(byte_view(data))
+    with parallel.held(fence):
+        offset = parallel.append_blob(target, blob)
+    storage, type_ = dtypes.storage_spelling(dtypes.from_numpy(dtype))
+    digest = digests.compute(checksum, blob) if checksum else None
+    comp = Component(storage, offset, len(blob), compressor(level).encoding, digest, None, type_)
+    return "data", comp
+
+
+def _chunk_tasks(plan, w: ArrayWrite, begin):
+    spec = ChunkTask(
+        plan.path,
+        plan.target,
+        w.name,
+        plan.base_size if plan.mode == "a" and w.base.components else -1,
+        w.grid,
+        w.box,
+        w.dtype,
+        w.level,
+        w.checksum,
+        plan.fence,
+    )
+    data = w.data
+    wanted = chunked.source_chunks(w.grid, w.box)
+    if data.ndim and tuple(data.chunks) != wanted:
+        data = data.rechunk(wanted)
+    blocks = _per_block(data, _chunk_block, begin, spec)
+    return dask.delayed(_collect, pure=False)(w.name, *blocks)
+
+
+def _chunk_block(block, _begun, spec: ChunkTask, block_id=None):
+    """map_blocks body of a chunked write: build one chunk (patching the stored one where
+    the box covers it in part), encode it and append it."""
+    if any(a == b for a, b in spec.box):
+        return _cell(None, block.ndim)  # an empty box touches no chunk
+    first = chunked.write.grid_box(spec.grid, spec.box)
+    index = tuple(lo + i for (lo, _), i in zip(first, block_id or ()))
+    write = chunked.chunk_write(spec.grid, spec.box, index)
+    old = None
+    empty = None
+    if write.patch:
+        empty = chunked.fill_array(spec.grid, write.extent, path=spec.path, name=spec.name)
+        old = _old_chunk(spec, index)
+    data = chunked.assemble(write, _storage(block, spec.dtype), old, empty)
+    blob, comp = chunked.encode_chunk(_storage(data, spec.dtype), spec.level, spec.checksum)
+    with parallel.held(spec.fence):
+        offset = parallel.append_blob(spec.target, blob)
+    return _cell((index, comp.moved(offset)), block.ndim)
+
+
+def _old_chunk(spec: ChunkTask, index) -> np.ndarray | None:
+    """The stored chunk at ``index`` of the finalized state (digest checked, so corruption
+    is never carried into the new chunk); None when there is none."""
+    if spec.base_end < 0:
+        return None
+    with Reader(spec.path, verify=True, end=spec.base_end) as r:
+        obj = r.metadata(spec.name).object
+        if chunked.ChunkTable(obj).role(index) is None:
+            return None
+        return np.array(r.read_slice(spec.name, _chunk_slices(obj, index)))
+
+
+def _chunk_slices(obj: Object, index) -> tuple[slice, ...]:
+    grid = chunked.chunk_grid(obj)
+    return tuple(
+        slice(i * c, i * c + e) for i, c, e in zip(index, grid.chunk_shape, grid.extent(index))
+    )
+
+
+def _collect(name: str, *items) -> tuple[str, list]:
+    cells = (i.flat[0] if isinstance(i, np.ndarray) else i for i in items)
+    return name, [c for c in cells if c is not None]
+
+
+def _commit(plan: parallel.ParallelPlan, writes: list[CommitSpec], offsets, results) -> int:
+    written = dict(results)
+    objects = {}
+    region = 0
+    for w in writes:
+        if w.kind == DENSE:
+            offset = offsets[region]
+            region += 1
+            nbytes = math.prod(w.shape) * w.dtype.itemsize
+            digest = (
+                parallel.region_digest(plan.target, offset, nbytes, w.checksum)
+                if w.checksum
+                else None
+            )
+            storage, type_ = dtypes.storage_spelling(dtypes.from_numpy(w.dtype))
+            comps = {"data": Component(storage, offset, nbytes, RAW, digest, None, type_)}
+            objects[w.name] = Object(w.shape, "dense", comps, w.attributes or None)
+        elif w.kind == DENSE_FRAME:
+            objects[w.name] = Object(w.shape, "dense", dict(written[w.name]), w.attributes or None)
+        else:
+            new = dict(written[w.name])
+            objects[w.name] = chunked.updated(w.base, w.grid, w.box, new, w.attributes)
+    return parallel.commit(plan, objects)

@@ -1,0 +1,122 @@
+"""The grid of a ``chunked`` object: the ``chunk_grid`` object attribute (chunk shape,
+logical dtype, fill value), parsed and checked, and the geometry derived from it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ... import dtypes
+from ...errors import FormatError, InvalidArgumentError, UnsupportedError
+from ...manifest import Object, expect, is_uint
+
+FORMAT = "chunked"
+CHUNK_GRID_KEY = "chunk_grid"  # the object attribute holding the grid
+
+
+class ChunkGrid(NamedTuple):
+    """The ``chunk_grid`` object attribute of a ``chunked`` object, parsed (see SPEC.md)."""
+
+    shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+    dtype: str  # logical zTensor dtype name of every chunk
+    fill_value: Any  # bool, int, float, or [re, im] for complex dtypes
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Number of chunks along each axis."""
+        return tuple(-(-s // c) for s, c in zip(self.shape, self.chunk_shape))
+
+    def extent(self, index: tuple[int, ...]) -> tuple[int, ...]:
+        """In-bounds shape of the chunk at a grid index (edge chunks are cut)."""
+        return tuple(min(c, s - i * c) for s, c, i in zip(self.shape, self.chunk_shape, index))
+
+    def nbytes(self, index: tuple[int, ...]) -> int:
+        return math.prod(self.extent(index)) * dtypes.itemsize(self.dtype)
+
+    def reshaped(self, shape: tuple[int, ...]) -> ChunkGrid:
+        """The same grid over an array of another shape (after growth)."""
+        return self._replace(shape=tuple(shape))
+
+
+def _is_fill(v: Any) -> bool:
+    if isinstance(v, (bool, int, float)):
+        return True
+    return isinstance(v, list) and len(v) == 2 and all(_is_fill(x) for x in v)
+
+
+def chunk_grid(obj: Object, path=None, name: str | None = None) -> ChunkGrid:
+    """Parse and check the grid attribute of a ``chunked`` object."""
+    raw = (obj.attributes or {}).get(CHUNK_GRID_KEY)
+    expect(isinstance(raw, Mapping), f"chunked object lacks a {CHUNK_GRID_KEY!r} map", path, name)
+    cs = raw.get("chunk_shape")
+    expect(
+        isinstance(cs, list)
+        and len(cs) == len(obj.shape)
+        and all(is_uint(c) and c >= 1 for c in cs),
+        f"chunk_shape {cs!r} is not {len(obj.shape)} positive integers",
+        path,
+        name,
+    )
+    dt = raw.get("dtype")
+    expect(isinstance(dt, str), f"chunk dtype {dt!r} is not text", path, name)
+    if dt not in dtypes.BY_NAME:
+        raise UnsupportedError(f"unknown chunk dtype {dt!r}", path=path, obj=name)
+    fill = raw.get("fill_value", 0)
+    expect(_is_fill(fill), f"fill_value {fill!r} is not a number", path, name)
+    return ChunkGrid(tuple(obj.shape), tuple(cs), dt, fill)
+
+
+def grid_attributes(chunk_shape, dtype_name: str, fill_value: Any = 0) -> dict[str, Any]:
+    """The ``chunk_grid`` attribute value for a new chunked object."""
+    return {
+        "chunk_shape": [int(c) for c in chunk_shape],
+        "dtype": dtype_name,
+        "fill_value": _fill_to_cbor(fill_value),
+    }
+
+
+def _fill_to_cbor(value: Any) -> Any:
+    if isinstance(value, (complex, np.complexfloating)):
+        return [float(value.real), float(value.imag)]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    raise InvalidArgumentError(f"fill_value {value!r} is not a number")
+
+
+def fill_array(grid: ChunkGrid, shape, *, path=None, name=None) -> np.ndarray:
+    """A fresh array of ``shape`` holding the grid's fill value in its logical dtype."""
+    dt = dtypes.to_numpy(grid.dtype)
+    value = grid.fill_value
+    if isinstance(value, list):
+        value = complex(value[0], value[1])
+    ok = True
+    if dt.kind == "b":
+        ok = value in (0, 1) and not isinstance(value, complex)
+    elif dt.kind in "iu":
+        info = np.iinfo(dt)
+        ok = isinstance(value, int) and info.min <= value <= info.max
+    elif dt.kind != "c":
+        ok = not isinstance(value, complex)
+    if not ok:
+        raise FormatError(
+            f"fill_value {grid.fill_value!r} does not fit dtype {grid.dtype}", path=path, obj=name
+        )
+    with np.errstate(all="ignore"):
+        return np.full(shape, value, dtype=dt)
+
+
+def regular_chunks(shape, chunk_shape) -> tuple[tuple[int, ...], ...]:
+    """Dask-style chunks of a regular grid (the last chunk of an axis may be short)."""
+    out = []
+    for s, c in zip(shape, chunk_shape):
+        full, rest = divmod(s, c)
+        out.append((c,) * full + ((rest,) if rest else ()) if s else (0,))
+    return tuple(out)

@@ -1,0 +1,104 @@
+"""Reading a ``chunked`` object: only the chunks a selection touches are decoded (on a
+thread pool when there are several: zstd and numpy copies release the GIL); chunks never
+written read as the grid's fill value."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from ... import dtypes
+from ...errors import FormatError
+from ...manifest import Object
+from ..base import Getter
+from ..dense import as_logical
+from . import select
+from .grid import ChunkGrid, chunk_grid, fill_array
+from .table import ChunkTable
+
+MIN_PARALLEL_CHUNKS = 2
+
+
+def read_region(
+    obj: Object,
+    get: Getter,
+    selection: Any = (),
+    *,
+    path=None,
+    name=None,
+    workers: int | None = None,
+    copy: bool = True,
+) -> np.ndarray:
+    """``array[selection]`` (integer arrays pick orthogonally), decoding only the chunks
+    that hold selected elements, in parallel. An owned array, except with ``copy=False``
+    for a selection that is exactly one stored chunk: then the chunk itself (a read-only
+    view of the file for a raw chunk)."""
+    grid = chunk_grid(obj, path, name)
+    table = ChunkTable(obj)
+    axes, keep = select.normalize(selection, obj.shape)
+    shape = select.out_shape(axes)
+    final = tuple(s for s, k in zip(shape, keep) if k)
+    tasks = []
+    missing = False
+    for index, local, where in select.pieces(grid.chunk_shape, axes):
+        role = table.role(index)
+        if role is None:
+            missing = True
+        else:
+            tasks.append((index, role, local, where))
+    if not copy and not missing and len(tasks) == 1:
+        index, role, local, _ = tasks[0]
+        if _whole(local, grid.extent(index)):
+            return _chunk(obj, grid, get, index, role, path, name).reshape(final)
+    if missing:
+        out = fill_array(grid, shape, path=path, name=name)
+    else:
+        out = np.empty(shape, dtype=dtypes.to_numpy(grid.dtype))
+
+    def place(task) -> None:
+        index, role, local, where = task
+        out[where] = _chunk(obj, grid, get, index, role, path, name)[local]
+
+    if len(tasks) >= MIN_PARALLEL_CHUNKS and workers != 1:
+        nthreads = min(len(tasks), workers or os.cpu_count() or 1)
+        # ~15 ms to import: only when a read decodes several chunks
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(nthreads, thread_name_prefix="ztensor-chunks") as pool:
+            list(pool.map(place, tasks))
+    else:
+        for t in tasks:
+            place(t)
+    return out.reshape(final)
+
+
+def _whole(local: tuple, extent: tuple[int, ...]) -> bool:
+    return all(isinstance(k, slice) and k.indices(e) == (0, e, 1) for k, e in zip(local, extent))
+
+
+def _chunk(obj: Object, grid: ChunkGrid, get: Getter, index, role, path, name) -> np.ndarray:
+    comp = obj.components[role]
+    flat = as_logical(get(role), comp)
+    extent = grid.extent(index)
+    if flat.size != math.prod(extent):
+        raise FormatError(
+            f"chunk holds {flat.size} elements, its in-bounds shape {list(extent)} needs "
+            f"{math.prod(extent)}",
+            path=path,
+            obj=name,
+            component=role,
+        )
+    return flat.reshape(extent)
+
+
+def read_chunk(obj: Object, get: Getter, index, *, path=None, name=None) -> np.ndarray:
+    """One chunk (its in-bounds part) by grid index; the fill value if never written."""
+    grid = chunk_grid(obj, path, name)
+    index = tuple(index)
+    role = ChunkTable(obj).role(index)
+    if role is None:
+        return fill_array(grid, grid.extent(index), path=path, name=name)
+    return _chunk(obj, grid, get, index, role, path, name)

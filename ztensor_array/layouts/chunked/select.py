@@ -1,0 +1,133 @@
+"""Selections of a chunked array split into per-chunk pieces.
+
+A selection is a tuple of ints, slices (any step), at most one Ellipsis and 1-D integer or
+boolean arrays; arrays select orthogonally (each picks along its own axis, as xarray's outer
+indexing and zarr's ``oindex`` do). ``pieces`` yields, for every chunk that holds a selected
+element and only for those, which elements to take from the chunk and where they go.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+
+Axis = range | np.ndarray  # selected indices along one axis, in output order
+
+
+def normalize(selection, shape) -> tuple[list[Axis], list[bool]]:
+    """Per axis: the selected indices (a range, or an int array), and whether the axis is
+    kept in the output (an integer index drops it). IndexError for anything else."""
+    if not isinstance(selection, tuple):
+        selection = (selection,)
+    if sum(s is Ellipsis for s in selection) > 1:
+        raise IndexError("an index can only have a single ellipsis")
+    if any(s is Ellipsis for s in selection):
+        i = next(k for k, s in enumerate(selection) if s is Ellipsis)
+        fill = len(shape) - (len(selection) - 1)
+        selection = selection[:i] + (slice(None),) * fill + selection[i + 1 :]
+    if len(selection) > len(shape):
+        raise IndexError(f"too many indices: {len(selection)} for {len(shape)} dimensions")
+    selection = selection + (slice(None),) * (len(shape) - len(selection))
+    axes: list[Axis] = []
+    keep: list[bool] = []
+    for axis, (sel, n) in enumerate(zip(selection, shape)):
+        if isinstance(sel, slice):
+            axes.append(range(*sel.indices(n)))
+            keep.append(True)
+        elif isinstance(sel, (int, np.integer)) and not isinstance(sel, (bool, np.bool_)):
+            i = int(sel) + n if sel < 0 else int(sel)
+            if not 0 <= i < n:
+                raise IndexError(f"index {sel} is out of bounds for axis {axis} with size {n}")
+            axes.append(range(i, i + 1))
+            keep.append(False)
+        else:
+            axes.append(_index_array(sel, n, axis))
+            keep.append(True)
+    return axes, keep
+
+
+def _index_array(sel, n: int, axis: int) -> np.ndarray:
+    arr = np.asarray(sel)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise IndexError(f"boolean index of shape {arr.shape} does not match axis {axis}")
+        return np.flatnonzero(arr)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise IndexError(
+            "only integers, slices, ..., and 1-D integer or boolean arrays are supported, "
+            f"got {type(sel).__name__}"
+        )
+    arr = arr.astype(np.int64, copy=False)
+    arr = np.where(arr < 0, arr + n, arr)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise IndexError(f"index out of bounds for axis {axis} with size {n}")
+    return arr
+
+
+def _range_pieces(r: range, c: int) -> list[tuple[int, slice, slice]]:
+    """(chunk index, slice within the chunk, slice of the output) along one axis."""
+    if len(r) == 0:
+        return []
+    step = r.step
+    asc = r if step > 0 else r[::-1]  # walk ascending, place by output position
+    pieces = []
+    pos = 0
+    n = len(asc)
+    while pos < n:
+        first = asc[pos]
+        k = first // c
+        count = min(n - pos, -(-((k + 1) * c - first) // abs(step)))
+        last = first + (count - 1) * abs(step)
+        local = slice(first - k * c, last - k * c + 1, abs(step))
+        if step > 0:
+            out = slice(pos, pos + count)
+        else:  # the output runs backwards over the ascending walk
+            stop = n - 1 - pos - count
+            out = slice(n - 1 - pos, stop if stop >= 0 else None, -1)
+        pieces.append((k, local, out))
+        pos += count
+    return pieces
+
+
+def _array_pieces(arr: np.ndarray, c: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(chunk index, indices within the chunk, output positions) along one axis."""
+    which = arr // c
+    order = np.argsort(which, kind="stable")
+    bounds = np.flatnonzero(np.diff(which[order])) + 1
+    return [
+        (int(which[group[0]]), arr[group] - int(which[group[0]]) * c, group)
+        for group in np.split(order, bounds)
+        if group.size
+    ]
+
+
+def axis_pieces(sel: Axis, c: int) -> list:
+    return _range_pieces(sel, c) if isinstance(sel, range) else _array_pieces(sel, c)
+
+
+def pieces(chunk_shape, axes: list[Axis]) -> Iterator[tuple[tuple, tuple, tuple]]:
+    """(grid index, key into the chunk, key into the output) of every chunk holding a
+    selected element. Keys with several arrays are open meshes (``np.ix_``), so they pick
+    orthogonally."""
+    per_axis = [axis_pieces(sel, c) for sel, c in zip(axes, chunk_shape)]
+    for combo in itertools.product(*per_axis):
+        index = tuple(p[0] for p in combo)
+        local = tuple(p[1] for p in combo)
+        where = tuple(p[2] for p in combo)
+        yield index, _orthogonal(local), _orthogonal(where)
+
+
+def _orthogonal(key: tuple) -> tuple:
+    """``key`` as numpy applies it orthogonally: with two or more arrays, every entry
+    becomes an index array of an open mesh (a single array already acts orthogonally)."""
+    if sum(isinstance(k, np.ndarray) for k in key) < 2:
+        return key
+    return np.ix_(
+        *[k if isinstance(k, np.ndarray) else np.arange(*k.indices(1 << 62)) for k in key]
+    )
+
+
+def out_shape(axes: list[Axis]) -> tuple[int, ...]:
+    return tuple(len(a) for a in axes)

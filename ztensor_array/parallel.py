@@ -1,0 +1,314 @@
+"""The multi-process write protocol: one .zt file written by many processes at once (Dask
+tasks, distributed workers), with no Dask import here.
+
+1. ``plan`` (client; touches no file, so an uncomputed graph costs nothing): the temp file's
+   name for modes "w"/"x", or the finalized file's state for mode "a".
+2. ``begin`` (once, before any worker writes): create the temp file, or in mode "a" create
+   the append lock file and pad the file to an aligned end; preallocate one aligned region
+   per raw dense object.
+3. Workers: ``pwrite_block`` fills raw regions (disjoint, no lock); ``append_blob`` appends a
+   compressed or chunked blob where the kernel puts it (O_APPEND); in mode "a" each write
+   holds the plan's ``WriteFence``.
+4. ``commit`` (one task, any process): the manifest of the old objects plus the new ones,
+   through ``Writer.adopt`` (footer, atomic rename for "w"/"x"); or ``abort``.
+
+Workers know nothing but a path and offsets, so every piece pickles small. SPEC §9.1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import constants, files
+from .codecs import byte_view, digests
+from .errors import FileExistsZTError, InvalidArgumentError, UnsupportedError, ZTensorError
+from .manifest import Object
+from .reader import Reader
+from .writer import Writer
+
+MODES = ("w", "x", "a")
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """Picklable state of a parallel write (what the committing task needs)."""
+
+    path: str  # the final path
+    target: str  # the file workers write: a hidden temp file, or ``path`` in mode "a"
+    mode: str  # "w", "x" or "a"
+    base_size: int  # mode "a": size of the finalized file before this write
+    base_objects: Mapping[str, Object]
+    attributes: Mapping[str, Any]
+    durable: bool = False
+    token: str = ""  # names this write in the append lock file (mode "a")
+
+    @property
+    def lock_path(self) -> str:
+        """Mode "a": a hidden file that marks a parallel append in progress (one at a time)."""
+        folder, base = os.path.split(os.path.abspath(self.path))
+        return os.path.join(folder, f".{base}.parallel-append")
+
+    @property
+    def fence(self) -> WriteFence | None:
+        """What workers need to refuse writing once the append was aborted (mode "a")."""
+        return WriteFence(self.path, self.lock_path, self.token) if self.mode == "a" else None
+
+    def with_attributes(self, attributes: Mapping[str, Any]) -> ParallelPlan:
+        """The plan, with ``attributes`` merged over the file's global attributes."""
+        from dataclasses import replace
+
+        return replace(self, attributes={**self.attributes, **attributes})
+
+    def small(self) -> ParallelPlan:
+        """What ``abort`` needs, without the (possibly large) manifest state."""
+        from dataclasses import replace
+
+        return replace(self, base_objects={}, attributes={})
+
+
+def _lock_token(fd: int) -> str:
+    """The append token written in a parallel-append lock file."""
+    return os.pread(fd, 64, 0).decode("ascii", "replace")
+
+
+@dataclass(frozen=True)
+class WriteFence:
+    """Keeps late workers from writing into a finalized file after an aborted append.
+
+    Workers hold a shared lock on the append lock file while they write, and write only if
+    it still exists and names their append; ``abort`` takes the exclusive lock, so it waits
+    for writes in flight, then removes the lock file before cutting the file back. (Modes
+    "w"/"x" need no fence: a late write lands in a removed temp file or fails.)"""
+
+    path: str
+    lock_path: str
+    token: str
+
+    @contextmanager
+    def hold(self):
+        """Shared lock for one write; raises if the append was aborted meanwhile."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ZTensorError(
+                "the parallel append was aborted or committed", path=self.path
+            ) from None
+        try:
+            files.lock(fd, shared=True)
+            if not files.same_file(fd, self.lock_path) or _lock_token(fd) != self.token:
+                raise ZTensorError("the parallel append was aborted", path=self.path)
+            yield
+        finally:
+            os.close(fd)  # releases the shared lock
+
+
+def held(fence: WriteFence | None):
+    """The fence's hold for one write (nothing to hold in modes "w"/"x")."""
+    from contextlib import nullcontext
+
+    return fence.hold() if fence is not None else nullcontext()
+
+
+def plan(path: str | os.PathLike, mode: str = "w", *, durable: bool = False) -> ParallelPlan:
+    """Plan a parallel write without touching any file: the temp file name for "w"/"x", or
+    the finalized file's state for "a" (checking that no writer is appending now)."""
+    if mode not in MODES:
+        raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
+    path = os.fspath(path)
+    if mode != "a":
+        if mode == "x" and os.path.lexists(path):
+            raise FileExistsZTError("path exists (mode='x')", path=path)
+        return ParallelPlan(path, files.temp_name(path), mode, 0, {}, {}, durable)
+    fd = files.open_locked(path, missing="no such file to append to")
+    try:
+        with Reader(path) as r:
+            if r.manifest_offset is None:
+                raise UnsupportedError(
+                    "legacy v0.1 files cannot be appended to; migrate them first", path=path
+                )
+            objects, attrs, size = dict(r.manifest.objects), r.attributes, r.size
+    finally:
+        os.close(fd)
+    return ParallelPlan(path, path, "a", size, objects, attrs, durable, files.token(8))
+
+
+def begin(plan: ParallelPlan, regions: list[int]) -> list[int]:
+    """Create the temp file (modes "w"/"x") or pad the finalized file to an aligned end
+    (mode "a"), then preallocate one aligned region per entry of ``regions`` (byte sizes);
+    returns their offsets. Runs once, before any worker writes (the first graph task)."""
+    if plan.mode != "a":
+        try:
+            fd = os.open(plan.target, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise ZTensorError(f"cannot create: {exc.strerror}", path=plan.path) from None
+        try:
+            files.write_at(fd, constants.MAGIC, 0)
+            os.ftruncate(fd, constants.ALIGNMENT)
+        finally:
+            os.close(fd)
+    else:
+        fd = files.open_locked(plan.path, missing="the file to append to vanished")
+        try:
+            size = os.fstat(fd).st_size
+            if size != plan.base_size:
+                raise ZTensorError(
+                    f"file changed since the write was planned ({size} bytes, expected "
+                    f"{plan.base_size})",
+                    path=plan.path,
+                )
+            try:
+                with open(plan.lock_path, "x") as lock:
+                    lock.write(plan.token)
+            except FileExistsError:
+                raise ZTensorError(
+                    f"another parallel append is in progress (or crashed: then run repair "
+                    f"and delete {plan.lock_path})",
+                    path=plan.path,
+                ) from None
+            os.ftruncate(fd, size + (-size % constants.ALIGNMENT))
+        finally:
+            os.close(fd)
+    return [reserve_region(plan, n) for n in regions]
+
+
+def reserve_region(plan: ParallelPlan, nbytes: int) -> int:
+    """Preallocate an aligned region of ``nbytes`` at the end of the target (before any
+    worker appends; the end stays aligned); returns its offset."""
+    fd = files.open_target(plan.target, os.O_RDWR, plan.path)
+    try:
+        size = os.fstat(fd).st_size
+        offset = size + (-size % constants.ALIGNMENT)
+        end = offset + nbytes
+        os.ftruncate(fd, end + (-end % constants.ALIGNMENT))  # append_blob needs an aligned end
+    finally:
+        os.close(fd)
+    return offset
+
+
+def pwrite_block(
+    target: str,
+    offset: int,
+    shape: tuple[int, ...],
+    start: tuple[int, ...],
+    block: np.ndarray,
+) -> None:
+    """Write ``block`` (C-contiguous, little-endian storage) into the C-order array of
+    ``shape`` whose bytes begin at ``offset``, at index ``start``. Disjoint blocks may be
+    written concurrently from any process: no lock, one pwrite per contiguous run."""
+    data = np.ascontiguousarray(block)
+    itemsize = data.dtype.itemsize
+    ext = data.shape
+    k = 0  # runs are contiguous from axis k on: the trailing axes are covered in full
+    for axis in range(len(shape) - 1, -1, -1):
+        if ext[axis] != shape[axis]:
+            k = axis
+            break
+    tail = int(np.prod(shape[k + 1 :], dtype=np.int64)) if shape else 1
+    run = (ext[k] if shape else 1) * tail * itemsize
+    flat = byte_view(data)
+    fd = files.open_target(target, os.O_WRONLY, target)
+    try:
+        if data.size == 0:
+            return
+        strides = [int(np.prod(shape[a + 1 :], dtype=np.int64)) for a in range(len(shape))]
+        for i, lead in enumerate(np.ndindex(*ext[:k])):
+            elem = sum((start[a] + lead[a]) * strides[a] for a in range(k))
+            elem += (start[k] * strides[k]) if shape else 0
+            files.write_at(fd, flat[i * run : (i + 1) * run], offset + elem * itemsize)
+    finally:
+        os.close(fd)
+
+
+def append_blob(target: str, blob) -> int:
+    """Append one blob at the next aligned offset of ``target`` and return that offset.
+
+    Any number of processes may call this at once: each blob goes out in one O_APPEND
+    writev with its zero padding to the next multiple of 64, so the kernel assigns
+    offsets in completion order and the end of file stays aligned (local filesystems;
+    O_APPEND is not atomic on NFS)."""
+    view = byte_view(blob)
+    pad = bytes(-view.nbytes % constants.ALIGNMENT)
+    fd = files.open_target(target, os.O_WRONLY | os.O_APPEND, target)
+    try:
+        n = os.writev(fd, [view, pad])
+        if n != view.nbytes + len(pad):
+            raise ZTensorError(
+                f"short append ({n} of {view.nbytes + len(pad)} bytes; disk full, or a "
+                "chunk over 2 GiB)",
+                path=target,
+            )
+        end = os.lseek(fd, 0, os.SEEK_CUR)
+    finally:
+        os.close(fd)
+    return end - n
+
+
+def region_digest(target: str, offset: int, length: int, algorithm: str) -> str:
+    """Digest of a byte range of the target (raw regions filled by many writers)."""
+    h = digests.Hasher(algorithm)
+    fd = files.open_target(target, os.O_RDONLY, target)
+    try:
+        done = 0
+        while done < length:
+            piece = files.read_at(fd, min(length - done, 1 << 24), offset + done)
+            if not piece:
+                raise ZTensorError("file ended inside a region", path=target)
+            h.update(piece)
+            done += len(piece)
+    finally:
+        os.close(fd)
+    return h.text()
+
+
+def commit(plan: ParallelPlan, objects: Mapping[str, Object]) -> int:
+    """Write the manifest (the file's objects plus ``objects``, whose blobs the workers
+    wrote) and footer, make the file visible, and end the append (its lock file goes).
+    Returns the file's size. On failure the write is undone."""
+    w = Writer.adopt(
+        plan.path,
+        plan.mode,
+        target=plan.target,
+        base_size=plan.base_size,
+        base_objects=plan.base_objects,
+        attributes=plan.attributes,
+        durable=plan.durable,
+    )
+    try:
+        for name, obj in objects.items():
+            w.put_object(name, obj)
+        size = w.finalize()
+    except BaseException:
+        w.abort()
+        abort(plan)
+        raise
+    if plan.mode == "a":
+        files.unlink_quietly(plan.lock_path)
+    return size
+
+
+def abort(plan: ParallelPlan) -> None:
+    """Undo a parallel write that will not be committed: the previous file stays as it was."""
+    if plan.mode == "a":
+        try:
+            fd = os.open(plan.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # our first task never ran: the file was not touched by this write
+        try:
+            files.lock(fd)  # waits for the writes in flight (WriteFence)
+            if _lock_token(fd) != plan.token:
+                return  # another append's lock: not ours to undo
+            files.unlink_quietly(plan.lock_path)  # from now on no worker writes
+            try:
+                files.truncate_file(plan.path, plan.base_size)
+            except (OSError, ZTensorError):
+                pass  # repair() cuts a torn tail back to the last footer
+        finally:
+            os.close(fd)
+    else:
+        files.unlink_quietly(plan.target)
