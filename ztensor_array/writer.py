@@ -573,6 +573,10 @@ class Writer:
 
     # ------------------------------------------------------------------ append-mode edits
 
+    def __contains__(self, name: object) -> bool:
+        """Whether the file as written so far holds an object of that name."""
+        return name in self._objects
+
     def remove(self, name: str) -> None:
         """Drop an object (append mode). Its bytes stay until ``compact``."""
         self._flush()
