@@ -13,6 +13,7 @@ import pytest
 xr = pytest.importorskip("xarray")
 da = pytest.importorskip("dask.array")
 
+from xarray.core import indexing  # noqa: E402
 from xarray.testing import assert_identical  # noqa: E402
 
 import ztensor_array as zt  # noqa: E402
@@ -22,6 +23,7 @@ from ztensor_array.backends.xarray import (  # noqa: E402
     ZTensorStore,
     to_ztensor_dataset,
 )
+from ztensor_array.backends.xarray.array import ReaderFiles  # noqa: E402
 
 
 def climate(n_time: int = 6) -> xr.Dataset:
@@ -201,12 +203,79 @@ def test_lazy_outer_indexing_and_pickle(tmp_path):
         assert not var._in_memory
         sel = back["temp"].isel(time=[0, 2, 5], lat=slice(None, None, 2), lon=1)
         np.testing.assert_array_equal(sel.values, ds["temp"].values[[0, 2, 5], ::2, 1])
-        clone = pickle.loads(pickle.dumps(back))
-        assert_identical(clone, ds)
-    state = pickle.dumps(
-        ZTensorBackendArray(str(tmp_path / "l.zt"), "lat", (3,), "f8", ("x",), False)
-    )
+        with pickle.loads(pickle.dumps(back)) as clone:
+            assert_identical(clone, ds)
+    files = ReaderFiles(str(tmp_path / "l.zt"))
+    state = pickle.dumps(ZTensorBackendArray(files, "lat", (3,), "f8", False))
     assert b"mmap" not in state and len(state) < 400
+    clone = pickle.loads(state)
+    np.testing.assert_array_equal(clone[indexing.BasicIndexer((slice(None),))], ds["lat"])
+    clone.files.close()
+
+
+def _descriptors_of(path) -> list[str]:
+    """What this process's open file descriptors on ``path`` point at (a file replaced
+    since it was opened shows as "<path> (deleted)")."""
+    target = os.path.realpath(path)
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if link == target or link == f"{target} (deleted)":
+            found.append(link)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_cached_reader_dropped_when_dataset_closes_or_the_path_names_another_file(tmp_path):
+    path = tmp_path / "c.zt"
+    # no index coordinates: their values (zero-copy maps of the file) live with the dataset
+    first = xr.Dataset({"v": (("x", "y"), np.arange(12.0).reshape(3, 4))})
+    to_ztensor_dataset(first, path)
+    opened = xr.open_dataset(path, cache=False)
+    np.testing.assert_array_equal(opened["v"].values, first["v"].values)
+    assert _descriptors_of(path)  # the cached reader keeps the file open
+    opened.close()
+    assert _descriptors_of(path) == []
+
+    with xr.open_dataset(path, cache=False) as again:
+        np.testing.assert_array_equal(again["v"].values, first["v"].values)
+        second = first * 2
+        to_ztensor_dataset(second, path, mode="w")  # a new file at the same path
+        assert _descriptors_of(path) == [f"{os.path.realpath(path)} (deleted)"]
+        np.testing.assert_array_equal(again["v"].values, second["v"].values)
+        assert _descriptors_of(path) == [os.path.realpath(path)]
+    assert _descriptors_of(path) == []
+
+
+def _mean_in_process(dataset) -> float:
+    return float(dataset["temp"].mean())
+
+
+def test_lazy_dataset_reads_in_another_process(tmp_path):
+    import concurrent.futures
+    import multiprocessing
+
+    ds = climate()
+    path = tmp_path / "p.zt"
+    to_ztensor_dataset(ds, path, encoding={"temp": {"compress": 3, "chunks": (2, 3, 4)}})
+    spawn = multiprocessing.get_context("spawn")  # a fresh process: no reader cached there
+    with (
+        xr.open_dataset(path, chunks={}) as lazy,
+        concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool,
+    ):
+        mean = pool.submit(_mean_in_process, lazy).result(timeout=120)
+    assert mean == pytest.approx(float(ds["temp"].mean()), rel=1e-6)
+
+
+def test_unnamed_dataarray_reads_back_unnamed(tmp_path):
+    arr = xr.DataArray(np.arange(6.0).reshape(2, 3), dims=("a", "b"), attrs={"units": "m"})
+    to_ztensor_dataset(arr, tmp_path / "da.zt")
+    with xr.open_dataarray(tmp_path / "da.zt", engine="ztensor") as back:
+        assert back.name is None
+        xr.testing.assert_identical(back.load(), arr)
 
 
 def test_chunked_variables_prefer_their_grid_and_tokens_follow_the_file(tmp_path):
@@ -308,10 +377,12 @@ def test_datatree_roundtrip(tmp_path):
     )
     path = tmp_path / "tree.zt"
     to_ztensor_dataset(tree, path)
-    back = xr.open_datatree(path, engine="ztensor")
-    xr.testing.assert_identical(back.load(), tree)
+    with xr.open_datatree(path, engine="ztensor") as back:
+        xr.testing.assert_identical(back.load(), tree)
     groups = xr.open_groups(path, engine="ztensor")
     assert set(groups) == {"/", "/a", "/a/b", "/empty"}
+    for group in groups.values():
+        group.close()
     with xr.open_dataset(path, group="a/b") as sub:
         assert_identical(sub.load(), tree["/a/b"].to_dataset(inherit=False))
 
@@ -417,8 +488,8 @@ def test_datatree_dask_compressed_compute_false(tmp_path):
     with zt.Reader(path) as r:
         assert r.metadata("temp").format == "chunked"
         assert r.metadata("sub/temp").attributes["chunk_grid"]["chunk_shape"] == [1, 3, 4]
-    back = xr.open_datatree(path, engine="ztensor")
-    xr.testing.assert_identical(back.load(), tree.load())
+    with xr.open_datatree(path, engine="ztensor") as back:
+        xr.testing.assert_identical(back.load(), tree.load())
 
 
 def test_region_into_chunked_rewrites_only_touched_chunks(tmp_path):

@@ -14,6 +14,8 @@ the reference writer's.
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import threading
 from collections import deque
@@ -581,6 +583,10 @@ class Writer:
 
     # ------------------------------------------------------------------ append-mode edits
 
+    def __contains__(self, name: object) -> bool:
+        """Whether the file as written so far holds an object of that name."""
+        return name in self._objects
+
     def remove(self, name: str) -> None:
         """Drop an object (append mode). Its bytes stay until ``compact``."""
         self._flush()
@@ -704,6 +710,93 @@ class Writer:
         comps.update(sorted(written.items()))
         self._objects[name] = Object(obj.shape, obj.format, comps, obj.attributes)
 
+    def write_chunked(
+        self,
+        name: str,
+        base: Object,
+        shape,
+        box,
+        source: Any,
+        *,
+        compress: bool | int = False,
+        checksum: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        band_bytes: int = 8 << 20,
+    ) -> None:
+        """Write ``source`` into the ``chunked`` object ``base``, grown to ``shape`` first:
+        ``box`` ((start, stop) per axis) is where ``source`` (shaped like the box: numpy, or
+        a lazy array with ``compute()``) lands. Only the chunks the box touches get new
+        blobs (a chunk it covers in part is the stored chunk, digest checked, patched); the
+        others keep theirs (layouts/chunked plans and encodes, as the parallel writer does).
+        ``base`` may be a new object with no chunks (then nothing is read back). A lazy
+        source is computed a band of chunks along axis 0 at a time when the band holds at
+        most ``band_bytes``, else chunk by chunk. If an exception escapes, nothing is
+        recorded for ``name``."""
+        from .layouts import chunked  # concurrent.futures comes with it: chunked files only
+
+        self._check_name(name, replacing=True)
+        grid = chunked.grown(base, shape)
+        box = tuple((int(a), int(b)) for a, b in box)
+        level = normalize_compress(compress)
+        checksum = normalize_checksum(checksum)
+        self._flush()
+        old_state = None
+        if base.components and self.mode == "a":
+            old_state = Reader(self.path, verify=True, end=self._append_base)
+        written: dict[tuple, Component] = {}
+        inflight: deque[tuple[tuple, Future]] = deque()
+        itemsize = dtypes.itemsize(grid.dtype)
+
+        def drain(limit: int) -> None:
+            while len(inflight) > limit:
+                index, fut = inflight.popleft()
+                blob, comp = fut.result()
+                self._pad()
+                written[index] = comp.moved(self._pos)
+                self._write_all(blob)
+
+        def empty_of(write):
+            return lambda: chunked.fill_array(grid, write.extent, path=self.path, name=name)
+
+        def chunk_of(write, part) -> np.ndarray:
+            old = None
+            if write.patch and old_state is not None:
+                stored = old_state.metadata(name).object
+                if chunked.ChunkTable(stored).role(write.index) is not None:
+                    old = chunked.read_chunk(
+                        stored,
+                        lambda role: old_state.read_component(name, role),
+                        write.index,
+                        path=self.path,
+                        name=name,
+                    )
+            return chunked.assemble(write, part, old, empty_of(write))
+
+        try:
+            for write, part in _source_parts(
+                chunked.plan_write(grid, box), source, band_bytes, itemsize
+            ):
+                data = chunk_of(write, _as_stored(part, grid.dtype, self.path, name))
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(
+                        self._workers, thread_name_prefix="ztensor-compress"
+                    )
+                data = np.array(data) if self._copy_inputs and data.base is not None else data
+                fut = self._pool.submit(chunked.encode_chunk, data, level, checksum)
+                inflight.append((write.index, fut))
+                drain(2 * self._workers)
+            drain(0)
+        except BaseException:
+            for _, fut in inflight:
+                fut.cancel()
+            raise
+        finally:
+            if old_state is not None:
+                old_state.close()
+        self._objects[name] = chunked.updated(base, grid, box, written, attributes)
+
     def stream_tensor(
         self,
         name: str,
@@ -824,6 +917,42 @@ class Writer:
     def __del__(self) -> None:
         if getattr(self, "_fd", -1) >= 0 and not self._done:
             self.abort()
+
+
+def _source_parts(writes, source, band_bytes: int, itemsize: int):
+    """(write, its part of ``source``) for each planned chunk write, in order; a lazy
+    source (with ``compute``) is computed one band of chunks (same index along axis 0) at
+    a time when the band holds at most ``band_bytes``, else part by part."""
+    lazy = hasattr(source, "compute")
+    if not lazy or not writes or not writes[0].index:
+        for w in writes:
+            part = source[w.source] if w.source else source
+            yield w, part.compute() if lazy else part
+        return
+    for _, group in itertools.groupby(writes, key=lambda w: w.index[0]):
+        group = list(group)
+        rows = group[0].source[0]
+        nbytes = (rows.stop - rows.start) * itemsize * math.prod(n for n in source.shape[1:])
+        if nbytes <= band_bytes:
+            band = np.asarray(source[rows].compute())
+            for w in group:
+                yield w, band[(slice(None), *w.source[1:])]
+        else:
+            for w in group:
+                yield w, np.asarray(source[w.source].compute())
+
+
+def _as_stored(part, dtype_name: str, path: str, name: str) -> np.ndarray:
+    """``part`` as a C-contiguous array of the object's dtype (little-endian)."""
+    arr = as_array(part)
+    want = dtypes.to_numpy(dtype_name)
+    if arr.dtype != want:
+        if dtypes.from_numpy(arr.dtype) != dtype_name and arr.dtype.kind != want.kind:
+            raise ZTensorError(
+                f"cannot write {arr.dtype} data into a {dtype_name} object", path=path, obj=name
+            )
+        arr = arr.astype(want)
+    return np.ascontiguousarray(arr)
 
 
 class TensorStream:

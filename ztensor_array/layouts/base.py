@@ -14,7 +14,8 @@ from typing import Any, NoReturn
 import numpy as np
 
 from .. import dtypes
-from ..codecs.policy import MAX_DECODE_RATIO
+from ..codecs import RAW
+from ..codecs.policy import DEFAULT_LEVEL, MAX_DECODE_RATIO
 from ..errors import FormatError, UnsupportedError
 from ..manifest import Component, Object
 
@@ -79,6 +80,16 @@ def is_whole(key: Any, shape: tuple[int, ...]) -> bool:
     return len(key) <= len(shape) and all(
         isinstance(k, slice) and k.indices(n) == (0, n, 1) for k, n in zip(key, shape)
     )
+
+
+def stored_encoding(obj: Object) -> tuple[int, str | None]:
+    """(zstd level, digest algorithm) that rewriting part of ``obj`` keeps when the caller
+    asks for none: compressed if its components are (at the default level: the level is
+    not recorded), and the algorithm of its digests."""
+    comps = list(obj.components.values())
+    level = DEFAULT_LEVEL if any(c.encoding != RAW for c in comps) else 0
+    digest = next((c.digest for c in comps if c.digest), None)
+    return level, digest.split(":", 1)[0] if digest else None
 
 
 def primary_component(obj: Object) -> Component | None:

@@ -28,6 +28,7 @@ from ...codecs.policy import normalize_checksum, normalize_compress
 from ...errors import ArgumentTypeError, InvalidArgumentError, UnsupportedError, ZTensorError
 from ...interop import as_array
 from ...layouts import chunked
+from ...layouts.base import stored_encoding
 from ...manifest import Component, Object
 from ...reader import Reader
 from ...writer import writer_mode
@@ -214,7 +215,7 @@ def _plan_array(
     checksum_given = enc.get("checksum", checksum)
     attrs = dict(enc.get("attributes") or {})
     if updating:
-        stored_level, stored_checksum = chunked.stored_encoding(old)
+        stored_level, stored_checksum = stored_encoding(old)
         level = stored_level if level_given is None else normalize_compress(level_given)
         csum = stored_checksum if checksum_given is None else normalize_checksum(checksum_given)
         base, grid, box = _update(path, name, old, arr, dtype, append_dim, region)
@@ -267,8 +268,7 @@ def _update(path, name, old: Object, arr, dtype, append_dim, region):
                 path=path,
                 obj=name,
             )
-        new_shape = tuple(n + arr.shape[axis] if i == axis else n for i, n in enumerate(shape))
-        box = tuple((n, new_shape[i]) if i == axis else (0, n) for i, n in enumerate(shape))
+        new_shape, box = chunked.growth(shape, axis, arr.shape[axis])
         return old, chunked.grown(old, new_shape), box
     sel = region if isinstance(region, tuple) else (region,)
     if len(sel) > len(shape) or not all(isinstance(s, slice) for s in sel):
@@ -446,11 +446,11 @@ def _chunk_block(block, _begun, spec: ChunkTask, block_id=None):
     first = chunked.write.grid_box(spec.grid, spec.box)
     index = tuple(lo + i for (lo, _), i in zip(first, block_id or ()))
     write = chunked.chunk_write(spec.grid, spec.box, index)
-    old = None
-    empty = None
-    if write.patch:
-        empty = chunked.fill_array(spec.grid, write.extent, path=spec.path, name=spec.name)
-        old = _old_chunk(spec, index)
+    old = _old_chunk(spec, index) if write.patch else None
+
+    def empty() -> np.ndarray:
+        return chunked.fill_array(spec.grid, write.extent, path=spec.path, name=spec.name)
+
     data = chunked.assemble(write, _storage(block, spec.dtype), old, empty)
     blob, comp = chunked.encode_chunk(_storage(data, spec.dtype), spec.level, spec.checksum)
     with parallel.held(spec.fence):
@@ -467,7 +467,7 @@ def _old_chunk(spec: ChunkTask, index) -> np.ndarray | None:
         obj = r.metadata(spec.name).object
         if chunked.ChunkTable(obj).role(index) is None:
             return None
-        return np.array(r.read_slice(spec.name, _chunk_slices(obj, index)))
+        return r.read_slice(spec.name, _chunk_slices(obj, index))  # owned: outlives r
 
 
 def _chunk_slices(obj: Object, index) -> tuple[slice, ...]:

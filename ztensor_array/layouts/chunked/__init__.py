@@ -28,9 +28,9 @@ from .write import (
     chunk_write,
     encode_chunk,
     grown,
+    growth,
     plan_write,
     source_chunks,
-    stored_encoding,
     updated,
 )
 
@@ -49,12 +49,12 @@ __all__ = [
     "fill_array",
     "grid_attributes",
     "grown",
+    "growth",
     "parse_chunk_role",
     "plan_write",
     "read_chunk",
     "read_region",
     "regular_chunks",
     "source_chunks",
-    "stored_encoding",
     "updated",
 ]

@@ -12,14 +12,13 @@ part written over it. Chunks the box does not touch keep their stored blobs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ... import codecs, dtypes
-from ...codecs.policy import DEFAULT_LEVEL
 from ...manifest import Component, Object
 from .grid import CHUNK_GRID_KEY, ChunkGrid, chunk_grid
 from .table import ChunkTable
@@ -93,17 +92,22 @@ def source_chunks(grid: ChunkGrid, box: Box) -> tuple[tuple[int, ...], ...]:
 
 
 def assemble(
-    write: ChunkWrite, part: np.ndarray, old: np.ndarray | None, empty: np.ndarray
+    write: ChunkWrite, part: np.ndarray, old: np.ndarray | None, empty: Callable[[], np.ndarray]
 ) -> np.ndarray:
-    """The new chunk: ``part`` alone when it covers the chunk; else ``empty`` (an owned array
-    of the chunk's extent holding the fill value) with the old chunk's values (whose extent
-    is smaller when the array grew past it) and ``part`` written over them."""
+    """The new chunk: ``part`` alone when it covers the chunk; else the old chunk (an owned
+    array, written over in place when it has the chunk's whole extent) or ``empty()`` (a
+    new array of the extent holding the fill value) with the old chunk's values in it (its
+    extent is smaller when the array grew past it), and ``part`` written over them."""
     if not write.patch:
         return part
-    if old is not None:
-        empty[tuple(slice(0, e) for e in old.shape)] = old
-    empty[write.target] = part
-    return empty
+    if old is not None and old.shape == write.extent and old.flags.writeable:
+        out = old
+    else:
+        out = empty()
+        if old is not None:
+            out[tuple(slice(0, e) for e in old.shape)] = old
+    out[write.target] = part
+    return out
 
 
 def encode_chunk(data: np.ndarray, level: int, checksum: str | None) -> tuple[Any, Component]:
@@ -125,14 +129,11 @@ def encode_chunk(data: np.ndarray, level: int, checksum: str | None) -> tuple[An
     return blob, Component(storage, 0, memoryview(blob).nbytes, encoding, digest, None, type_)
 
 
-def stored_encoding(obj: Object) -> tuple[int, str | None]:
-    """(zstd level, digest algorithm) that a write into ``obj`` keeps when the caller asks
-    for none: compressed if its chunks are (the level is not recorded: the default one),
-    and the algorithm of its digests."""
-    comps = list(obj.components.values())
-    level = DEFAULT_LEVEL if any(c.encoding != codecs.RAW for c in comps) else 0
-    digest = next((c.digest for c in comps if c.digest), None)
-    return level, digest.split(":", 1)[0] if digest else None
+def growth(shape: Sequence[int], axis: int, n: int) -> tuple[tuple[int, ...], Box]:
+    """(shape after appending ``n`` along ``axis``, the box the appended data lands in)."""
+    new = tuple(int(s) + int(n) if i == axis else int(s) for i, s in enumerate(shape))
+    box = tuple((int(s), new[i]) if i == axis else (0, int(s)) for i, s in enumerate(shape))
+    return new, box
 
 
 def grown(obj: Object, shape: Sequence[int]) -> ChunkGrid:

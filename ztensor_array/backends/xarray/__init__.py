@@ -1,0 +1,30 @@
+"""xarray backend: ``xr.open_dataset(path, engine="ztensor")`` and ``to_ztensor`` for Datasets.
+
+One zTensor object per variable (coordinates included). xarray's own CF machinery does all
+the encoding work (times, fill values, scale/offset, strings as CF character arrays); this
+package only maps encoded variables onto objects and back. See SPEC.md, "xarray mapping".
+
+    attrs.py          attributes and dimension names as object/global attributes
+    variables.py      one variable <-> one object: names, storable data, encodings
+    array.py          lazy ZTensorBackendArray; per-process readers (CachingFileManager)
+    parallel_edits.py appends and region writes of chunked variables through the Dask writer
+    targets.py        where a variable's data lands: new object, append, region
+    store.py          ZTensorStore, xarray's writable data store
+    write.py          to_ztensor_dataset: modes, encodings, append_dim, region, DataTree
+    entrypoint.py     the "ztensor" engine (open_dataset, open_datatree, guess_can_open)
+    internals.py      the xarray names used that xarray's API reference does not list
+"""
+
+from __future__ import annotations
+
+from .array import ZTensorBackendArray
+from .entrypoint import ZTensorBackendEntrypoint
+from .store import ZTensorStore
+from .write import to_ztensor_dataset
+
+__all__ = [
+    "ZTensorBackendArray",
+    "ZTensorBackendEntrypoint",
+    "ZTensorStore",
+    "to_ztensor_dataset",
+]
