@@ -16,9 +16,27 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as Bar
+from rich.table import Table
 
+from . import convert as converters
 from .codecs.policy import CHECKSUMS, DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
 from .convert import FORMATS
+from .errors import ZTensorError
+from .ops import inspect as inspection
+from .ops import merge as merging
+from .ops import migrate as migration
+from .ops import repair as repairing
+from .ops import rewrite as rewriting
+from .ops import verify as verification
 from .ops.base import KEEP, Progress, compression
 
 LARGE = 50  # objects above which `info` prints a summary instead of one row per object
@@ -28,8 +46,6 @@ LARGE = 50  # objects above which `info` prints a summary instead of one row per
 
 
 def _stderr():
-    from rich.console import Console
-
     return Console(stderr=True)
 
 
@@ -43,17 +59,6 @@ class RichProgress(Progress):
 
     def __enter__(self) -> RichProgress:
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-            from rich.progress import (
-                Progress as Bar,
-            )
-
             self._bar = Bar(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -102,8 +107,6 @@ class Group(click.Group):
 
 
 def _one_line(exc: BaseException) -> str:
-    from .errors import ZTensorError
-
     if isinstance(exc, ZTensorError):
         text = str(exc)
     elif isinstance(exc, OSError) and exc.strerror:
@@ -204,18 +207,15 @@ def cli() -> None:
 @click.option("--full", is_flag=True, help="List every object even in large files.")
 def info(file: str, as_json: bool, full: bool) -> None:
     """Show a file's version, global attributes and objects (v1.x and legacy v0.1)."""
-    from .ops.inspect import describe, totals
 
-    d = describe(file)
+    d = inspection.describe(file)
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 240)
     objs = d["objects"]
-    stored, raw = totals(objs)
+    stored, raw = inspection.totals(objs)
     console.print(
         f"[bold]{d['path']}[/]: zTensor {d['version']}, {len(objs)} objects, "
         f"{_size(d['file_bytes'])} on disk ({_size(stored)} stored, {_size(raw)} raw)"
@@ -261,14 +261,10 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def _summary(console, objs: list[dict]) -> None:
-    from rich.table import Table
-
-    from .ops.inspect import largest, summarize
-
     table = Table(show_edge=False, title=f"{len(objs)} objects (use --full for each)")
     for col in ("format", "dtype", "encoding", "objects", "elements", "stored", "raw"):
         table.add_column(col)
-    for row in summarize(objs):
+    for row in inspection.summarize(objs):
         table.add_row(
             row["format"],
             str(row["dtype"]),
@@ -281,7 +277,9 @@ def _summary(console, objs: list[dict]) -> None:
     console.print(table)
     console.print(
         "largest: "
-        + ", ".join(f"{o['name']} {o['shape']} {_size(o['stored_bytes'])}" for o in largest(objs)),
+        + ", ".join(
+            f"{o['name']} {o['shape']} {_size(o['stored_bytes'])}" for o in inspection.largest(objs)
+        ),
         markup=False,
     )
 
@@ -292,10 +290,9 @@ def _summary(console, objs: list[dict]) -> None:
 @quiet_option
 def verify(file: str, deep: bool, quiet: bool) -> None:
     """Check structure and every digest; exit 0 when clean, 1 listing each problem."""
-    from .ops.verify import verify as run
 
     with RichProgress(quiet) as bar:
-        problems = run(file, deep=deep, progress=bar)
+        problems = verification.verify(file, deep=deep, progress=bar)
     if problems:
         for p in problems:
             click.echo(f"{file}: {p}", err=True)
@@ -350,10 +347,9 @@ def convert(
     quiet,
 ) -> None:
     """Convert safetensors, GGUF, PyTorch pickles or xarray datasets into one .zt file."""
-    from .convert import convert as run
 
     with RichProgress(quiet) as bar:
-        report = run(
+        report = converters.convert(
             list(inputs),
             out,
             fmt=fmt,
@@ -403,10 +399,9 @@ def decompress(src, out, checksum, force, quiet) -> None:
 
 def _rewrite(src, out, compress, checksum, force, quiet) -> None:
     """compress/decompress: one rewrite of every object with new encodings."""
-    from .ops.rewrite import rewrite
 
     with RichProgress(quiet) as bar:
-        report = rewrite(
+        report = rewriting.rewrite(
             src, out, compress=compress, checksum=checksum, overwrite=force, progress=bar
         )
     _say(
@@ -428,10 +423,9 @@ def _rewrite(src, out, compress, checksum, force, quiet) -> None:
 def merge(inputs, out, prefix_with_filename, force, quiet) -> None:
     """Merge .zt files (v1.x and legacy v0.1) into one, keeping every object as stored
     (v1 blobs and digests are copied verbatim)."""
-    from .ops.merge import merge as run
 
     with RichProgress(quiet) as bar:
-        report = run(
+        report = merging.merge(
             list(inputs),
             out,
             prefix_with_filename=prefix_with_filename,
@@ -450,10 +444,9 @@ def merge(inputs, out, prefix_with_filename, force, quiet) -> None:
 @quiet_option
 def migrate(src, out, compress, level, checksum, force, quiet) -> None:
     """Convert a legacy v0.1 file to v1.1 (its legacy checksums are verified first)."""
-    from .ops.migrate import migrate as run
 
     with RichProgress(quiet) as bar:
-        report = run(
+        report = migration.migrate(
             src,
             out,
             compress=compress,
@@ -483,9 +476,8 @@ def migrate(src, out, compress, level, checksum, force, quiet) -> None:
 @quiet_option
 def repair(file, out, force, quiet) -> None:
     """Cut a torn tail back to the last complete state and report what was cut."""
-    from .ops.repair import repair as run
 
-    click.echo(str(run(file, out, overwrite=force)))
+    click.echo(str(repairing.repair(file, out, overwrite=force)))
 
 
 # --------------------------------------------------------------------------- hub

@@ -74,7 +74,7 @@ _BY_GGUF = {d.gguf: d for d in _TABLE if d.gguf}
 @cache
 def _numpy_dtype(spec: str) -> np.dtype:
     if spec.startswith("ml_dtypes:"):
-        import ml_dtypes
+        import ml_dtypes  # ~30 ms: only when a bf16/f8 dtype is met
 
         return np.dtype(getattr(ml_dtypes, spec.split(":", 1)[1]))
     return np.dtype(spec)
@@ -166,7 +166,7 @@ def to_gguf(name: str) -> str:
 
 def to_torch(name: str) -> Any:
     """torch dtype for a zTensor dtype name (imports torch)."""
-    import torch
+    import torch  # optional dependency: only asked for by torch callers
 
     attr = lookup(name).torch
     tdt = getattr(torch, attr, None) if attr else None
@@ -246,6 +246,7 @@ def logical_name(dtype: str, type_: str | None) -> str:
 def ggml_block(type_name: str) -> tuple[int, int]:
     """(elements, bytes) of one block of a GGML quantization type, from the gguf package."""
     try:
+        # optional dependency (the convert extra)
         from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
     except ImportError:
         raise UnsupportedError("GGML block types need the 'gguf' package") from None
@@ -258,7 +259,7 @@ def ggml_block(type_name: str) -> tuple[int, int]:
 
 def ggml_type_name(value: Any) -> str:
     """Canonical GGML type name ("Q4_0") of a name, enum member or integer type id."""
-    try:
+    try:  # optional dependency (the convert extra)
         from gguf.constants import GGMLQuantizationType
     except ImportError:
         raise UnsupportedError("GGML block types need the 'gguf' package") from None

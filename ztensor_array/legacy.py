@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import constants, dtypes, manifest, validation
+from .codecs import RAW
 from .errors import FormatError, TornFileError, UnsupportedError
 from .layouts import legacy as layout
 from .manifest import Component, Manifest, Object, expect, is_uint
@@ -53,7 +54,7 @@ def _entry(raw: Any, index: int, path) -> tuple[str, Object]:
     expect(isinstance(name, str), f"v0.1 index entry {index} has no text name", path)
     offset, size = raw.get("offset"), raw.get("size")
     long_dtype, layout_name = raw.get("dtype"), raw.get("layout", "dense")
-    shape, encoding = raw.get("shape"), raw.get("encoding", "raw")
+    shape, encoding = raw.get("shape"), raw.get("encoding", RAW)
     endian, checksum = raw.get("data_endianness") or "little", raw.get("checksum")
     expect(is_uint(offset), f"offset {offset!r} is not an unsigned integer", path, name)
     expect(is_uint(size), f"size {size!r} is not an unsigned integer", path, name)
@@ -80,7 +81,7 @@ def _entry(raw: Any, index: int, path) -> tuple[str, Object]:
         return name, Object(shape, "dense", {"data": whole})
     if layout_name == "sparsecoo":
         return name, Object(shape, layout.COO, {"records": whole})
-    if encoding == "raw" and checksum is None and len(shape) == 2:
+    if encoding == RAW and checksum is None and len(shape) == 2:
         return name, _csr_ranges(name, shape, whole, path)
     return name, Object(shape, layout.CSR, {"blob": whole})
 

@@ -19,7 +19,7 @@ from typing import Any
 import cbor2
 
 from . import dtypes
-from .codecs import ENCODINGS
+from .codecs import ENCODINGS, RAW
 from .constants import FOOTER_SIZE, MAGIC, MAX_MANIFEST_SIZE, WRITE_VERSION
 from .errors import FormatError, TornFileError, UnsupportedError, ZTensorError
 
@@ -33,7 +33,7 @@ class Component:
     dtype: str
     offset: int
     length: int
-    encoding: str = "raw"
+    encoding: str = RAW
     digest: str | None = None
     uncompressed_length: int | None = None  # written by v1.2 writers; we read it
     type: str | None = None  # v1.2 logical type over the storage dtype (f8, complex)
@@ -133,7 +133,7 @@ def _component_to_cbor(c: Component) -> dict[str, Any]:
     out["length"] = c.length
     if c.uncompressed_length is not None:
         out["uncompressed_length"] = c.uncompressed_length
-    if c.encoding != "raw":
+    if c.encoding != RAW:
         out["encoding"] = c.encoding
     if c.digest is not None:
         out["digest"] = c.digest
@@ -224,7 +224,7 @@ def _parse_component(raw: Any, path, obj: str, role: str) -> Component:
         dtype = raw.get("dtype")
         offset = raw.get("offset")
         length = raw.get("length")
-        encoding = raw.get("encoding", "raw")
+        encoding = raw.get("encoding", RAW)
         digest = raw.get("digest")
         if (
             type(dtype) is str
@@ -246,7 +246,7 @@ def _parse_component_checked(raw: Any, path, obj: str, role: str) -> Component:
     dtype = raw.get("dtype")
     offset = raw.get("offset")
     length = raw.get("length")
-    encoding = raw.get("encoding", "raw")
+    encoding = raw.get("encoding", RAW)
     digest = raw.get("digest")
     ulen = raw.get("uncompressed_length")
     ltype = raw.get("type")

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,14 +61,10 @@ class ParallelPlan:
 
     def with_attributes(self, attributes: Mapping[str, Any]) -> ParallelPlan:
         """The plan, with ``attributes`` merged over the file's global attributes."""
-        from dataclasses import replace
-
         return replace(self, attributes={**self.attributes, **attributes})
 
     def small(self) -> ParallelPlan:
         """What ``abort`` needs, without the (possibly large) manifest state."""
-        from dataclasses import replace
-
         return replace(self, base_objects={}, attributes={})
 
 
@@ -110,8 +106,6 @@ class WriteFence:
 
 def held(fence: WriteFence | None):
     """The fence's hold for one write (nothing to hold in modes "w"/"x")."""
-    from contextlib import nullcontext
-
     return fence.hold() if fence is not None else nullcontext()
 
 

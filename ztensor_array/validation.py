@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import replace
 
 from . import dtypes, layouts
+from .codecs import ENCODINGS, RAW
 from .codecs.policy import MAX_DECODE_RATIO
 from .constants import ALIGNMENT, MAGIC
 from .errors import FormatError
@@ -34,7 +35,7 @@ def expected_nbytes(obj: Object, role: str) -> int | None:
     known = None if layout is None else layout.expected_nbytes(obj, role)
     if known is not None:
         return known
-    return comp.length if comp.encoding == "raw" else None
+    return comp.length if comp.encoding == RAW else None
 
 
 def decoded_limit(obj: Object, role: str) -> int:
@@ -94,7 +95,7 @@ def _check_uncompressed_length(name, role, obj, comp, path) -> None:
     """A v1.2 `uncompressed_length` is trusted as the decoded size, so it must agree with
     the raw length, the item size and whatever size the shape implies."""
     ulen = comp.uncompressed_length
-    if comp.encoding == "raw":
+    if comp.encoding == RAW:
         expect(
             ulen == comp.length,
             f"uncompressed_length {ulen} != raw length {comp.length}",
@@ -144,7 +145,7 @@ def _validate_object(name, obj, blob_end, path, aligned, spans) -> None:
             or (aligned and start % ALIGNMENT)
             or start < lowest
             or end > blob_end
-            or (comp.encoding == "raw" and comp.length % isz)
+            or (comp.encoding == RAW and comp.length % isz)
         ):
             _component_problem(name, role, obj, comp, blob_end, path, aligned)
         if comp.uncompressed_length is not None:
@@ -220,19 +221,19 @@ def _plain_dense_spans(
         if ok:
             end = offset + length
             nbytes = numel * isz
-            encoding = comp.get("encoding", "raw") if len(comp) > 3 else "raw"
+            encoding = comp.get("encoding", RAW) if len(comp) > 3 else RAW
             ok = (
                 end <= blob_end
                 and not (aligned and offset % ALIGNMENT)
                 and nbytes * 2 <= _MAX_NBYTES
                 and (
                     length == nbytes
-                    if encoding == "raw"
-                    else encoding == "zstd" and nbytes <= max(length, 1) * MAX_DECODE_RATIO
+                    if encoding == RAW
+                    else encoding in ENCODINGS and nbytes <= max(length, 1) * MAX_DECODE_RATIO
                 )
             )
         if ok:
-            plain[name] = (tuple(shape), comp["dtype"], offset if encoding == "raw" else -1, length)
+            plain[name] = (tuple(shape), comp["dtype"], offset if encoding == RAW else -1, length)
             if length:
                 spans.append((offset, end, name, "data"))
         else:

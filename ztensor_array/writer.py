@@ -778,7 +778,7 @@ class Writer:
             ):
                 data = chunk_of(write, _as_stored(part, grid.dtype, self.path, name))
                 if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
+                    from concurrent.futures import ThreadPoolExecutor  # ~15 ms: when first used
 
                     self._pool = ThreadPoolExecutor(
                         self._workers, thread_name_prefix="ztensor-compress"

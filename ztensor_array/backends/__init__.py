@@ -5,6 +5,8 @@ Submodules import xarray/dask, so names here load lazily.
 
 from __future__ import annotations
 
+import importlib
+
 _LAZY = {
     "from_ztensor": ("dask", "from_ztensor"),
     "write_arrays": ("dask", "write_arrays"),
@@ -22,8 +24,6 @@ def __getattr__(name: str):
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f".{target[0]}", __name__), target[1])
     globals()[name] = value
     return value

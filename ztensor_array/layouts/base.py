@@ -138,7 +138,7 @@ def check_size(
     them within the decode-ratio bound. Nothing to check when ``nbytes`` is None."""
     if nbytes is None:
         return
-    if comp.encoding == "raw":
+    if comp.encoding == RAW:
         if comp.length != nbytes:
             refuse(f"{what} {comp.length} != {nbytes} bytes{detail}", role, path=path, name=name)
     elif nbytes > max(comp.length, 1) * MAX_DECODE_RATIO:

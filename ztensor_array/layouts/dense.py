@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import dtypes
+from ..codecs import RAW
 from ..manifest import Component, Object, expect
 from .base import Layout, check_size
 
@@ -37,7 +38,7 @@ class Dense(Layout):
             comp is not None
             and comp.type is None
             and comp.uncompressed_length is None
-            and comp.encoding == "raw"
+            and comp.encoding == RAW
             and comp.length == math.prod(obj.shape) * dtypes.BY_NAME[comp.dtype].itemsize
         ):
             return

@@ -87,6 +87,7 @@ class GGMLQuantized(Layout):
 
 def dequantize(blocks: np.ndarray, ggml_type: str, shape: tuple[int, ...]) -> np.ndarray:
     """float32 array of ``shape`` from raw blocks, through ``gguf.quants.dequantize``."""
+    # optional dependency (the convert extra): only to dequantize GGUF blocks
     from gguf.constants import GGMLQuantizationType
     from gguf.quants import dequantize as gguf_dequantize
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import dtypes
+from ..codecs import RAW
 from ..errors import FormatError
 from ..manifest import Component, Object, expect
 from . import sparse
@@ -170,7 +171,7 @@ class _LegacySparse(Layout):
         )
         problem = self.shape_problem(obj.shape)
         expect(problem is None, f"legacy tensor shape {list(obj.shape)} {problem}", path, name)
-        if comp.encoding == "raw":
+        if comp.encoding == RAW:
             nnz = self.raw_nnz(obj.shape, comp)
             if nnz is None or nnz > obj.numel:
                 refuse(self.blob_problem(obj.shape, comp), self.role, path=path, name=name)

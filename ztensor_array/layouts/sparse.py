@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes
+from ..codecs import RAW
 from ..errors import FormatError
 from ..manifest import Object
 from .base import Layout, check_size, is_integer, logical_name, refuse
@@ -40,7 +41,7 @@ def _values(obj: Object, get, part: slice = slice(None)) -> np.ndarray:
 
 def read_csr(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=None):
     """scipy.sparse.csr_matrix, after checking indptr and indices."""
-    import scipy.sparse
+    import scipy.sparse  # heavy optional dependency (~100 ms): only for sparse reads
 
     def fail(msg: str, role: str | None = None):
         raise FormatError(msg, path=path, obj=name, component=role)
@@ -89,7 +90,7 @@ def read_csr_rows(obj: Object, get, r0: int, r1: int, *, path=None, name=None):
 
 def read_coo(obj: Object, get: Callable[[str], np.ndarray], *, path=None, name=None):
     """scipy.sparse.coo_matrix in 2-D, coo_array in n-D, after checking the coordinates."""
-    import scipy.sparse
+    import scipy.sparse  # heavy optional dependency (~100 ms): only for sparse reads
 
     def fail(msg: str, role: str | None = None):
         raise FormatError(msg, path=path, obj=name, component=role)
@@ -127,13 +128,13 @@ def _require(obj: Object, name: str, path, roles: tuple[str, ...], integers: tup
 def _raw_nnz(obj: Object, role: str) -> int | None:
     """Entries of a raw index component (None when compressed)."""
     comp = obj.components[role]
-    return comp.length // dtypes.itemsize(comp.dtype) if comp.encoding == "raw" else None
+    return comp.length // dtypes.itemsize(comp.dtype) if comp.encoding == RAW else None
 
 
 def _raw_values(obj: Object) -> int | None:
     """Number of values when they are raw and of a known logical dtype (complex: 2 floats)."""
     values = obj.components["values"]
-    if values.encoding != "raw" or not dtypes.is_known_type(values.type):
+    if values.encoding != RAW or not dtypes.is_known_type(values.type):
         return None
     return values.length // dtypes.itemsize(logical_name(obj, "values"))
 
@@ -146,7 +147,7 @@ class SparseCSR(Layout):
         if len(obj.shape) != 2:
             refuse(f"sparse_csr shape {list(obj.shape)} is not 2-D", path=path, name=name)
         indptr = obj.components["indptr"]
-        if indptr.encoding == "raw":  # a compressed one is checked when decoded
+        if indptr.encoding == RAW:  # a compressed one is checked when decoded
             want = self.expected_nbytes(obj, "indptr")
             check_size(name, "indptr", indptr, want, path, what="indptr length")
         nv, ni = _raw_values(obj), _raw_nnz(obj, "indices")
@@ -177,7 +178,7 @@ class SparseCOO(Layout):
         _require(obj, name, path, ("values", "coords"), ("coords",))
         coords = obj.components["coords"]
         nnz = _raw_values(obj)
-        if nnz is not None and coords.encoding == "raw":
+        if nnz is not None and coords.encoding == RAW:
             want = len(obj.shape) * nnz * dtypes.itemsize(coords.dtype)
             check_size(
                 name, "coords", coords, want, path, what="coords length", detail=" (ndim x nnz)"

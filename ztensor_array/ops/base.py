@@ -12,15 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..codecs import digests
 from ..codecs.policy import normalize_checksum, normalize_compress
 from ..errors import FileExistsZTError, ZTensorError
 from ..manifest import Object
-
-if TYPE_CHECKING:
-    from ..writer import Writer
+from ..writer import Writer
 
 KEEP = "keep"  # checksum: every object that had a digest gets one of the same algorithm
 
@@ -70,8 +68,6 @@ def output_mode(overwrite: bool) -> str:
 def open_output(out: str, inputs: Sequence[str], overwrite: bool) -> Writer:
     """A Writer for an operation's output, after ``check_output`` (atomic: nothing appears
     at ``out`` until it is finalized)."""
-    from ..writer import Writer
-
     check_output(out, inputs, overwrite)
     return Writer(out, output_mode(overwrite))
 

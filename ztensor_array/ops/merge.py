@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ..codecs import RAW
 from ..codecs.policy import DEFAULT_LEVEL
 from ..errors import ZTensorError
 from ..reader import Reader
@@ -61,7 +62,7 @@ def merge(
                     seen[out_name] = path
                     obj = r.manifest.objects[name]
                     if legacy:
-                        zstd = any(c.encoding == "zstd" for c in obj.components.values())
+                        zstd = any(c.encoding != RAW for c in obj.components.values())
                         reencode(r, w, name, out_name, DEFAULT_LEVEL if zstd else 0, KEEP)
                     else:
                         copy_verbatim(r, w, name, out_name)

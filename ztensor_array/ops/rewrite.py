@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..codecs import digests
+from ..codecs import RAW, digests
 from ..codecs.policy import normalize_compress
 from ..errors import ChecksumError
 from ..layouts import dense
@@ -56,7 +56,7 @@ def reencode(
     if (
         obj.format == "dense"
         and comp is not None
-        and comp.encoding == "raw"
+        and comp.encoding == RAW
         and comp.length > _STREAM_BLOCK
     ):
         _stream_dense(reader, writer, name, out_name, obj, level, algo, attrs)

@@ -15,7 +15,9 @@ import os
 import warnings
 from typing import Any
 
+import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
 from ... import codecs
 from ...errors import ArgumentTypeError, ZTensorError
@@ -104,9 +106,6 @@ def from_ztensor(
 
 
 def _array(r: Reader, tensor: str, chunks, name, inline_array: bool, verify: bool):
-    import dask.array as da  # optional heavy dependency: this module is the Dask backend
-    from dask.base import tokenize
-
     obj = r.metadata(tensor).object
     require_known_types(obj, r.path, tensor)
     source = TensorSource(r, tensor, verify)
@@ -148,8 +147,6 @@ def _read_chunks(r: Reader, tensor: str, obj, chunks, verify: bool):
 
 
 def _csr_row_chunks(r: Reader, tensor: str, obj, chunks):
-    import dask.array as da  # optional heavy dependency, as above
-
     rows, cols = obj.shape
     if rows == 0:
         return ((0,), (cols,))
