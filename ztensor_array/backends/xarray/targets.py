@@ -115,19 +115,11 @@ class AppendTarget:
 
     def _write(self, source) -> None:
         obj = self.obj
-        level, checksum = stored_encoding(obj)
         if obj.format == chunked.FORMAT:
             shape, box = chunked.growth(obj.shape, self.axis, source.shape[self.axis])
-            self.writer.write_chunked(
-                self.full,
-                obj,
-                shape,
-                box,
-                storage_source(self.full, source),
-                compress=level,
-                checksum=checksum,
-            )
+            _write_chunked(self.writer, self.full, obj, shape, box, source)
             return
+        level, checksum = stored_encoding(obj)
         if obj.format == "dense" and obj.shape:
             self._stream_dense(source, level, checksum)
         else:  # exotic layouts (sparse): merge in memory
@@ -189,18 +181,10 @@ class RegionTarget:
         key = key + (slice(None),) * (len(obj.shape) - len(key))
         box = tuple(k.indices(n)[:2] for k, n in zip(key, obj.shape))
         box = tuple((a, max(a, b)) for a, b in box)
-        level, checksum = stored_encoding(obj)
         if obj.format == chunked.FORMAT:
-            self.writer.write_chunked(
-                self.full,
-                obj,
-                obj.shape,
-                box,
-                storage_source(self.full, source),
-                compress=level,
-                checksum=checksum,
-            )
+            _write_chunked(self.writer, self.full, obj, obj.shape, box, source)
             return
+        level, checksum = stored_encoding(obj)
         if obj.format == "dense" and obj.shape:
             self._stream_dense(box, source, level, checksum)
         else:  # small or exotic layouts (scalars, sparse): merge in memory
@@ -229,6 +213,14 @@ class RegionTarget:
                 r0 = r1
 
         _restream_dense(self, self.obj.shape, compress, checksum, blocks)
+
+
+def _write_chunked(writer: Writer, full: str, obj, shape, box, source) -> None:
+    """New blobs for the chunks of ``obj`` (grown to ``shape``) that ``box`` touches only,
+    in the object's stored encoding (the shared chunked implementation)."""
+    level, checksum = stored_encoding(obj)
+    source = storage_source(full, source)
+    writer.write_chunked(full, obj, shape, box, source, compress=level, checksum=checksum)
 
 
 def _restream_dense(target, shape, compress, checksum, blocks, align_to=None) -> None:
