@@ -17,7 +17,7 @@ from .. import dtypes
 from ..codecs import RAW
 from ..errors import FormatError
 from ..manifest import Object
-from .base import Layout, check_size, is_integer, logical_name, refuse
+from .base import Layout, check_size, is_integer, logical_name, refuse, unknown_type
 from .dense import as_logical
 
 
@@ -28,6 +28,14 @@ def _as_index(arr: np.ndarray, what: str, fail) -> np.ndarray:
 
 
 _NARROW_FLOATS = frozenset({"f16", "bf16", "f8_e4m3", "f8_e5m2"})
+
+
+def _value_dtype(obj: Object) -> str | None:
+    """What the values read as: narrow floats are widened to f32 (``_values``)."""
+    if unknown_type(obj) is not None or "values" not in obj.components:
+        return None
+    name = logical_name(obj, "values")
+    return "f32" if name in _NARROW_FLOATS else name
 
 
 def _values(obj: Object, get, part: slice = slice(None)) -> np.ndarray:
@@ -160,6 +168,9 @@ class SparseCSR(Layout):
             return None
         return (obj.shape[0] + 1) * dtypes.itemsize(obj.components[role].dtype)
 
+    def value_dtype(self, obj: Object) -> str | None:
+        return _value_dtype(obj)
+
     def read(self, obj: Object, get, *, path=None, name=None):
         return read_csr(obj, get, path=path, name=name)
 
@@ -183,6 +194,9 @@ class SparseCOO(Layout):
             check_size(
                 name, "coords", coords, want, path, what="coords length", detail=" (ndim x nnz)"
             )
+
+    def value_dtype(self, obj: Object) -> str | None:
+        return _value_dtype(obj)
 
     def read(self, obj: Object, get, *, path=None, name=None):
         return read_coo(obj, get, path=path, name=name)
