@@ -135,12 +135,15 @@ class Bench:
         outs = {
             "write()": self.path("w-plain.bin"),
             "ztensor_array": self.path("w-ours.zt"),
+            "Writer.add_tensor": self.path("w-writer.zt"),
             "ztensor 1.1.1": self.path("w-ref.zt"),
             "safetensors": self.path("w-st.safetensors"),
         }
         cands: dict[str, Callable] = {
             "write()": lambda: wl.write_seconds(outs["write()"], file_bytes),
             "ztensor_array": lambda: zt.save_file(self.tensors, outs["ztensor_array"]),
+            # the seed README's way: a Writer with default arguments, one add_tensor each
+            "Writer.add_tensor": lambda: self._writer_save(outs["Writer.add_tensor"]),
         }
         if ref_np is not None:
             cands["ztensor 1.1.1"] = lambda: ref_np.save_file(self.tensors, outs["ztensor 1.1.1"])
@@ -154,6 +157,9 @@ class Bench:
             cands, self.reps(5, 2), setup=lambda n: wl.drop_dirty(outs[n], drop_cache=True)
         )
         self.add("raw write", t, "ztensor_array", "write()", 1.05)
+        self.add("raw write, Writer", t, "Writer.add_tensor", "write()", 1.05)
+        if "safetensors" in t:
+            self.add("raw write, Writer (peer)", t, "Writer.add_tensor", "safetensors", 1.0)
         for peer in ("ztensor 1.1.1", "safetensors"):
             if peer in t:
                 self.add("raw write (peer)", t, peer, "write()", None)
@@ -174,6 +180,11 @@ class Bench:
         for p in outs.values():
             if os.path.exists(p):
                 os.unlink(p)
+
+    def _writer_save(self, path: str) -> None:
+        with zt.Writer(path) as w:
+            for name, a in self.tensors.items():
+                w.add_tensor(name, a)
 
     def _durable_save(self, path: str) -> None:
         with zt.Writer(path, durable=True) as w:
