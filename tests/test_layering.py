@@ -146,3 +146,23 @@ def test_the_core_imports_no_heavy_dependency(module):
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert json.loads(out.stdout) == []
+
+
+def test_spec_map_matches_the_package():
+    """SPEC.md §0 lists every top-level module and package of ztensor_array, at the layer
+    RANKS gives it (what this file checks the imports against)."""
+    spec = (PACKAGE.parent / "SPEC.md").read_text()
+    section = spec.split("## 0. Where things are", 1)[1].split("\n## ", 1)[0]
+    listed: dict[str, int] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            for name in cells[1].split(","):
+                listed[name.strip().strip("`").removesuffix(".py").rstrip("/")] = int(cells[0])
+    present = {
+        p.stem if p.is_file() else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
+    assert set(listed) == present
+    assert {n: RANKS[n] for n in listed} == listed
