@@ -424,6 +424,31 @@ class Reader:
             self._drop_pages(comp)
         return _native(out, comp)
 
+    def read_component_prefix(
+        self, name: str, role: str, nbytes: int, *, verify: bool | None = None
+    ) -> np.ndarray:
+        """The first ``nbytes`` of a component's decoded bytes, in its storage dtype: a view
+        of a raw component, a streaming decode of a compressed one that stops there (its
+        digest, when checked, still covers all its stored bytes)."""
+        self._check_open()
+        obj = self._object(name)
+        comp = obj.components[role]
+        stored_dt = _stored_dtype(comp)
+        if comp.encoding == codecs.RAW:
+            out = self.read_component(name, role, verify=verify)
+            return out[: nbytes // stored_dt.itemsize]
+        stored = self._stored(comp)
+        if self.verify if verify is None else verify:
+            self._verify(name, role, comp, stored)
+        total = validation.expected_nbytes(obj, role)
+        if total is None or nbytes > total:
+            return self.read_component(name, role, verify=False)[: nbytes // stored_dt.itemsize]
+        try:
+            data = codecs.get(comp.encoding).decode_prefix(stored, nbytes, total)
+        except codecs.CodecError as exc:
+            raise DecodeError(str(exc), path=self.path, obj=name, component=role) from None
+        return _native(data.view(stored_dt), comp)
+
     def private_view(self, name: str, role: str = "data") -> np.ndarray:
         """A component as a writable array whose writes stay private to it (zero-copy for
         raw little-endian components, an owned decoded copy otherwise)."""
@@ -488,12 +513,7 @@ class Reader:
         self._check_open()
         obj = self._object(name)
         require_known_types(obj, self.path, name)
-        torch_view = to == "torch" and not copy
-
-        def get(role: str) -> np.ndarray:
-            return self.read_component(
-                name, role, verify=verify_checksum, copy=copy, writable_view=torch_view
-            )
+        get = Parts(self, name, verify_checksum, copy=copy, writable=to == "torch" and not copy)
 
         if obj.format == "dense":  # the hot path skips the registry
             value = dense.read(obj, get)
@@ -574,10 +594,7 @@ class Reader:
         self._check_open()
         obj = self._object(name)
         require_known_types(obj, self.path, name)
-
-        def get(role: str) -> np.ndarray:
-            return self.read_component(name, role, verify=verify_checksum)
-
+        get = Parts(self, name, verify_checksum)
         return layouts.read_selection(obj, get, index, path=self.path, name=name, copy=copy)
 
     def object_digest(self, name: str) -> str:
@@ -636,6 +653,26 @@ class Reader:
         return dict(
             zip(names, self.read_tensors(names, verify_checksum=verify_checksum, copy=copy))
         )
+
+
+class Parts:
+    """The stored parts of one object as a layout reads them (``layouts.base.Getter``)."""
+
+    __slots__ = ("copy", "name", "reader", "verify", "writable")
+
+    def __init__(
+        self, reader: Reader, name: str, verify: bool | None, *, copy=False, writable=False
+    ) -> None:
+        self.reader, self.name, self.verify = reader, name, verify
+        self.copy, self.writable = copy, writable
+
+    def __call__(self, role: str) -> np.ndarray:
+        return self.reader.read_component(
+            self.name, role, verify=self.verify, copy=self.copy, writable_view=self.writable
+        )
+
+    def prefix(self, role: str, nbytes: int) -> np.ndarray:
+        return self.reader.read_component_prefix(self.name, role, nbytes, verify=self.verify)
 
 
 def _stored_dtype(comp: Component) -> np.dtype:

@@ -68,6 +68,12 @@ class StoredCodec(Codec):
         """``src`` decoded to a uint8 array, when no size is known: refuses more than
         ``limit`` bytes (without ever holding more)."""
 
+    def decode_prefix(self, src, nbytes: int, total: int) -> np.ndarray:
+        """The first ``nbytes`` of ``src``'s decoded bytes (``total`` of them in all), decoding
+        no further than needed where the codec can stop early. Only those bytes are checked:
+        a corruption further on is found by the reads that reach it."""
+        return self.decode_exact(src, total)[:nbytes]
+
     def decode_pieces(self, src, sizes: Iterable[int]) -> Iterator[np.ndarray]:
         """``src`` decoded piece by piece, one uint8 array per size, in order. The sizes must
         add up to the decoded size (checked once the last one is taken). This default holds

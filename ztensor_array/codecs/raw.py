@@ -44,6 +44,9 @@ class RawCodec(StoredCodec):
         check_size(data.size, nbytes, "raw component")
         return data
 
+    def decode_prefix(self, src, nbytes: int, total: int) -> np.ndarray:
+        return self.decode_exact(src, total)[:nbytes]
+
     def decode_into(self, src, out) -> None:
         dest = byte_view(out, into=True)
         dest[:] = self.decode_exact(src, dest.nbytes)

@@ -133,6 +133,25 @@ class ZstdCodec(StoredCodec):
         except zstandard.ZstdError as exc:
             raise _corrupt(exc) from None
 
+    def decode_prefix(self, src, nbytes: int, total: int) -> np.ndarray:
+        """Streaming decode that stops after ``nbytes``: the leading rows of a compressed
+        tensor cost the decode of those rows only (the frame is read from its start)."""
+        out = np.empty(nbytes, dtype=np.uint8)
+        dest = memoryview(out)
+        got = 0
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(
+                src, read_across_frames=True, closefd=False
+            ) as reader:
+                while got < nbytes:
+                    n = reader.readinto(dest[got:])
+                    if n == 0:
+                        raise CodecError("zstd frame decodes to fewer bytes than expected")
+                    got += n
+        except zstandard.ZstdError as exc:
+            raise _corrupt(exc) from None
+        return out
+
     def decode_limited(self, src, limit: int) -> np.ndarray:
         parts = []
         total = 0

@@ -8,8 +8,7 @@ the registry in ``layouts/__init__.py``; layouts never import ``validation``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -19,8 +18,16 @@ from ..codecs.policy import DEFAULT_LEVEL, MAX_DECODE_RATIO
 from ..errors import FormatError, UnsupportedError
 from ..manifest import Component, Object
 
-# decodes a component to a 1-D array of its storage dtype
-Getter = Callable[[str], np.ndarray]
+
+class Getter(Protocol):
+    """How a layout reads the stored parts of one object (the reader provides it; layouts
+    never touch files). ``get(role)``: the component decoded to a 1-D array of its storage
+    dtype. ``get.prefix(role, nbytes)``: only its first ``nbytes`` decoded bytes, decoding
+    no further than needed (a leading part of a compressed tensor)."""
+
+    def __call__(self, role: str) -> np.ndarray: ...
+
+    def prefix(self, role: str, nbytes: int) -> np.ndarray: ...
 
 # roles that hold the values of a tensor, in the order 1.1.1 looks for them
 _PRIMARY_ROLES = ("data", "values", "packed_weight")

@@ -10,7 +10,8 @@ import numpy as np
 from .. import dtypes
 from ..codecs import RAW
 from ..manifest import Component, Object, expect
-from .base import Layout, check_size
+from . import select
+from .base import Layout, check_size, is_whole
 
 
 def logical_dtype(comp: Component) -> np.dtype:
@@ -62,7 +63,18 @@ class Dense(Layout):
         self, obj: Object, get, key, *, path=None, name=None, copy: bool = True
     ) -> np.ndarray:
         """``array[key]``: a view of the stored elements of a raw tensor when ``copy`` is
-        False (numpy basic indexing), else an owned array."""
+        False (numpy basic indexing), else an owned array. Of a compressed tensor only the
+        rows up to the last selected one are decoded (the frame is decoded from its start,
+        so later rows cost the decode of all rows before them)."""
+        comp = obj.components["data"]
+        if comp.encoding != RAW and obj.shape and not is_whole(key, obj.shape):
+            axes, keep = select.normalize(key, obj.shape)
+            rows = select.last_index(axes[0]) + 1
+            if rows < obj.shape[0]:
+                row_bytes = logical_dtype(comp).itemsize * math.prod(obj.shape[1:])
+                head = as_logical(get.prefix("data", rows * row_bytes), comp)
+                out = head.reshape((rows, *obj.shape[1:]))[select.as_key(axes, keep)]
+                return np.array(out) if out.base is not None else out
         out = read(obj, get)[key]
         return np.array(out) if copy or not isinstance(out, np.ndarray) else out
 

@@ -13,9 +13,9 @@ import numpy as np
 from ... import dtypes
 from ...errors import FormatError
 from ...manifest import Object
+from .. import select
 from ..base import Getter
 from ..dense import as_logical
-from . import select
 from .grid import ChunkGrid, chunk_grid, fill_array
 from .table import ChunkTable
 

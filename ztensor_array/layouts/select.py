@@ -1,4 +1,5 @@
-"""Selections of a chunked array split into per-chunk pieces.
+"""Selections of an array (numpy basic indexing, plus orthogonal integer arrays), and how
+they split into per-chunk pieces of a chunked array.
 
 A selection is a tuple of ints, slices (any step), at most one Ellipsis and 1-D integer or
 boolean arrays; arrays select orthogonally (each picks along its own axis, as xarray's outer
@@ -131,3 +132,25 @@ def _orthogonal(key: tuple) -> tuple:
 
 def out_shape(axes: list[Axis]) -> tuple[int, ...]:
     return tuple(len(a) for a in axes)
+
+
+def as_key(axes: list[Axis], keep: list[bool]) -> tuple:
+    """A numpy index with the same meaning as the normalized ``axes``/``keep`` that stays
+    right on any array holding at least the selected elements at the same positions (a
+    prefix of the rows, say): no negative positions left to count from the end."""
+    key = []
+    for sel, kept in zip(axes, keep):
+        if not kept:
+            key.append(sel.start)
+        elif isinstance(sel, range):
+            key.append(slice(sel.start, sel.stop if sel.stop >= 0 else None, sel.step))
+        else:
+            key.append(sel)
+    return tuple(key)
+
+
+def last_index(sel: Axis) -> int:
+    """The highest index an axis selection reaches (-1 when it selects nothing)."""
+    if len(sel) == 0:
+        return -1
+    return max(sel[0], sel[-1]) if isinstance(sel, range) else int(sel.max())
