@@ -626,7 +626,7 @@ def test_quick_validation_accepts_only_what_the_full_checks_accept(objects):
         quick_ok = False
     assert quick_ok == full_ok
     if quick_ok:
-        for name, (shape, dtype, offset, length) in quick.objects.plain.items():
+        for name, (shape, dtype, offset, length) in quick.objects.plain_items():
             comp = parsed[name].components["data"]
             assert shape == parsed[name].shape
             assert dtype == comp.dtype

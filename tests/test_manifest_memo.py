@@ -121,6 +121,10 @@ def test_the_memo_stays_bounded(tmp_path, monkeypatch):
         za.save_file({"w": np.full(4, i, np.float32)}, p)
         _listing(p)
     assert len(validation._memo) == 4
-    assert validation._memo_held == sum(len(data) for data, _m in validation._memo.values())
+    assert validation._memo_held == sum(held for _data, _m, held in validation._memo.values())
+    assert all(held >= len(data) for data, _m, held in validation._memo.values())
+    monkeypatch.setattr(validation, "_MEMO_BYTES", 1)  # over the bound: only the newest stays
+    _listing(tmp_path / "5.zt")
+    assert len(validation._memo) <= 1
     # the oldest were dropped; they still open (decoded again)
     assert _listing(tmp_path / "0.zt") == [("w", (4,), np.dtype(np.float32))]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cbor2
+import numpy as np
 
 from . import dtypes
 from .codecs import ENCODINGS, RAW
@@ -62,6 +63,7 @@ class Manifest:
     objects: Mapping[str, Object] = field(default_factory=dict)
     attributes: Mapping[str, Any] | None = None
     version: str = WRITE_VERSION
+    extra: Mapping[str, Any] | None = None  # root keys this version does not know: kept
 
     def blob_end(self) -> int:
         """First byte after the last component (where the manifest goes)."""
@@ -69,56 +71,265 @@ class Manifest:
         return max(ends, default=len(MAGIC))
 
 
-PlainDense = tuple[tuple[int, ...], str, int, int]
+PlainDense = tuple[tuple[int, ...], str, int, int]  # shape, dtype, raw offset (-1), length
+
+
+class PlainColumns:
+    """Plain dense objects (one ``data`` component, no attributes, no v1.2 fields) as
+    columns: a file of 100,000 tensors is kept as a few arrays, not 100,000 Python maps,
+    and a name is found by binary search in its sorted UTF-8 names."""
+
+    __slots__ = (
+        "digests",
+        "dims",
+        "dtypes",
+        "encodings",
+        "lengths",
+        "names",
+        "ndims",
+        "offsets",
+        "starts",
+    )
+
+    def __init__(
+        self,
+        names: list[str],
+        dtypes: np.ndarray,
+        encodings: np.ndarray,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        ndims: np.ndarray,
+        dims: np.ndarray,
+        digests: list[str | None] | None,
+    ) -> None:
+        encoded = np.array(list(map(str.encode, names)), dtype=bytes)
+        order = None
+        if len(encoded) > 1 and not bool(np.all(encoded[:-1] < encoded[1:])):
+            order = np.argsort(encoded, kind="stable")
+            encoded = encoded[order]
+        starts = np.zeros(len(ndims) + 1, dtype=np.int64)
+        np.cumsum(ndims, out=starts[1:])
+        if order is not None:  # rows follow the sorted names; dims are regrouped
+            rows = [dims[starts[i] : starts[i + 1]] for i in order]
+            dims = np.concatenate(rows) if rows else dims
+            ndims, dtypes, encodings = ndims[order], dtypes[order], encodings[order]
+            offsets, lengths = offsets[order], lengths[order]
+            digests = None if digests is None else [digests[i] for i in order]
+            np.cumsum(ndims, out=starts[1:])
+        self.names = encoded
+        self.dtypes, self.encodings, self.offsets, self.lengths = (
+            dtypes,
+            encodings,
+            offsets,
+            lengths,
+        )
+        self.ndims, self.dims, self.starts = ndims, dims, starts
+        self.digests = (
+            None
+            if digests is None or not any(digests)
+            else np.array([(d or "").encode("ascii") for d in digests], dtype=bytes)
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def row(self, name: str) -> int:
+        """The row of ``name``, or -1."""
+        key = name.encode("utf-8", "surrogatepass")
+        i = int(np.searchsorted(self.names, key))
+        return i if i < len(self.names) and self.names[i] == key else -1
+
+    def name(self, i: int) -> str:
+        return self.names[i].decode("utf-8")
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        return tuple(self.dims[self.starts[i] : self.starts[i + 1]].tolist())
+
+    def summary(self, i: int) -> PlainDense:
+        offset = int(self.offsets[i]) if self.encodings[i] == 0 else -1
+        return self.shape(i), DTYPE_NAMES[self.dtypes[i]], offset, int(self.lengths[i])
+
+    def component(self, i: int) -> Component:
+        digest = None
+        if self.digests is not None and self.digests[i]:
+            digest = self.digests[i].decode("ascii")
+        return Component(
+            DTYPE_NAMES[self.dtypes[i]],
+            int(self.offsets[i]),
+            int(self.lengths[i]),
+            ENCODING_NAMES[self.encodings[i]],
+            digest,
+        )
+
+    def subset(self, keep: np.ndarray) -> PlainColumns:
+        """The rows where ``keep`` is True (names stay sorted)."""
+        out = PlainColumns.__new__(PlainColumns)
+        row = np.repeat(np.arange(len(self.ndims)), self.ndims)
+        out.names = self.names[keep]
+        out.dtypes, out.encodings = self.dtypes[keep], self.encodings[keep]
+        out.offsets, out.lengths = self.offsets[keep], self.lengths[keep]
+        out.ndims = self.ndims[keep]
+        out.dims = self.dims[keep[row]] if len(row) else self.dims
+        out.starts = np.zeros(len(out.ndims) + 1, dtype=np.int64)
+        np.cumsum(out.ndims, out=out.starts[1:])
+        out.digests = None if self.digests is None else self.digests[keep]
+        return out
+
+    def nbytes(self) -> int:
+        """Memory the columns hold (the memo's bound counts it)."""
+        parts = (
+            self.names,
+            self.dtypes,
+            self.encodings,
+            self.offsets,
+            self.lengths,
+            self.ndims,
+            self.dims,
+            self.starts,
+            self.digests,
+        )
+        return sum(p.nbytes for p in parts if p is not None)
+
+
+# codes of the columns: a dtype or encoding name by its index here
+DTYPE_NAMES: tuple[str, ...] = tuple(dtypes.BY_NAME)
+ENCODING_NAMES: tuple[str, ...] = (RAW, *sorted(ENCODINGS - {RAW}))
 
 
 class ObjectTable(Mapping):
-    """The objects of a decoded manifest, turned into ``Object``s when first looked up.
+    """The objects of a manifest, turned into ``Object``s when first looked up.
 
-    Opening a file with thousands of tensors then costs one CBOR decode plus one quick pass
-    of checks (``validation.validate``), not thousands of dataclass constructions.
+    After validation (``validation.validate``) the plain dense objects are columns
+    (``plain``) and only the others keep their decoded CBOR maps, so opening a file with
+    100,000 tensors costs one CBOR decode plus one vectorised pass of checks, and a kept
+    (memoized) manifest costs a few arrays, not a Python object per tensor.
     """
 
     def __init__(self, raw: Mapping[str, Any], path: Path | None = None) -> None:
-        self._raw = raw
+        self._raw = raw  # name -> decoded CBOR map (after validation: the non-plain ones)
         self._parsed: dict[str, Object] = {}
         self._path = path
-        # Filled by validation.validate(): each plain dense object (one data component, no
-        # v1.2 fields) as (shape, dtype name, offset, length), offset -1 when compressed, so
-        # listing and zero-copy reads of them need no parsed ``Object``.
-        self.plain: dict[str, PlainDense] = {}
+        self.plain: PlainColumns | None = None  # set by validation
         # Also filled by validation.validate(): the byte spans of every component, sorted
         # (n, 2), and where the blob area ends; blobs a chunk index locates are checked
         # against them when read.
         self.spans = None
         self.blob_end = 0
         self._sorted: list[str] | None = None
+        # Set when this process wrote the manifest (``derived``): its bytes, and where each
+        # entry is in them, so the next append writes the entries it keeps as they are.
+        self.source: bytes | None = None
+        self.plain_spans: np.ndarray | None = None  # (len(plain), 2)
+        self.raw_spans: dict[str, tuple[int, int]] = {}
+
+    def entry(self, name: str) -> Entry:
+        """What an append writes for an object it keeps: the entry's bytes when this table
+        knows them, else its decoded CBOR map (unknown keys and all), or for a plain dense
+        object the map its columns make."""
+        raw = self._raw.get(name)
+        if raw is not None:
+            span = self.raw_spans.get(name)
+            return raw if span is None else memoryview(self.source)[span[0] : span[1]]
+        i = self.plain.row(name)
+        if self.plain_spans is not None:
+            start, end = self.plain_spans[i]
+            return memoryview(self.source)[start:end]
+        return _object_to_cbor(
+            Object(self.plain.shape(i), "dense", {"data": self.plain.component(i)})
+        )
+
+    def derived(
+        self, added: Mapping[str, Object], removed, names: list[str], source: bytes, spans
+    ) -> ObjectTable:
+        """The table of the manifest an append wrote (``source``, its entries at ``spans``
+        in ``names`` order): this one's objects less ``removed`` and those ``added`` replace,
+        plus ``added``. Not validated: ``validation.validate_appended`` checks the added."""
+        gone = set(removed) | set(added)
+        out = ObjectTable({}, self._path)
+        where = dict(zip(names, map(tuple, spans.tolist())))
+        raw = {n: r for n, r in self._raw.items() if n not in gone}
+        raw.update((n, _object_to_cbor(obj)) for n, obj in added.items())
+        out._raw = raw
+        out._parsed = {n: o for n, o in self._parsed.items() if n not in gone}
+        out._parsed.update(added)
+        plain = self.plain
+        if plain is not None:
+            keep = np.ones(len(plain), dtype=bool)
+            for n in gone:
+                i = plain.row(n)
+                if i >= 0:
+                    keep[i] = False
+            out.plain = plain.subset(keep)
+            out.plain_spans = np.array(
+                [where[plain.name(i)] for i in np.flatnonzero(keep)], dtype=np.int64
+            ).reshape(-1, 2)
+        out.raw_spans = {n: where[n] for n in raw}
+        out.source = source
+        return out
 
     def raw_items(self):
-        """(name, undecoded CBOR map) pairs, for checks that run before any parsing."""
+        """(name, undecoded CBOR map) pairs of the objects not held as columns."""
         return self._raw.items()
+
+    def keep_plain(self, plain: PlainColumns, rest: list[str]) -> None:
+        """After validation: ``plain`` holds the plain dense objects, the CBOR maps of the
+        others (``rest``) are kept, those of the plain ones dropped."""
+        raw = self._raw
+        self._raw = {name: raw[name] for name in rest}
+        self.plain = plain
+
+    def plain_of(self, name: str) -> PlainDense | None:
+        """(shape, dtype, raw offset or -1, length) of a plain dense object, else None."""
+        plain = self.plain
+        if plain is None or type(name) is not str:
+            return None
+        i = plain.row(name)
+        return None if i < 0 else plain.summary(i)
+
+    def plain_items(self):
+        """(name, PlainDense) of every plain dense object, in name order."""
+        plain = self.plain
+        for i in range(len(plain) if plain is not None else 0):
+            yield plain.name(i), plain.summary(i)
 
     def sorted_names(self) -> list[str]:
         """Names in sorted order, computed once (a memoized manifest serves many readers);
         callers must not modify the list."""
         if self._sorted is None:
-            self._sorted = sorted(self._raw)
+            names = list(self._raw)
+            if self.plain is not None:
+                names += [n.decode("utf-8") for n in self.plain.names.tolist()]
+            self._sorted = sorted(names)
         return self._sorted
 
     def __getitem__(self, name: str) -> Object:
         obj = self._parsed.get(name)
-        if obj is None:
-            obj = self._parsed[name] = _parse_object(self._raw[name], self._path, name)
+        if obj is not None:
+            return obj
+        raw = self._raw.get(name) if type(name) is str else None
+        if raw is not None:
+            obj = _parse_object(raw, self._path, name)
+        else:
+            i = self.plain.row(name) if self.plain is not None and type(name) is str else -1
+            if i < 0:
+                raise KeyError(name)
+            plain = self.plain
+            obj = Object(plain.shape(i), "dense", {"data": plain.component(i)}, None)
+        self._parsed[name] = obj
         return obj
 
     def __iter__(self):
-        return iter(self._raw)
+        return iter(self.sorted_names())
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(self._raw) + (len(self.plain) if self.plain is not None else 0)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._raw
+        if type(name) is not str:
+            return False
+        if name in self._raw:
+            return True
+        return self.plain is not None and self.plain.row(name) >= 0
 
 
 # --------------------------------------------------------------------------- encoding
@@ -169,14 +380,59 @@ def _dumps(value: Any) -> bytes:
 
 def encode(manifest: Manifest) -> bytes:
     """CBOR bytes of the manifest, in the reference writer's exact shape."""
-    objects = {
-        name: _object_to_cbor(manifest.objects[name]) for name in _sorted_bytewise(manifest.objects)
-    }
-    root: dict[str, Any] = {"version": manifest.version}
-    if manifest.attributes:
-        root["attributes"] = dict(manifest.attributes)
-    root["objects"] = objects
-    return _dumps(root)
+    names = _sorted_bytewise(manifest.objects)
+    return encode_entries(
+        manifest.version,
+        manifest.attributes,
+        manifest.extra,
+        len(names),
+        ((name, manifest.objects[name]) for name in names),
+    )[0]
+
+
+Entry = Object | Mapping[str, Any] | bytes  # a parsed object, a CBOR map as decoded, or its bytes
+
+
+def encode_entries(
+    version: str,
+    attributes: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+    count: int,
+    entries,
+) -> tuple[bytes, np.ndarray]:
+    """CBOR bytes of a manifest whose ``count`` objects come as (name, entry) pairs in the
+    order to write (sorted bytewise, as the reference writes them), and the byte span of
+    each entry in them, (count, 2). An entry given as bytes is written as it is: an append
+    reuses the bytes of the objects it keeps instead of encoding them again."""
+    out = io.BytesIO()
+    enc = cbor2.CBOREncoder(out)
+    root: dict[str, Any] = {"version": version}
+    if attributes:
+        root["attributes"] = dict(attributes)
+    for key, value in (extra or {}).items():
+        root.setdefault(key, value)
+    spans = np.empty((count, 2), dtype=np.int64)
+    try:
+        enc.encode_length(5, len(root) + 1)  # the root map, "objects" its last key
+        for key, value in root.items():
+            enc.encode(key)
+            enc.encode(value)
+        enc.encode("objects")
+        enc.encode_length(5, count)
+        i = -1
+        for i, (name, entry) in enumerate(entries):
+            enc.encode(name)
+            spans[i, 0] = out.tell()
+            if isinstance(entry, bytes | memoryview):
+                enc.write(entry)
+            else:
+                enc.encode(_object_to_cbor(entry) if isinstance(entry, Object) else entry)
+            spans[i, 1] = out.tell()
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}") from None
+    if i + 1 != count:
+        raise ValueError(f"{i + 1} objects given for a manifest of {count}")
+    return out.getvalue(), spans
 
 
 def footer(manifest_bytes: bytes) -> bytes:
@@ -351,4 +607,8 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     for name in raw_objects:
         if not isinstance(name, str):
             raise FormatError(f"object name {name!r} is not text", path=path)
-    return Manifest(ObjectTable(raw_objects, path), attrs, version)
+    extra = {k: v for k, v in root.items() if k not in _ROOT_KEYS} or None
+    return Manifest(ObjectTable(raw_objects, path), attrs, version, extra)
+
+
+_ROOT_KEYS = frozenset({"version", "attributes", "objects"})

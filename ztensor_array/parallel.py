@@ -43,7 +43,6 @@ class ParallelPlan:
     target: str  # the file workers write: a hidden temp file, or ``path`` in mode "a"
     mode: str  # "w", "x" or "a"
     base_size: int  # mode "a": size of the finalized file before this write
-    base_objects: Mapping[str, Object]
     attributes: Mapping[str, Any]
     durable: bool = False
     token: str = ""  # names this write in the append lock file (mode "a")
@@ -64,8 +63,8 @@ class ParallelPlan:
         return replace(self, attributes={**self.attributes, **attributes})
 
     def small(self) -> ParallelPlan:
-        """What ``abort`` needs, without the (possibly large) manifest state."""
-        return replace(self, base_objects={}, attributes={})
+        """What ``abort`` needs, without the (possibly large) attributes."""
+        return replace(self, attributes={})
 
 
 def _lock_token(fd: int) -> str:
@@ -118,7 +117,7 @@ def plan(path: str | os.PathLike, mode: str = "w", *, durable: bool = False) -> 
     if mode != "a":
         if mode == "x" and os.path.lexists(path):
             raise FileExistsZTError("path exists (mode='x')", path=path)
-        return ParallelPlan(path, files.temp_name(path), mode, 0, {}, {}, durable)
+        return ParallelPlan(path, files.temp_name(path), mode, 0, {}, durable)
     fd = files.open_locked(path, missing="no such file to append to")
     try:
         with Reader(path) as r:
@@ -126,10 +125,10 @@ def plan(path: str | os.PathLike, mode: str = "w", *, durable: bool = False) -> 
                 raise UnsupportedError(
                     "legacy v0.1 files cannot be appended to; migrate them first", path=path
                 )
-            objects, attrs, size = dict(r.manifest.objects), r.attributes, r.size
+            attrs, size = r.attributes, r.size
     finally:
         os.close(fd)
-    return ParallelPlan(path, path, "a", size, objects, attrs, durable, files.token(8))
+    return ParallelPlan(path, path, "a", size, attrs, durable, files.token(8))
 
 
 def begin(plan: ParallelPlan, regions: list[int]) -> list[int]:
@@ -272,7 +271,6 @@ def commit(
         plan.mode,
         target=plan.target,
         base_size=plan.base_size,
-        base_objects=plan.base_objects,
         attributes=plan.attributes,
         durable=plan.durable,
     )

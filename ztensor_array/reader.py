@@ -48,7 +48,7 @@ class TensorMetadata:
         self.name = name
         self._obj = obj
         self._table = table  # a manifest.ObjectTable to parse the object from when needed
-        self._plain = table.plain.get(name) if table is not None else None
+        self._plain = table.plain_of(name) if table is not None else None
 
     @property
     def object(self) -> Object:
@@ -177,12 +177,16 @@ class Reader:
             os.close(self._fd)
             self._fd = -1
             raise
+        self._attributes = attrs_codec.decode_root(self.manifest.attributes, self.path)
+
+    @property
+    def _names(self) -> list[str]:
+        """Every object name, sorted; built when first asked (a file of 100,000 tensors
+        opened for one of them never makes 100,000 name strings). Shared: never modified."""
         objects = self.manifest.objects
         if isinstance(objects, manifest.ObjectTable):
-            self._names = objects.sorted_names()  # shared: never modified here
-        else:
-            self._names = sorted(objects)
-        self._attributes = attrs_codec.decode_root(self.manifest.attributes, self.path)
+            return objects.sorted_names()
+        return sorted(objects)
 
     # ------------------------------------------------------------------ opening
 
@@ -274,7 +278,7 @@ class Reader:
         return list(self._names)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self.manifest.objects)
 
     def __contains__(self, name: object) -> bool:
         return name in self.manifest.objects
@@ -563,7 +567,7 @@ class Reader:
         objects = self.manifest.objects
         if type(name) is not str or not isinstance(objects, manifest.ObjectTable):
             return None
-        plain = objects.plain.get(name)
+        plain = objects.plain_of(name)
         if plain is None or plain[2] < 0 or not plain[3]:
             return None
         shape, dtype_name, offset, length = plain

@@ -10,26 +10,34 @@ bulk of most files, are checked in one pass over the undecoded CBOR maps.
 
 from __future__ import annotations
 
+import gc
 import math
+import operator
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
+from itertools import chain, compress, repeat
+from typing import Any
 
 import numpy as np
 
 from . import dtypes, layouts
-from .codecs import ENCODINGS, RAW
+from .codecs import RAW
 from .codecs.policy import MAX_DECODE_RATIO
-from .constants import ALIGNMENT, MAGIC
+from .constants import ALIGNMENT, FOOTER_SIZE, MAGIC
 from .errors import FormatError
 from .manifest import (
+    DTYPE_NAMES,
+    ENCODING_NAMES,
     Component,
     Manifest,
     Object,
     ObjectTable,
     Path,
-    PlainDense,
+    PlainColumns,
     decode,
     expect,
     footer,
@@ -169,88 +177,209 @@ def _validate_object(name, obj, blob_end, path, aligned, spans) -> None:
         layout.check(name, obj, path)
 
 
-_PLAIN_OBJECT_KEYS = frozenset(("shape", "format", "components", "attributes"))
-_PLAIN_COMPONENT_KEYS = frozenset(("dtype", "offset", "length", "encoding", "digest"))
+_DTYPE_CODE = {name: i for i, name in enumerate(DTYPE_NAMES)}
+_ITEMSIZES = np.array([_ITEMSIZE[name] for name in DTYPE_NAMES] + [0], dtype=np.int64)
+_ENCODING_CODE = {name: i for i, name in enumerate(ENCODING_NAMES)}
+_UNKNOWN = 255  # code of a dtype or encoding the columns cannot hold
+_NO_SPANS = np.zeros((0, 2), dtype=np.int64)
 
 
-def _plain_extras_ok(raw: dict, comp: dict) -> bool:
-    """The optional keys of a plain dense object: attributes, encoding and digest."""
-    if len(raw) > 3:
-        attrs = raw.get("attributes")
-        if raw.keys() - _PLAIN_OBJECT_KEYS or not (attrs is None or type(attrs) is dict):
-            return False
-    if len(comp) > 3:
-        digest = comp.get("digest")
-        if comp.keys() - _PLAIN_COMPONENT_KEYS or not (digest is None or type(digest) is str):
-            return False
-    return True
-
-
-def _plain_dense_spans(
-    table: ObjectTable, blob_end: int, aligned: bool, spans: list
-) -> tuple[dict[str, PlainDense], list[str]]:
-    """One pass over the raw CBOR maps: the names of plain, valid dense objects (their byte
-    spans appended to ``spans``) and the names that need the full checks.
+def _plain_columns(table: ObjectTable, blob_end: int, aligned: bool):
+    """The plain, valid dense objects (one ``data`` component with dtype, offset, length and
+    optionally encoding and digest; no attributes, no v1.2 fields) as ``PlainColumns`` with
+    their byte spans, and the names that need the full checks.
 
     "Not plain" only means the full path runs and names the exact problem; this pass accepts
-    nothing those checks would refuse. It runs for every tensor at every open, hence one
-    flat loop with the common case (no optional keys) tested first.
+    nothing those checks would refuse. It runs over every object at every first open, so it
+    works on whole columns: ``map`` over C-level getters, type sets, numpy. A manifest whose
+    fields are not all of the expected types takes a per-object pass instead.
     """
-    plain: dict[str, PlainDense] = {}
-    rest: list[str] = []
-    itemsizes = _ITEMSIZE
-    lowest = len(MAGIC)
-    for name, raw in table.raw_items():
-        try:
-            comps = raw["components"]
-            comp = comps["data"]
-            offset = comp["offset"]
-            length = comp["length"]
-            isz = itemsizes[comp["dtype"]]
-            shape = raw["shape"]
-            ok = (
-                type(raw) is dict
-                and type(comps) is dict
-                and type(comp) is dict
-                and len(comps) == 1
-                and raw["format"] == "dense"
-                and type(shape) is list
-                and type(offset) is int
-                and type(length) is int
-                and (len(raw) == 3 and len(comp) == 3 or _plain_extras_ok(raw, comp))
-                and offset >= lowest
-                and length >= 0
+    names = list(table._raw)
+    raws = list(table._raw.values())
+    try:
+        return _plain_columns_bulk(names, raws, blob_end, aligned)
+    except _NotUniform:
+        keep = [i for i, raw in enumerate(raws) if _plain_one(raw, blob_end, aligned)]
+        names_kept = [names[i] for i in keep]
+        return _plain_columns_bulk(
+            names_kept,
+            [raws[i] for i in keep],
+            blob_end,
+            aligned,
+            rest=[n for i, n in enumerate(names) if i not in set(keep)],
+        )
+
+
+class _NotUniform(Exception):
+    """A manifest whose candidate fields are not all of the expected types."""
+
+
+def _plain_columns_bulk(names, raws, blob_end: int, aligned: bool, rest=None):
+    n = len(raws)
+    if n and set(map(type, raws)) != {dict}:
+        raise _NotUniform
+    pos = np.arange(n)
+    mask = np.fromiter(map(len, raws), np.int64, n) == 3
+    mask &= np.fromiter(
+        map(operator.eq, map(dict.get, raws, repeat("format")), repeat("dense")), bool, n
+    )
+    pos = pos[mask]
+    cand = list(compress(raws, mask))
+    comps = list(map(dict.get, cand, repeat("components")))
+    if comps and set(map(type, comps)) != {dict}:
+        raise _NotUniform
+    mask = np.fromiter(map(len, comps), np.int64, len(comps)) == 1
+    mask &= np.fromiter(map(operator.contains, comps, repeat("data")), bool, len(comps))
+    pos, cand = pos[mask], list(compress(cand, mask))
+    data = list(map(dict.get, compress(comps, mask), repeat("data")))
+    m = len(data)
+    if m and set(map(type, data)) != {dict}:
+        raise _NotUniform
+    offsets = list(map(dict.get, data, repeat("offset")))
+    lengths = list(map(dict.get, data, repeat("length")))
+    shapes = list(map(dict.get, cand, repeat("shape")))
+    digests = list(map(dict.get, data, repeat("digest")))
+    if m and not (
+        set(map(type, offsets)) == {int}
+        and set(map(type, lengths)) == {int}
+        and set(map(type, shapes)) == {list}
+        and set(map(type, chain.from_iterable(shapes))) <= {int}
+        and set(map(type, digests)) <= {str, type(None)}
+        and all(map(str.isascii, filter(None, digests)))
+    ):
+        raise _NotUniform
+    try:
+        off = np.fromiter(offsets, np.int64, m)
+        length = np.fromiter(lengths, np.int64, m)
+        ndims = np.fromiter(map(len, shapes), np.int64, m)
+        dims = np.fromiter(chain.from_iterable(shapes), np.int64)
+    except OverflowError:
+        raise _NotUniform from None
+    known = 3 + np.fromiter(map(operator.contains, data, repeat("encoding")), np.int64, m)
+    known += np.fromiter(map(operator.contains, data, repeat("digest")), np.int64, m)
+    ok = np.fromiter(map(len, data), np.int64, m) == known
+    dtype_code = np.fromiter(
+        map(_DTYPE_CODE.get, map(dict.get, data, repeat("dtype")), repeat(_UNKNOWN)), np.uint8, m
+    )
+    enc_code = np.fromiter(
+        map(
+            _ENCODING_CODE.get,
+            map(dict.get, data, repeat("encoding"), repeat(RAW)),
+            repeat(_UNKNOWN),
+        ),
+        np.uint8,
+        m,
+    )
+    ok &= (dtype_code != _UNKNOWN) & (enc_code != _UNKNOWN) & (off >= 0) & (length >= 0)
+    row = np.repeat(np.arange(m), ndims)
+    bad_dims = np.unique(row[dims < 0]) if len(dims) else row
+    ok[bad_dims] = False
+    if "\x00" in "".join(names):  # numpy strips trailing NULs: such names take the full path
+        ok &= np.fromiter((_plain_name(names[i]) for i in pos), bool, m)
+    numel = _products(ndims, np.maximum(dims, 0))
+    ok &= numel < (1 << 58)  # byte sizes (16-byte items at most) fit in 63 bits twice over
+    nbytes = np.where(ok, numel, 0) * _ITEMSIZES[np.minimum(dtype_code, len(DTYPE_NAMES))]
+    ok &= (off >= len(MAGIC)) & (off + length <= blob_end)
+    if aligned:
+        ok &= off % ALIGNMENT == 0
+    raw = enc_code == 0
+    ok &= np.where(raw, length == nbytes, nbytes <= np.maximum(length, 1) * MAX_DECODE_RATIO)
+    keep = np.flatnonzero(ok)
+    starts = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(ndims, out=starts[1:])
+    if len(keep) == m:
+        kept_dims = dims
+    else:
+        kept = np.zeros(len(dims), dtype=bool)
+        kept[np.isin(row, keep)] = True
+        kept_dims = dims[kept]
+    kept_names = [names[i] for i in pos[keep]]
+    kept_digests = None
+    if any(digests):
+        kept_digests = [digests[i] for i in keep]
+    plain = PlainColumns(
+        kept_names,
+        dtype_code[keep],
+        enc_code[keep],
+        off[keep],
+        length[keep],
+        ndims[keep],
+        kept_dims,
+        kept_digests,
+    )
+    if rest is None:
+        good = np.zeros(n, dtype=bool)
+        good[pos[keep]] = True
+        rest = list(compress(names, ~good))
+    else:
+        dropped = np.ones(m, dtype=bool)
+        dropped[keep] = False
+        rest = rest + [names[i] for i in pos[dropped]]
+    spans = np.stack([plain.offsets, plain.offsets + plain.lengths], axis=1)
+    return plain, rest, spans[plain.lengths > 0]
+
+
+def _plain_one(raw: Any, blob_end: int, aligned: bool) -> bool:
+    """Whether one object's fields have the types the column pass needs (the slow pass of
+    a manifest that is not uniform; the column pass still checks the values)."""
+    try:
+        comps = raw["components"]
+        data = comps["data"]
+        shape = raw["shape"]
+        return (
+            type(raw) is dict
+            and len(raw) == 3
+            and raw["format"] == "dense"
+            and type(comps) is dict
+            and len(comps) == 1
+            and type(data) is dict
+            and type(data.get("offset")) is int
+            and type(data.get("length")) is int
+            and 0 <= data["offset"] < (1 << 62)
+            and 0 <= data["length"] < (1 << 62)
+            and type(shape) is list
+            and all(type(d) is int and 0 <= d < (1 << 62) for d in shape)
+            and (
+                data.get("digest") is None
+                or (type(data["digest"]) is str and data["digest"].isascii())
             )
-        except (KeyError, TypeError, AttributeError):
-            ok = False
-        if ok:
-            numel = 1
-            for d in shape:
-                if type(d) is not int or d < 0:
-                    ok = False
-                    break
-                numel *= d
-        if ok:
-            end = offset + length
-            nbytes = numel * isz
-            encoding = comp.get("encoding", RAW) if len(comp) > 3 else RAW
-            ok = (
-                end <= blob_end
-                and not (aligned and offset % ALIGNMENT)
-                and nbytes * 2 <= _MAX_NBYTES
-                and (
-                    length == nbytes
-                    if encoding == RAW
-                    else encoding in ENCODINGS and nbytes <= max(length, 1) * MAX_DECODE_RATIO
-                )
-            )
-        if ok:
-            plain[name] = (tuple(shape), comp["dtype"], offset if encoding == RAW else -1, length)
-            if length:
-                spans.append((offset, end, name, "data"))
-        else:
-            rest.append(name)
-    return plain, rest
+        )
+    except (KeyError, TypeError):
+        return False
+
+
+def _columns(names, dtype_code, enc_code, off, length, ndims, shapes, digests) -> PlainColumns:
+    return PlainColumns(
+        names,
+        np.asarray(dtype_code, dtype=np.uint8),
+        np.asarray(enc_code, dtype=np.uint8),
+        np.asarray(off, dtype=np.int64),
+        np.asarray(length, dtype=np.int64),
+        np.asarray(ndims, dtype=np.int64),
+        np.fromiter(chain.from_iterable(shapes), np.int64),
+        digests if any(digests) else None,
+    )
+
+
+def _plain_name(name: str) -> bool:
+    """A name the UTF-8 column holds exactly (numpy strips trailing NULs)."""
+    return "\x00" not in name
+
+
+def _products(ndims: np.ndarray, dims: np.ndarray) -> np.ndarray:
+    """The product of each row's dims (1 for a 0-d shape), saturating at 2**62 instead of
+    wrapping, so an oversized shape is refused, never mistaken for a small one."""
+    out = np.ones(len(ndims), dtype=np.float64)
+    if len(dims):
+        np.multiply.at(out, np.repeat(np.arange(len(ndims)), ndims), dims.astype(np.float64))
+    result = np.minimum(out, 2.0**62).astype(np.int64)
+    inexact = np.flatnonzero((out > 2.0**52) & (out < 2.0**62))
+    if len(inexact):  # beyond float precision: those few exactly
+        starts = np.zeros(len(ndims) + 1, dtype=np.int64)
+        np.cumsum(ndims, out=starts[1:])
+        for i in inexact:
+            result[i] = min(math.prod(dims[starts[i] : starts[i + 1]].tolist()), 1 << 62)
+    return result
 
 
 def validate(
@@ -262,26 +391,86 @@ def validate(
     """
     spans: list = []
     objects = manifest.objects
-    if isinstance(objects, ObjectTable):
-        plain, rest = _plain_dense_spans(objects, blob_end, aligned, spans)
-    else:
-        plain, rest = {}, list(objects)
+    plain, rest, plain_spans = None, list(objects), _NO_SPANS
+    if isinstance(objects, ObjectTable) and objects.plain is None:
+        plain, rest, plain_spans = _plain_columns(objects, blob_end, aligned)
     for name in rest:
         _validate_object(name, objects[name], blob_end, path, aligned, spans)
+    other = np.array([(s, e) for s, e, *_ in spans], dtype=np.int64).reshape(-1, 2)
+    every = np.concatenate([plain_spans, other])
+    every = every[np.argsort(every[:, 0], kind="stable")]
+    clash = np.flatnonzero(every[1:, 0] < every[:-1, 1])
+    if len(clash):
+        _overlap_error(every[clash[0]], every[clash[0] + 1], plain, spans, path)
     if isinstance(objects, ObjectTable):
-        objects.plain = plain
-    spans.sort()
-    for (_s0, e0, n0, r0), (s1, _e1, n1, r1) in zip(spans, spans[1:]):
-        if s1 < e0:
-            raise FormatError(
-                f"bytes [{s1}, {e0}) are shared with object {n0!r} component {r0!r}",
-                path=path,
-                obj=n1,
-                component=r1,
-            )
-    if isinstance(objects, ObjectTable):
-        objects.spans = np.array([(s, e) for s, e, *_ in spans], dtype=np.int64).reshape(-1, 2)
+        if plain is not None:
+            objects.keep_plain(plain, rest)
+        objects.spans = every
         objects.blob_end = blob_end
+
+
+def _overlap_error(a, b, plain: PlainColumns | None, spans: list, path) -> None:
+    """The FormatError naming the two components whose byte spans ``a`` and ``b`` share."""
+
+    def owner(span) -> tuple[str, str]:
+        for s, e, name, role in spans:
+            if (s, e) == (span[0], span[1]):
+                return name, role
+        hit = (plain.offsets == span[0]) & (plain.offsets + plain.lengths == span[1])
+        return plain.name(int(np.flatnonzero(hit)[0])), "data"
+
+    (n0, r0), (n1, r1) = owner(a), owner(b)
+    raise FormatError(
+        f"bytes [{b[0]}, {a[1]}) are shared with object {n0!r} component {r0!r}",
+        path=path,
+        obj=n1,
+        component=r1,
+    )
+
+
+def validate_appended(
+    kept: Manifest,
+    base: ObjectTable,
+    added: Mapping[str, Object],
+    gone: Iterable[str],
+    blob_end: int,
+    path,
+) -> None:
+    """``validate`` for the manifest an append is about to write (``kept``, made by
+    ``ObjectTable.derived`` from the validated ``base``): only the ``added`` objects are
+    checked, and the byte spans are the base's less those of its objects in ``gone``
+    (dropped or replaced), plus the added ones. The writer calls it before writing the
+    manifest, so what it finalizes is what a fresh open accepts, and a reopen in this
+    process decodes nothing."""
+    table = kept.objects
+    spans: list = []
+    for name, obj in added.items():
+        _validate_object(name, obj, blob_end, path, True, spans)
+    old = base.spans if base.spans is not None else _NO_SPANS
+    dropped = [
+        comp.offset
+        for name in gone
+        if name in base
+        for comp in base[name].components.values()
+        if comp.length
+    ]
+    if dropped:
+        old = old[~np.isin(old[:, 0], np.array(dropped, dtype=np.int64))]
+    new = np.array([(s, e) for s, e, *_ in spans], dtype=np.int64).reshape(-1, 2)
+    every = np.concatenate([old, new])
+    every = every[np.argsort(every[:, 0], kind="stable")]
+    clash = np.flatnonzero(every[1:, 0] < every[:-1, 1])
+    if len(clash):
+        a, b = every[clash[0]], every[clash[0] + 1]
+        name, role = next((n, r) for s, e, n, r in spans if (s, e) in ((a[0], a[1]), (b[0], b[1])))
+        raise FormatError(
+            f"bytes [{b[0]}, {a[1]}) are shared with an object the file already holds",
+            path=path,
+            obj=name,
+            component=role,
+        )
+    table.spans = every
+    table.blob_end = blob_end
 
 
 def index_problems(objects: ObjectTable, grid, chunks) -> list[tuple[str, str]]:
@@ -361,11 +550,13 @@ def check_blob(objects: ObjectTable, comp: Component, path, name, label, nbytes:
 # Manifest back without paying for either again (data loaders and Dask tasks reopen files
 # constantly). Entries are keyed by (path, file size, aligned) and hold the exact manifest +
 # footer bytes: the footer fixes where the manifest starts, so equal bytes mean an equal
-# result. Any change misses. Bounded by entries and held bytes.
+# result. Any change misses. A kept manifest of any size is compact: its plain dense objects
+# are columns (PlainColumns), so it costs about twice its bytes, not a Python object per
+# tensor. Bounded by entries and held bytes.
 _MEMO_ENTRIES = 128
-_MEMO_ENTRY_BYTES = 2 << 20
-_MEMO_BYTES = 16 << 20
-_memo: OrderedDict[tuple[str, int, bool], tuple[bytes, Manifest]] = OrderedDict()
+_MEMO_BYTES = 512 << 20
+_GC_PAUSE_BYTES = 1 << 20  # manifests from this size decode with the cyclic collector paused
+_memo: OrderedDict[tuple[str, int, bool], tuple[bytes, Manifest, int]] = OrderedDict()
 _memo_held = 0
 _memo_lock = threading.Lock()
 
@@ -386,25 +577,66 @@ def memo_entry(path: str, size: int, *, aligned: bool = True) -> tuple[bytes, Ma
 def load(data: bytes, blob_end: int, *, path: Path | None = None, aligned: bool = True) -> Manifest:
     """``decode`` then ``validate``, memoized by the exact manifest bytes. The result is
     shared between readers: treat it (and its raw maps) as read-only."""
-    global _memo_held
     tail = bytes(data) + footer(data)
     name, size = (os.fspath(path) if path is not None else ""), blob_end + len(tail)
     key = (name, size, aligned)
     kept = memo_entry(name, size, aligned=aligned)
     if kept is not None and kept[0] == tail:
         return kept[1]
-    m = decode(data, path=path)
-    validate(m, blob_end, path=path, aligned=aligned)
-    if len(tail) <= _MEMO_ENTRY_BYTES:
-        with _memo_lock:
-            old = _memo.pop(key, None)
-            if old is not None:
-                _memo_held -= len(old[0])
-            _memo[key] = (tail, m)
-            _memo_held += len(tail)
-            while len(_memo) > _MEMO_ENTRIES or _memo_held > _MEMO_BYTES:
-                _memo_held -= len(_memo.popitem(last=False)[1][0])
+    with _collector_paused(len(data) >= _GC_PAUSE_BYTES):
+        m = decode(data, path=path)
+        validate(m, blob_end, path=path, aligned=aligned)
+    _keep(key, tail, m)
     return m
+
+
+def remember(path: str, blob_end: int, data: bytes, m: Manifest, *, aligned: bool = True) -> None:
+    """Keep ``m``, already validated, as the manifest ``data`` written at ``blob_end`` of
+    ``path`` (an append just finalized it), so the next open there decodes nothing."""
+    _keep(
+        (os.fspath(path), blob_end + len(data) + FOOTER_SIZE, aligned),
+        bytes(data) + footer(data),
+        m,
+    )
+
+
+def _keep(key: tuple[str, int, bool], tail: bytes, m: Manifest) -> None:
+    global _memo_held
+    held = len(tail) + _held_bytes(m)
+    with _memo_lock:
+        old = _memo.pop(key, None)
+        if old is not None:
+            _memo_held -= old[2]
+        _memo[key] = (tail, m, held)
+        _memo_held += held
+        while len(_memo) > _MEMO_ENTRIES or _memo_held > _MEMO_BYTES:
+            _memo_held -= _memo.popitem(last=False)[1][2]
+
+
+@contextmanager
+def _collector_paused(pause: bool):
+    """The cyclic garbage collector off while a large manifest is decoded and checked: the
+    decoded maps hold no cycles, and collections triggered by their allocation would walk
+    all of them again and again (about half of a 100,000-object decode)."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _held_bytes(m: Manifest) -> int:
+    """About what a kept manifest holds besides its bytes: its columns, and ~1 KiB per
+    object kept as decoded maps."""
+    objects = m.objects
+    if not isinstance(objects, ObjectTable):
+        return 1024 * len(objects)
+    plain = objects.plain
+    source = len(objects.source) if objects.source is not None else 0
+    return (plain.nbytes() if plain is not None else 0) + 1024 * len(objects._raw) + source
 
 
 def forget_memo() -> None:

@@ -14,6 +14,7 @@ the reference writer's.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import os
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import codecs, constants, dtypes, files, manifest
+from . import codecs, constants, dtypes, files, manifest, validation
 from .codecs import byte_view, digests
 from .codecs.policy import normalize_checksum, normalize_compress
 from .errors import (
@@ -128,7 +129,10 @@ class Writer:
         self._copy_inputs = copy_inputs
         self._pool: ThreadPoolExecutor | None = None
         self._queue: deque[_Pending] = deque()
-        self._objects: dict[str, Object] = {}
+        self._objects: dict[str, Object] = {}  # added (or replacing) since opening
+        self._base = Manifest({})  # append mode: the finalized file's manifest, as it was read
+        self._removed: set[str] = set()  # append mode: objects of the base dropped
+        self._base_attributes: dict[str, Any] = {}
         self._incoming: dict[str, dict[str, Component]] = {}
         self._planned: dict[str, tuple] = {}  # name -> (shape, format, attributes, roles)
         self._pos = 0
@@ -140,7 +144,6 @@ class Writer:
         self._done = False
         self._append_base = 0
         self._streaming: str | None = None
-        self._base_state: tuple | None = None
         if mode == "a":
             self._open_append()
         else:
@@ -154,16 +157,16 @@ class Writer:
         *,
         target: str | None = None,
         base_size: int = 0,
-        base_objects: Mapping[str, Object] | None = None,
         attributes: Mapping[str, Any] | None = None,
         durable: bool = False,
     ) -> Writer:
         """A Writer that finishes a file whose blobs other processes wrote (the parallel
         write protocol, ``parallel.py``): mode "w"/"x" takes over the temp file ``target``,
-        mode "a" the finalized file at ``path`` of ``base_size`` bytes holding
-        ``base_objects``. Record the new objects with ``put_object``, then ``finalize``."""
+        mode "a" the file at ``path`` whose finalized state ended at ``base_size`` (its
+        objects are read there). Record the new objects with ``put_object``, then
+        ``finalize``."""
         self = cls.__new__(cls)
-        self._adopted = (target, base_size, dict(base_objects or {}))
+        self._adopted = (target, base_size)
         cls.__init__(self, path, mode, durable=durable)
         self.attributes = dict(attributes or {})
         return self
@@ -185,28 +188,28 @@ class Writer:
         # one appender at a time: two would interleave blobs and lose a manifest
         self._fd = files.open_locked(self.path, missing="no such file to append to")
         adopted = getattr(self, "_adopted", None)
-        if adopted is not None:  # a parallel append: its workers wrote after base_size
-            _, self._append_base, self._objects = adopted
-            self._pos = os.fstat(self._fd).st_size
-            return
         try:
             size = os.fstat(self._fd).st_size
-            with Reader(self.path) as r:
+            # a parallel append's workers wrote after the finalized state: read it there
+            end = adopted[1] if adopted is not None else None
+            with Reader(self.path, end=end) as r:
                 if r.manifest_offset is None:
                     raise UnsupportedError(
                         "legacy v0.1 files cannot be appended to; migrate them first",
                         path=self.path,
                     )
-                self._objects = dict(r.manifest.objects)
+                self._base = r.manifest  # kept as it is: no object is parsed to append
                 self.attributes = r.attributes
-                self._base_state = (dict(self._objects), r.attributes)
-                same = r.size == size and files.same_file(self._fd, self.path)
+                self._base_attributes = r.attributes
+                same = files.same_file(self._fd, self.path)
+                same &= adopted is not None or r.size == size
             if not same:
                 raise ZTensorError("file changed while opening for append", path=self.path)
         except BaseException:
             self._close_fd()
             raise
-        self._pos = self._append_base = size
+        self._pos = size
+        self._append_base = end if end is not None else size
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
@@ -282,7 +285,7 @@ class Writer:
                     path=self.path,
                     obj=ascii(name),
                 ) from None
-        exists = name in self._objects or name in self._incoming
+        exists = name in self or name in self._incoming
         if exists and not replacing:
             raise ZTensorError(
                 "an object of this name already exists (use replace() in append mode)",
@@ -586,26 +589,31 @@ class Writer:
 
     def __contains__(self, name: object) -> bool:
         """Whether the file as written so far holds an object of that name."""
-        return name in self._objects
+        return name in self._objects or (name in self._base.objects and name not in self._removed)
 
     def remove(self, name: str) -> None:
         """Drop an object (append mode). Its bytes stay until ``compact``."""
         self._flush()
-        if name not in self._objects:
+        if name not in self:
             raise ZTensorError("no such object to remove", path=self.path, obj=name)
-        del self._objects[name]
+        self._objects.pop(name, None)
+        if name in self._base.objects:
+            self._removed.add(name)
 
     def replace(self, name: str, array: Any, **kwargs) -> None:
         """Write a new blob for an existing name; the old blob is orphaned until compact."""
         self._flush()
-        old = self._objects.pop(name, None)
-        if old is None:
-            raise ZTensorError("no such object to replace", path=self.path, obj=name)
+        before = (self._objects.get(name), name in self._removed)
+        self.remove(name)
         try:
             self.add_tensor(name, array, **kwargs)
             self._flush()
         except BaseException:
-            self._objects[name] = old
+            old, was_removed = before
+            if old is not None:
+                self._objects[name] = old
+            if not was_removed:
+                self._removed.discard(name)
             raise
 
     def put_blob(self, data: np.ndarray, *, checksum: str | None = None) -> Component:
@@ -827,14 +835,26 @@ class Writer:
             raise ZTensorError("writer is already finalized or closed", path=self.path)
         try:
             self._flush()
-            if self.mode == "a" and self._base_state == (self._objects, self.attributes):
-                self._done = True  # nothing changed: leave the file exactly as it was
-                self._release()
-                return self._pos
-            m = Manifest(self._objects, attrs_codec.encode_root(self.attributes, self.path))
-            mbytes = manifest.encode(m)
+            unchanged = not self._objects and not self._removed
+            if self.mode == "a" and unchanged and self.attributes == self._base_attributes:
+                # nothing to record (blobs written for objects since removed included):
+                # the file goes back to exactly what it was
+                self.abort()
+                return self._append_base
+            attrs = attrs_codec.encode_root(self.attributes, self.path)
+            if self.mode == "a":
+                mbytes, kept = self._appended_manifest(attrs)
+            else:
+                mbytes = manifest.encode(Manifest(self._objects, attrs))
+            if len(mbytes) > constants.MAX_MANIFEST_SIZE:
+                raise ZTensorError(
+                    f"the manifest would be {len(mbytes)} bytes, over the "
+                    f"{constants.MAX_MANIFEST_SIZE}-byte limit every reader enforces",
+                    path=self.path,
+                )
             if self.durable:
                 os.fsync(self._fd)
+            start = self._pos
             self._write_all(mbytes + manifest.footer(mbytes))
             size = self._pos
             if self.durable:
@@ -845,7 +865,37 @@ class Writer:
             raise
         self._done = True
         self._release()
+        if self.mode == "a":  # the next open of this state in this process decodes nothing
+            validation.remember(self.path, start, mbytes, kept)
         return size
+
+    def _appended_manifest(self, attrs) -> tuple[bytes, Manifest]:
+        """The manifest of an append: the objects kept are written as they are stored (their
+        entries' bytes when this process wrote them, else their maps as decoded, unknown keys
+        and all; never re-parsed), the added ones encoded; and that manifest as a table, the
+        added objects validated, ready for the memo."""
+        base = self._base
+        table = base.objects
+        gone = self._removed | set(self._objects)
+        names = list(
+            heapq.merge(
+                (n for n in table.sorted_names() if n not in gone),
+                sorted(self._objects),
+            )
+        )
+        added = self._objects
+        entries = ((n, added[n] if n in added else table.entry(n)) for n in names)
+        mbytes, spans = manifest.encode_entries(
+            base.version, attrs, base.extra, len(names), entries
+        )
+        kept = Manifest(
+            table.derived(added, self._removed, names, mbytes, spans),
+            attrs,
+            base.version,
+            base.extra,
+        )
+        validation.validate_appended(kept, table, added, gone, self._pos, self.path)
+        return mbytes, kept
 
     def _commit(self) -> None:
         if self.mode == "a":
