@@ -89,6 +89,11 @@ class InvalidArgumentError(ZTensorError, ValueError):
     a ValueError too, so ``except ValueError`` keeps working."""
 
 
+class InvalidIndexError(ZTensorError, IndexError):
+    """A selection that does not fit the tensor (an index out of bounds, index arrays that
+    do not broadcast); an IndexError too, as numpy raises."""
+
+
 class ArgumentTypeError(ZTensorError, TypeError):
     """An argument has a type the API does not accept (a non-text tensor name); a
     TypeError too."""

@@ -22,12 +22,13 @@ from .errors import (
     ChecksumError,
     DecodeError,
     FormatError,
+    InvalidIndexError,
     TensorNotFoundError,
     UnsupportedError,
     ZTensorError,
 )
 from .interop import to_torch
-from .layouts import dense
+from .layouts import dense, select
 from .layouts.base import primary_component, require_known_types
 from .manifest import Component, Manifest, Object
 
@@ -626,13 +627,36 @@ class Reader:
         view of the file (numpy basic indexing of a dense tensor, one whole chunk)."""
         if not copy and not (self.verify if verify_checksum is None else verify_checksum):
             view = self._plain_view(name)
-            if view is not None:
-                return view[index]
+            if view is not None and select.is_basic(index):
+                try:
+                    return view[index]
+                except IndexError as exc:
+                    raise InvalidIndexError(str(exc), path=self.path, obj=name) from None
         self._check_open()
         obj = self._object(name)
         require_known_types(obj, self.path, name)
         get = Parts(self, name, verify_checksum)
-        return layouts.read_selection(obj, get, index, path=self.path, name=name, copy=copy)
+        try:
+            return layouts.read_selection(obj, get, index, path=self.path, name=name, copy=copy)
+        except IndexError as exc:
+            if isinstance(exc, ZTensorError):
+                raise
+            raise InvalidIndexError(str(exc), path=self.path, obj=name) from None
+
+    def read_points(self, name: str, index: Any, verify_checksum: bool | None = None):
+        """The elements at a point-wise selection, as zarr's ``vindex`` and xarray's
+        vectorised indexing pick them: integer arrays (one per axis, or slices) broadcast
+        together and pick one element per position; the result has their broadcast shape,
+        then the axes selected by slices. A chunked tensor decodes only the chunks that
+        hold a selected point. An owned array."""
+        self._check_open()
+        obj = self._object(name)
+        require_known_types(obj, self.path, name)
+        get = Parts(self, name, verify_checksum)
+        try:
+            return layouts.read_points(obj, get, index, path=self.path, name=name)
+        except IndexError as exc:
+            raise InvalidIndexError(str(exc), path=self.path, obj=name) from None
 
     def chunks(self, name: str) -> dict[tuple[int, ...], Component]:
         """Where every stored chunk of a ``chunked`` object is: grid index -> component

@@ -72,6 +72,13 @@ def read_selection(
     return layout.read_selection(obj, get, key, path=path, name=name, copy=copy)
 
 
+def read_points(obj: Object, get: Getter, key: Any, *, path=None, name=None) -> Any:
+    """``value`` at a point-wise selection (``select.normalize_points``), reading as little
+    as its layout can."""
+    layout = layout_for(obj.format) or _GENERIC
+    return layout.read_points(obj, get, key, path=path, name=name)
+
+
 def stored_encoding(obj: Object) -> tuple[int, str | None]:
     """(zstd level, digest algorithm) that a partial rewrite of ``obj`` keeps by default."""
     return (layout_for(obj.format) or _GENERIC).stored_encoding(obj)

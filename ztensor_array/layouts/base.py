@@ -17,6 +17,7 @@ from ..codecs import RAW
 from ..codecs.policy import DEFAULT_LEVEL, MAX_DECODE_RATIO
 from ..errors import FormatError, UnsupportedError
 from ..manifest import Component, Object
+from . import select
 
 
 class Getter(Protocol):
@@ -85,16 +86,33 @@ class Layout:
         value = self.read(obj, get, path=path, name=name)
         if is_whole(key, obj.shape):
             return value
-        if not isinstance(value, np.ndarray):  # scipy.sparse: the selection of a CSR copy
-            return value.tocsr()[key]
-        out = value[key]
-        return np.array(out) if copy or not isinstance(out, np.ndarray) else out
+        axes, keep = select.normalize(key, obj.shape)
+        if not isinstance(value, np.ndarray):  # scipy.sparse: rows, then columns of a CSR
+            rows, cols = (
+                a.start if not k else select.as_slice(a) if isinstance(a, range) else a
+                for a, k in zip(axes, keep)
+            )
+            return value.tocsr()[rows, :][:, cols]
+        out = select.take(value, axes, keep)
+        return np.array(out) if copy and out.base is not None else out
+
+    def read_points(self, obj: Object, get: Getter, key: Any, *, path=None, name=None):
+        """``value`` at a point-wise selection (``select.normalize_points``): this default
+        reads the orthogonal selection of every distinct index per axis (as little as
+        ``read_selection`` can), then picks the points from it. Layouts that can read
+        less override it."""
+        axes, _ = select.normalize_points(key, obj.shape)
+        outer, inner = select.points_outer(axes)
+        part = self.read_selection(obj, get, outer, path=path, name=name)
+        if not isinstance(part, np.ndarray):  # scipy.sparse: only the selection densified
+            part = part.toarray()
+        return select.take_points(part, inner)
 
 
 def is_whole(key: Any, shape: tuple[int, ...]) -> bool:
     """Whether an index selects a whole array as it is (``()``, ``...``, full slices)."""
     key = key if isinstance(key, tuple) else (key,)
-    if key == (Ellipsis,):
+    if len(key) == 1 and key[0] is Ellipsis:
         return True
     return len(key) <= len(shape) and all(
         isinstance(k, slice) and k.indices(n) == (0, n, 1) for k, n in zip(key, shape)

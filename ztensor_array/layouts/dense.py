@@ -73,10 +73,13 @@ class Dense(Layout):
             if rows < obj.shape[0]:
                 row_bytes = logical_dtype(comp).itemsize * math.prod(obj.shape[1:])
                 head = as_logical(get.prefix("data", rows * row_bytes), comp)
-                out = head.reshape((rows, *obj.shape[1:]))[select.as_key(axes, keep)]
+                out = select.take(head.reshape((rows, *obj.shape[1:])), axes, keep)
                 return np.array(out) if out.base is not None else out
-        out = read(obj, get)[key]
-        return np.array(out) if copy or not isinstance(out, np.ndarray) else out
+        value = read(obj, get)
+        if is_whole(key, obj.shape):
+            return np.array(value) if copy else value
+        out = select.take(value, *select.normalize(key, obj.shape))
+        return np.array(out) if copy and out.base is not None else out
 
 
 def encode(array: np.ndarray) -> tuple[str, str | None, np.ndarray]:

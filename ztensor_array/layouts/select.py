@@ -1,10 +1,14 @@
-"""Selections of an array (numpy basic indexing, plus orthogonal integer arrays), and how
-they split into per-chunk pieces of a chunked array.
+"""Selections of an array, and how they split into per-chunk pieces of a chunked array.
 
-A selection is a tuple of ints, slices (any step), at most one Ellipsis and 1-D integer or
-boolean arrays; arrays select orthogonally (each picks along its own axis, as xarray's outer
-indexing and zarr's ``oindex`` do). ``pieces`` yields, for every chunk that holds a selected
-element and only for those, which elements to take from the chunk and where they go.
+Two kinds, as zarr and xarray have them:
+
+- orthogonal (``Reader.read_slice``, zarr's ``oindex``, xarray's outer indexing): a tuple of
+  ints, slices (any step), at most one Ellipsis and 1-D integer or boolean arrays, each
+  array picking along its own axis. ``pieces`` yields, for every chunk that holds a selected
+  element and only for those, which elements to take from the chunk and where they go.
+- point-wise (``Reader.read_points``, zarr's ``vindex``, xarray's vectorised indexing):
+  integer arrays that broadcast together pick one element per position; their broadcast
+  dimensions come first in the result, then the axes selected by slices.
 """
 
 from __future__ import annotations
@@ -15,6 +19,18 @@ from collections.abc import Iterator
 import numpy as np
 
 Axis = range | np.ndarray  # selected indices along one axis, in output order
+
+
+def is_basic(selection) -> bool:
+    """Whether numpy's own indexing means the same as ours: ints, slices and Ellipsis only
+    (no arrays, which numpy would pick point-wise)."""
+    key = selection if isinstance(selection, tuple) else (selection,)
+    return all(
+        isinstance(k, slice)
+        or k is Ellipsis
+        or (isinstance(k, int | np.integer) and not isinstance(k, bool | np.bool_))
+        for k in key
+    )
 
 
 def normalize(selection, shape) -> tuple[list[Axis], list[bool]]:
@@ -134,19 +150,92 @@ def out_shape(axes: list[Axis]) -> tuple[int, ...]:
     return tuple(len(a) for a in axes)
 
 
-def as_key(axes: list[Axis], keep: list[bool]) -> tuple:
-    """A numpy index with the same meaning as the normalized ``axes``/``keep`` that stays
-    right on any array holding at least the selected elements at the same positions (a
-    prefix of the rows, say): no negative positions left to count from the end."""
-    key = []
-    for sel, kept in zip(axes, keep):
-        if not kept:
-            key.append(sel.start)
-        elif isinstance(sel, range):
-            key.append(slice(sel.start, sel.stop if sel.stop >= 0 else None, sel.step))
+def as_slice(r: range) -> slice:
+    """The slice selecting ``r`` on any array at least ``r.start + 1`` long (no negative
+    positions left to count from the end)."""
+    if not r:
+        return slice(0, 0)
+    return slice(r.start, r.stop if r.stop >= 0 else None, r.step)
+
+
+def take(value, axes: list[Axis], keep: list[bool]):
+    """``value`` at the normalized orthogonal selection: ranges slice (a view), each array
+    picks along its own axis, axes of an integer index are dropped. ``value`` may hold more
+    than the selection (a prefix of the rows, say): positions are absolute."""
+    out = value[tuple(as_slice(a) if isinstance(a, range) else slice(None) for a in axes)]
+    for axis, sel in enumerate(axes):
+        if isinstance(sel, np.ndarray):
+            out = np.take(out, sel, axis=axis)
+    return out.reshape(tuple(len(a) for a, k in zip(axes, keep) if k))
+
+
+def normalize_points(selection, shape) -> tuple[list[Axis], tuple[int, ...]]:
+    """A point-wise selection per axis: a range (from a slice), or the integer array
+    broadcast to the common shape of all arrays (negative indices counted from the end),
+    and that shape. IndexError for anything else, or for arrays that do not broadcast."""
+    if not isinstance(selection, tuple):
+        selection = (selection,)
+    if any(s is Ellipsis for s in selection):
+        if sum(s is Ellipsis for s in selection) > 1:
+            raise IndexError("an index can only have a single ellipsis")
+        i = next(k for k, s in enumerate(selection) if s is Ellipsis)
+        fill = len(shape) - (len(selection) - 1)
+        selection = selection[:i] + (slice(None),) * fill + selection[i + 1 :]
+    if len(selection) > len(shape):
+        raise IndexError(f"too many indices: {len(selection)} for {len(shape)} dimensions")
+    selection = selection + (slice(None),) * (len(shape) - len(selection))
+    arrays = {}
+    for axis, (sel, n) in enumerate(zip(selection, shape)):
+        if isinstance(sel, slice):
+            continue
+        arr = np.asarray(sel)
+        if arr.dtype == bool or (arr.size and arr.dtype.kind not in "iu"):
+            raise IndexError(
+                "point-wise selections take integer arrays and slices, got "
+                f"{type(sel).__name__} of {arr.dtype} for axis {axis}"
+            )
+        arr = arr.astype(np.int64, copy=False)
+        arr = np.where(arr < 0, arr + n, arr)
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            raise IndexError(f"index out of bounds for axis {axis} with size {n}")
+        arrays[axis] = arr
+    try:
+        broadcast = np.broadcast_arrays(*arrays.values()) if arrays else []
+    except ValueError:
+        shapes = [a.shape for a in arrays.values()]
+        raise IndexError(f"index arrays of shapes {shapes} do not broadcast together") from None
+    together = dict(zip(arrays, broadcast))
+    axes: list[Axis] = [
+        together[axis] if axis in together else range(*sel.indices(n))
+        for axis, (sel, n) in enumerate(zip(selection, shape))
+    ]
+    return axes, (broadcast[0].shape if broadcast else ())
+
+
+def points_outer(axes: list[Axis]) -> tuple[tuple, list[Axis]]:
+    """A point-wise selection as an orthogonal one that holds every selected element (the
+    distinct indices of each array, sorted), and the point-wise selection to apply to its
+    result (positions in it)."""
+    outer, inner = [], []
+    for sel in axes:
+        if isinstance(sel, range):
+            outer.append(as_slice(sel))
+            inner.append(range(len(sel)))
         else:
-            key.append(sel)
-    return tuple(key)
+            distinct = np.unique(sel)
+            outer.append(distinct)
+            inner.append(np.searchsorted(distinct, sel))
+    return tuple(outer), inner
+
+
+def take_points(value: np.ndarray, axes: list[Axis]) -> np.ndarray:
+    """``value`` at the point-wise selection ``axes`` (from ``normalize_points``): the
+    broadcast dimensions first, then the sliced axes."""
+    picked = [i for i, a in enumerate(axes) if isinstance(a, np.ndarray)]
+    moved = np.moveaxis(value, picked, range(len(picked)))
+    key = [axes[i] for i in picked]
+    key += [as_slice(a) for a in axes if isinstance(a, range)]
+    return np.asarray(moved[tuple(key)])
 
 
 def last_index(sel: Axis) -> int:

@@ -127,6 +127,10 @@ class ZTensorBackendArray(BackendArray):
         return ("ztensor", self.files.ident, self.name)
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        if isinstance(key, indexing.VectorizedIndexer):  # point-wise: only chunks with points
+            return indexing.explicit_indexing_adapter(
+                key, self.shape, indexing.IndexingSupport.VECTORIZED, self._points
+            )
         return indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.OUTER, self._getitem
         )
@@ -134,16 +138,25 @@ class ZTensorBackendArray(BackendArray):
     async def async_getitem(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         return await asyncio.to_thread(self.__getitem__, key)
 
-    def _getitem(self, key: tuple) -> np.ndarray:
+    def _current(self):
+        """The open reader and the variable's object, refusing one that changed shape."""
         reader = self.files.acquire()
-        path = self.files.path
         obj = reader.manifest.objects.get(self.name)
         if obj is None or tuple(obj.shape) != self.shape:
             raise ZTensorError(
                 "variable changed or vanished since the file was opened (reopen it)",
-                path=path,
+                path=self.files.path,
                 obj=self.name,
             )
+        return reader, obj
+
+    def _points(self, key: tuple) -> np.ndarray:
+        reader, _ = self._current()
+        out = reader.read_points(self.name, key)
+        return out.view("S1") if self.char else out
+
+    def _getitem(self, key: tuple) -> np.ndarray:
+        reader, obj = self._current()
         if obj.format == "chunked":  # only the chunks holding selected elements are decoded
             out = reader.read_slice(self.name, key)
         elif obj.format == "dense" and not self.files.verify:

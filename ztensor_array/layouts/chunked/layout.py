@@ -20,7 +20,7 @@ from ..base import (
     require_known_types,
 )
 from .grid import FORMAT, chunk_grid, parse_chunk_role
-from .read import read_region
+from .read import read_points, read_region
 
 
 class Chunked(Layout):
@@ -99,6 +99,10 @@ class Chunked(Layout):
     ) -> np.ndarray:
         """``array[key]``, decoding only the chunks that hold selected elements."""
         return read_region(obj, get, key, path=path, name=name, copy=copy)
+
+    def read_points(self, obj: Object, get: Getter, key: Any, *, path=None, name=None):
+        """``array`` at a point-wise selection, decoding only the chunks holding a point."""
+        return read_points(obj, get, key, path=path, name=name)
 
 
 def _check_segment(name: str, obj: Object, grid, seg, path) -> None:

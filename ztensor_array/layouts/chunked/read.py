@@ -4,6 +4,7 @@ written read as the grid's fill value."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Any
@@ -62,6 +63,69 @@ def read_region(
         index, role, local, where = task
         out[where] = _chunk(obj, grid, get, index, role, path, name)[local]
 
+    _run(place, tasks, workers)
+    return out.reshape(final)
+
+
+def read_points(
+    obj: Object, get: Getter, selection: Any, *, path=None, name=None, workers=None
+) -> np.ndarray:
+    """``array`` at a point-wise selection (``select.normalize_points``: integer arrays
+    broadcast together, their dimensions first, then the sliced axes), decoding only the
+    chunks that hold a selected point, as zarr's ``vindex`` does."""
+    grid = chunk_grid(obj, path, name)
+    axes, points_shape = select.normalize_points(selection, obj.shape)
+    picked = [i for i, a in enumerate(axes) if isinstance(a, np.ndarray)]
+    sliced = [i for i, a in enumerate(axes) if isinstance(a, range)]
+    if not picked:
+        return read_region(
+            obj, get, tuple(select.as_slice(a) for a in axes), path=path, name=name, workers=workers
+        )
+    cs = grid.chunk_shape
+    coords = [axes[i].ravel() for i in picked]
+    which = np.stack([c // cs[i] for c, i in zip(coords, picked)])  # chunk per point, (k, P)
+    flat = np.ravel_multi_index(tuple(which), tuple(grid.grid[i] for i in picked))
+    order = np.argsort(flat, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(flat[order])) + 1)
+    per_slice = [select.axis_pieces(axes[i], cs[i]) for i in sliced]
+    table = ChunkTable(obj, get, grid.segments)
+    shape = (coords[0].size, *(len(axes[i]) for i in sliced))
+    tasks, missing = [], False
+    for members in groups:
+        if not members.size:
+            continue
+        at = which[:, members[0]]
+        local_points = tuple(c[members] - int(k) * cs[i] for c, k, i in zip(coords, at, picked))
+        for combo in itertools.product(*per_slice):
+            index = [0] * len(axes)
+            for i, k in zip(picked, at):
+                index[i] = int(k)
+            for i, piece in zip(sliced, combo):
+                index[i] = piece[0]
+            index = tuple(index)
+            stored = table.locate(index)
+            if stored is None:
+                missing = True
+                continue
+            local = local_points + tuple(p[1] for p in combo)
+            where = (members, *(p[2] for p in combo))
+            tasks.append((index, stored, local, where))
+    if missing:
+        out = fill_array(grid, shape, path=path, name=name)
+    else:
+        out = np.empty(shape, dtype=dtypes.to_numpy(grid.dtype))
+
+    def place(task) -> None:
+        index, stored, local, where = task
+        chunk = _chunk(obj, grid, get, index, stored, path, name)
+        out[where] = np.moveaxis(chunk, picked, range(len(picked)))[local]
+
+    _run(place, tasks, workers)
+    return out.reshape(points_shape + shape[1:])
+
+
+def _run(place, tasks: list, workers: int | None) -> None:
+    """``place`` every task: on a thread pool when there are several chunks to decode."""
     if len(tasks) >= MIN_PARALLEL_CHUNKS and workers != 1:
         nthreads = min(len(tasks), workers or os.cpu_count() or 1)
         # ~15 ms to import: only when a read decodes several chunks
@@ -72,7 +136,6 @@ def read_region(
     else:
         for t in tasks:
             place(t)
-    return out.reshape(final)
 
 
 def _whole(local: tuple, extent: tuple[int, ...]) -> bool:
