@@ -80,6 +80,8 @@ def detect_format(path: str) -> str:
         return "pickle"  # torch zip checkpoint
     if head[:8] == b"\x89HDF\r\n\x1a\n" or head[:4] in (b"CDF\x01", b"CDF\x02", b"CDF\x05"):
         return "xarray"
+    if head[:2] == b"\x1f\x8b":
+        return "xarray"  # gzip: xarray's scipy engine reads gzipped netCDF3
     if safetensors.sniff(head, size):
         return "safetensors"
     if head[:1] == b"\x80":

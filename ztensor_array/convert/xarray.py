@@ -1,7 +1,7 @@
 """Anything ``xarray.open_dataset`` opens (netCDF, HDF5, zarr, ...) in, as a dataset .zt.
 
-One file is read undecoded (``decode_cf=False``): every variable is written with the
-values, dtype and attributes its source stores, so the .zt decodes through xarray exactly
+One file is read undecoded (``decode_cf=False``, but for text): every variable is written
+with the values, dtype and attributes its source stores, so the .zt decodes through xarray exactly
 as the source does (packing, fill values, ``_Unsigned``, odd attributes included) and
 nothing is re-encoded that could be refused or changed. Every group of the source becomes
 a group of the .zt (``open_groups``). Several files can be combined into one dataset
@@ -28,6 +28,16 @@ from ..reader import Reader
 from .source import Item, Source
 
 COMBINE = ("by_coords", "nested")
+# Everything but character arrays left undecoded (spelled out: open_groups ignores
+# decode_cf). Text is decoded, so that xarray's character coder splits it again into the
+# same character dimension when it is written; it would add one more to a raw S1 array.
+UNDECODED = {
+    "mask_and_scale": False,
+    "decode_times": False,
+    "decode_timedelta": False,
+    "concat_characters": True,
+    "decode_coords": False,
+}
 # Errors xarray and its engines raise for a file they cannot open.
 _OPEN_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError, IndexError)
 
@@ -58,9 +68,9 @@ def open_groups(path: str) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return dict(xr.open_groups(path, engine=_engine(path), decode_cf=False))
+            return dict(xr.open_groups(path, engine=_engine(path), **UNDECODED))
     except (NotImplementedError, *_OPEN_ERRORS):
-        return {"/": open_dataset(path, decode_cf=False)}
+        return {"/": open_dataset(path, **UNDECODED)}
 
 
 def open_combined(paths: Sequence[str], combine: str, concat_dim: str | None = None):
