@@ -82,7 +82,7 @@ def to_ztensor(
             raise TypeError("to_ztensor of a single array needs a name")
         arrays = {name: obj}
         per_name = {name: encoding} if encoding else None
-    return write_arrays(
+    done = write_arrays(
         arrays,
         path,
         mode=mode,
@@ -94,3 +94,4 @@ def to_ztensor(
         region=region,
         compute=compute,
     )
+    return done if not compute else None

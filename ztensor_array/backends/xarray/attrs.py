@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from xarray import Variable
 
+from ... import dtypes
 from ...errors import InvalidArgumentError, ZTensorError
 from ...layouts.chunked import CHUNK_GRID_KEY
 
@@ -137,10 +138,11 @@ def object_attributes(name: str, v: Variable) -> dict:
 
 
 def compound_spec(dtype: np.dtype) -> dict:
-    """A compound dtype as CBOR-ready fields (``numpy.dtype`` of it rebuilds it)."""
+    """A compound dtype as CBOR-ready fields (``numpy.dtype`` of it rebuilds it), its
+    fields little-endian as the values are stored (xarray reads no big-endian compound)."""
     return {
         "names": list(dtype.names),
-        "formats": [dtype.fields[n][0].str for n in dtype.names],
+        "formats": [dtypes.little_endian(dtype.fields[n][0]).str for n in dtype.names],
         "offsets": [dtype.fields[n][1] for n in dtype.names],
         "itemsize": dtype.itemsize,
         "aligned": bool(dtype.isalignedstruct),

@@ -196,9 +196,9 @@ def _codec_level(codec: Any, kind: str) -> int:
         value = getattr(codec, attr, None)
         if isinstance(value, int | np.integer) and not isinstance(value, bool):
             value = int(value)
-            if value <= 0 and kind != "zstd":
-                return 0  # gzip/blosc level 0 store the bytes uncompressed
-            return value
+            if kind == "zstd" and value <= 0:  # zstd's 0 is its default; below, fast modes
+                return DEFAULT_LEVEL if value == 0 else MIN_LEVEL
+            return max(value, 0)  # gzip/blosc level 0 store the bytes uncompressed
     return DEFAULT_LEVEL
 
 

@@ -43,10 +43,10 @@ from .attrs import (
 from .internals import CharacterArrayCoder, EncodedStringCoder, WritableCFDataStore
 from .targets import AppendTarget, BlockWrites, NewTarget, RegionTarget
 from .variables import (
+    before_cf,
     check_object_name,
     encoding_failure,
     extract_encoding,
-    keep_unsigned_flag,
     reported_encoding,
     stored_dtype,
     variable_name,
@@ -260,9 +260,9 @@ class ZTensorStore(WritableCFDataStore):
         return state.writer
 
     def encode(self, variables, attributes):
-        """xarray's CF encoding, keeping ``_Unsigned`` where xarray would drop it; a variable
+        """xarray's CF encoding of variables made ready for it (``before_cf``); a variable
         xarray cannot encode raises ZTensorError naming it."""
-        variables = {k: keep_unsigned_flag(v) for k, v in variables.items()}
+        variables = {k: before_cf(v) for k, v in variables.items()}
         try:
             return super().encode(variables, attributes)
         except ZTensorError:

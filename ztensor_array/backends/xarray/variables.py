@@ -268,6 +268,18 @@ def reported_encoding(obj, dims: tuple[str, ...], dtype: np.dtype) -> dict[str, 
 # --------------------------------------------------------------------------- CF encoding
 
 
+def before_cf(v: Variable) -> Variable:
+    """A variable as xarray's CF encoder can take it: ``_Unsigned`` kept where xarray
+    would drop it, and no compound on-disk dtype for a compound stored as complex (the
+    encoder cannot cast to it, and zTensor stores complex little-endian anyway)."""
+    v = keep_unsigned_flag(v)
+    on_disk = v.encoding.get("dtype")
+    if on_disk is not None and dtypes.complex_of_compound(np.dtype(on_disk)) is not None:
+        v = v.copy(deep=False)
+        v.encoding = {k: x for k, x in v.encoding.items() if k != "dtype"}
+    return v
+
+
 def keep_unsigned_flag(v: Variable) -> Variable:
     """A variable whose encoding carries netCDF's ``_Unsigned`` (integers stored with the
     other signedness) with the flag moved to its attributes when it has no fill value.

@@ -49,7 +49,8 @@ def to_ztensor_dataset(
     mode: "w-" (default; fail if the file exists), "w" (replace), "a" (add or overwrite
     variables, append along ``append_dim``), "a-", "r+" (existing variables only).
     ``compress``/``checksum``/``chunks`` are defaults for every variable's encoding.
-    ``compute=False`` returns a dask Delayed that writes and finalizes the file.
+    Returns None once the file is written and closed; ``compute=False`` returns a dask
+    Delayed that writes and finalizes the file.
     """
     if kwargs:
         raise ArgumentTypeError(f"to_ztensor got unexpected keyword arguments {sorted(kwargs)}")
@@ -80,9 +81,10 @@ def to_ztensor_dataset(
         )
     path = local_path(path)
     mode = _choose_mode(mode, append_dim, region)
-    return _write(
+    done = _write(
         obj, path, mode, encoding, append_dim, region, group, compress, checksum, chunks, compute
     )
+    return done if not compute else None
 
 
 def _choose_mode(mode, append_dim, region) -> str:
@@ -313,14 +315,16 @@ def to_ztensor_groups(
             ds, explicit, compress, checksum, chunks
         )
     if mode in ("w", "w-"):
-        return _write_groups_new(placed, path, mode, compute)
+        done = _write_groups_new(placed, path, mode, compute)
+        return done if not compute else None
     if mode not in ("a", "a-", "r+"):
         raise InvalidArgumentError(f"mode must be one of 'w', 'w-', 'a', 'a-', 'r+', got {mode!r}")
     if not compute:
         import dask  # compute=False asks for a dask Delayed
 
         return dask.delayed(_write_groups_task, pure=False)(_Opaque((placed, path, mode)))
-    return _write_groups_into(placed, path, mode)
+    _write_groups_into(placed, path, mode)
+    return None
 
 
 def _write_groups_task(box: _Opaque) -> None:
