@@ -143,7 +143,7 @@ def convert(
     out: str,
     *,
     fmt: str = "auto",
-    compress: bool | int | None = False,
+    compress: bool | int | None = None,
     checksum: str | None = None,
     dequantize: bool = False,
     prefix_with_filename: bool = False,
@@ -158,9 +158,9 @@ def convert(
     Tensor names must be unique across inputs unless ``prefix_with_filename`` prefixes each
     with its file's stem. Global attributes of the inputs are merged (a conflicting value is
     an error). ``combine`` ("by_coords", or "nested" along ``concat_dim``) makes datasets
-    one dataset instead, as ``xarray.open_mfdataset`` does. ``compress`` None: raw, but
-    datasets keep their own compression. Originals are deleted only after the output is
-    finalized and verified.
+    one dataset instead, as ``xarray.open_mfdataset`` does. ``compress`` None (the
+    default): raw, but datasets keep their own compression. Originals are deleted only
+    after the output is finalized and verified.
     """
     inputs = [os.fspath(p) for p in inputs]
     out = os.fspath(out)
