@@ -143,16 +143,24 @@ def _write(
         )
     store = ZTensorStore(path, mode, group=group, append_dim=append_dim)
     try:
-        store.refuse_encoding_of_existing(encoding)
         ds, store.write_region = _prepare_region(store, ds, region)
-        writes = BlockWrites()
-        variables, attrs = encoded_variables(ds, encoding)
-        store.store(variables, attrs, set(encoding), writes)
-        writes.run()
-        store.close()
+        _store_all(store, {"/": (ds, encoding)})
     except BaseException:
         store.abort()
         raise
+
+
+def _store_all(store: ZTensorStore, placed: Mapping[str, tuple]) -> None:
+    """Datasets by group (relative to ``store``'s) written through the store and its child
+    stores, which share one Writer: one commit, on ``close``."""
+    writes = BlockWrites()
+    for at, (ds, encoding) in placed.items():
+        node = store if at == "/" else store.get_child_store(at)
+        node.refuse_encoding_of_existing(encoding)
+        variables, attrs = encoded_variables(ds, encoding)
+        node.store(variables, attrs, set(encoding), writes)
+    writes.run()
+    store.close()
 
 
 def _with_defaults(ds, encoding, compress, checksum, chunks):
@@ -338,14 +346,7 @@ def _write_groups_into(placed: dict, path: str, mode: str) -> None:
     """Groups written through one store (one Writer, one commit) of an existing file."""
     store = ZTensorStore(path, mode)
     try:
-        writes = BlockWrites()
-        for at, (ds, explicit) in placed.items():
-            node = store if at == "/" else store.get_child_store(at)
-            node.refuse_encoding_of_existing(explicit)
-            variables, attrs = encoded_variables(ds, explicit)
-            node.store(variables, attrs, set(explicit), writes)
-        writes.run()
-        store.close()
+        _store_all(store, placed)
     except BaseException:
         store.abort()
         raise
