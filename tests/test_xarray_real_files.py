@@ -251,3 +251,32 @@ def test_files_xarray_cannot_open():
     print("\n".join(["files xarray cannot open (not counted):", *left_out]))
     netcdf = {f.split(":", 1)[1] for f in left_out if f.endswith((".nc", ".h5", ".hdf5"))}
     assert netcdf <= XARRAY_CANNOT, netcdf
+
+
+def test_nemo_files_combine(tmp_path):
+    """The three monthly NEMO files of iris-sample-data as one dataset, as open_mfdataset
+    makes it (nested along time_counter: they have no dimension coordinate to order them
+    by); their differing global attributes are named, not silently dropped."""
+    folder = PACKAGES["iris"]
+    if folder is None or not folder.is_dir():
+        pytest.skip(WHY_MISSING["iris"])
+    paths = sorted(str(p) for p in (folder / "NEMO").glob("nemo_1m_2015*_grid-T.nc"))
+    assert len(paths) == 3
+    out = tmp_path / "nemo.zt"
+    result = CliRunner().invoke(
+        cli,
+        ["convert", *paths, "-o", str(out), "--combine", "nested", "--concat-dim", "time_counter"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "global attributes that differ between the inputs, left out" in result.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = xr.open_mfdataset(
+            paths, combine="nested", concat_dim="time_counter", combine_attrs="drop_conflicts"
+        )
+    dropped = {k for p in paths for k in xr.open_dataset(p).attrs} - set(want.attrs)
+    assert dropped and all(repr(k) in result.stderr for k in dropped)
+    with want, xr.open_dataset(out, engine="ztensor") as got:
+        assert got.sizes["time_counter"] == 3
+        _assert_same(got, want)
+    assert out.stat().st_size <= 1.25 * sum(os.path.getsize(p) for p in paths)
