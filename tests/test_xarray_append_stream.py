@@ -22,7 +22,6 @@ from xarray.testing import assert_identical  # noqa: E402
 from ztensor_array import Reader  # noqa: E402
 from ztensor_array.backends.xarray import to_ztensor_dataset  # noqa: E402
 from ztensor_array.errors import ChecksumError  # noqa: E402
-from ztensor_array.layouts.chunked import parse_chunk_role  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # zarr 3 consolidated-metadata notes
 
@@ -113,7 +112,7 @@ def test_untouched_chunks_keep_their_blobs(tmp_path, dim):
     with open(path, "rb") as f:
         before_bytes = f.read()
     with Reader(path) as r:
-        before = dict(r.manifest.objects["t"].components)
+        before = r.chunks("t")
     more = _more(dim, 9, 1)[["t"]]
     if dim == "y":
         more = more.drop_vars("x")
@@ -121,19 +120,18 @@ def test_untouched_chunks_keep_their_blobs(tmp_path, dim):
     ax = 0 if dim == "x" else 1
     edge = (20 // 6) if ax == 0 else (10 // 4)  # the old partial edge chunk index
     with Reader(path) as r:
-        after = dict(r.manifest.objects["t"].components)
+        after = r.chunks("t")
     assert set(before) <= set(after)
-    new_roles = 0
-    for role, comp in after.items():
-        index = parse_chunk_role(role, 2)
+    new_chunks = 0
+    for index, comp in after.items():
         if index[ax] < edge:
-            assert comp == before[role]  # same blob, offset, length and encoding
+            assert comp == before[index]  # same blob, offset, length and encoding
         else:
             assert comp.offset >= size  # a new blob after the old end of the file
-            new_roles += role not in before
+            new_chunks += index not in before
     grid = (-(-29 // 6), 3) if ax == 0 else (4, -(-19 // 4))
     assert len(after) == grid[0] * grid[1]
-    assert new_roles == len(after) - len(before)
+    assert new_chunks == len(after) - len(before)
     with open(path, "rb") as f:
         assert f.read(size) == before_bytes  # finalized bytes are never overwritten
 
@@ -174,7 +172,10 @@ def test_append_property(tmp_path_factory, shape, chunks, grow, axis, layout, da
 def _corrupt(path: str, name: str, role: str) -> bytes:
     """Flip one byte in the middle of a stored component; returns the corrupted file."""
     with Reader(path) as r:
-        comp = r.manifest.objects[name].components[role]
+        if role.startswith("c."):  # a chunk, where the object's index puts it
+            comp = r.chunks(name)[tuple(int(i) for i in role.split(".")[1:])]
+        else:
+            comp = r.manifest.objects[name].components[role]
     with open(path, "r+b") as f:
         f.seek(comp.offset + comp.length // 2)
         b = f.read(1)
@@ -235,8 +236,8 @@ def test_region_into_intact_chunks_of_a_corrupt_file_still_works(tmp_path):
     to_ztensor_dataset(patch, path, region={"x": slice(1, 6), "y": slice(1, 4)}, mode="r+")
     with Reader(path) as r:
         np.testing.assert_array_equal(r.read_slice("t", (slice(1, 6), slice(1, 4))), 1.0)
-        with pytest.raises(ChecksumError):
-            r.read_component("t", "c.3.2", verify=True)
+        with pytest.raises(ChecksumError, match="c.3.2"):
+            r.read_slice("t", (slice(18, 20), slice(8, 10)), verify_checksum=True)
 
 
 # --------------------------------------------------------------------------- memory

@@ -105,7 +105,7 @@ def test_harmless_explicit_values_are_accepted():
 
 def _frame_lengths(path, name):
     with zt.Reader(path) as r:
-        return {role: c.length for role, c in r.manifest.objects[name].components.items()}
+        return {index: c.length for index, c in r.chunks(name).items()}
 
 
 def test_to_ztensor_applies_and_refuses_explicit_foreign_encodings(tmp_path):
@@ -115,8 +115,8 @@ def test_to_ztensor_applies_and_refuses_explicit_foreign_encodings(tmp_path):
     enc = {"zlib": True, "complevel": 6, "chunksizes": (200, 100)}
     zt.to_ztensor(ds, path, encoding={"v": enc})
     expect = {
-        "c.0.0": len(numcodecs.Zstd(level=6).encode(data[:200])),
-        "c.1.0": len(numcodecs.Zstd(level=6).encode(data[200:])),
+        (0, 0): len(numcodecs.Zstd(level=6).encode(data[:200])),
+        (1, 0): len(numcodecs.Zstd(level=6).encode(data[200:])),
     }
     assert _frame_lengths(path, "v") == expect
     with xr.open_dataset(path, engine="ztensor") as back:
@@ -132,7 +132,7 @@ def test_to_ztensor_applies_and_refuses_explicit_foreign_encodings(tmp_path):
     with zt.Reader(path) as r:
         assert r.metadata("v").layout == "dense"
     zt.to_ztensor(source, path, mode="w")
-    assert _frame_lengths(path, "v") == {"c.0.0": len(numcodecs.Zstd(level=9).encode(data))}
+    assert _frame_lengths(path, "v") == {(0, 0): len(numcodecs.Zstd(level=9).encode(data))}
 
 
 def test_netcdf_source_keeps_compression_through_to_ztensor(tmp_path):

@@ -122,18 +122,18 @@ def test_untouched_chunks_keep_their_blobs(tmp_path):
     with open(path, "rb") as f:
         before_bytes = f.read()
     with Reader(path) as r:
-        before = dict(r.manifest.objects["t"].components)
+        before = r.chunks("t")
     reg = {"x": slice(3, 9), "y": slice(2, 7)}  # rows 3..8, cols 2..6
     to_ztensor_dataset(_patch(ds[["t"]], reg, dask=True), path, region=reg, mode="r+")
     with Reader(path) as r:
-        after = dict(r.manifest.objects["t"].components)
-    touched = {f"c.{i}.{j}" for i in range(0, 3) for j in range(0, 3)}
+        after = r.chunks("t")
+    touched = {(i, j) for i in range(0, 3) for j in range(0, 3)}
     assert set(after) == set(before)
-    for role, comp in after.items():
-        if role in touched:
+    for index, comp in after.items():
+        if index in touched:
             assert comp.offset >= size  # a new blob after the old end of the file
         else:
-            assert comp == before[role]  # same blob, same offset, length and encoding
+            assert comp == before[index]  # same blob, same offset, length and encoding
     with open(path, "rb") as f:
         assert f.read(size) == before_bytes  # finalized bytes are never overwritten
 
@@ -232,36 +232,43 @@ def test_iter_dense_rows(tmp_path, encoding, rows):
             next(r.iter_dense_rows("s", 1))
 
 
-def test_update_components_rules(tmp_path):
-    """Only in append mode, only over components of the finalized file; a failing update
-    records nothing and the file keeps its previous state."""
+def test_write_chunked_rules(tmp_path):
+    """Only over an object of the finalized file (an append mode writer); a failing source
+    records nothing and the file keeps its previous state; untouched chunks keep their
+    blobs."""
     path = str(tmp_path / "u.zt")
     to_ztensor_dataset(
         xr.Dataset({"v": (("a",), np.arange(10.0))}), path, mode="w", encoding={"v": {"chunks": 4}}
     )
     with Reader(path) as r:
         obj = r.manifest.objects["v"]
+        before = r.chunks("v")
     with Writer(str(tmp_path / "new.zt"), "w") as w:
         w.add_tensor("x", np.zeros(2))
-        with pytest.raises(zt_errors.ZTensorError, match="append mode"):
-            w.update_components("x", obj, [])
-    with Writer(path, "a") as w:
+        with pytest.raises(zt_errors.ZTensorError, match="finalized file"):
+            w.write_chunked("x", obj, obj.shape, ((0, 4),), np.zeros(4))
 
-        def boom():
-            yield "c.0", np.full(4, 9.0)
+    class Failing:
+        shape = (4,)
+
+        def __getitem__(self, key):
             raise RuntimeError("source failed")
 
+    with Writer(path, "a") as w:
         with pytest.raises(RuntimeError):
-            w.update_components("v", obj, boom())
-        assert w._objects["v"].components == obj.components  # nothing recorded
-        w.update_components("v", obj, [("c.1", np.full(4, 7.0))])
-        newer = w._objects["v"]
-        moved = dict(newer.components)
-        moved["c.2"] = moved["c.2"].moved(10**9)
+            w.write_chunked("v", obj, obj.shape, ((0, 4),), Failing())
+        w.write_chunked("v", obj, obj.shape, ((4, 8),), np.full(4, 7.0))
+        moved = dict(obj.components)
+        role = next(iter(moved))
+        moved[role] = moved[role].moved(10**9)
         with pytest.raises(zt_errors.ZTensorError, match="finalized file"):
-            w.update_components("v", type(obj)(obj.shape, obj.format, moved, obj.attributes), [])
+            w.write_chunked(
+                "v", type(obj)(obj.shape, obj.format, moved, obj.attributes), obj.shape, (), []
+            )
     with Reader(path) as r:
         expect = np.arange(10.0)
         expect[4:8] = 7.0
         np.testing.assert_array_equal(r.read_tensor("v"), expect)
-        assert r.manifest.objects["v"].components["c.0"] == obj.components["c.0"]
+        after = r.chunks("v")
+    assert after[(0,)] == before[(0,)] and after[(2,)] == before[(2,)]
+    assert after[(1,)] != before[(1,)]

@@ -87,6 +87,11 @@ class ObjectTable(Mapping):
         # v1.2 fields) as (shape, dtype name, offset, length), offset -1 when compressed, so
         # listing and zero-copy reads of them need no parsed ``Object``.
         self.plain: dict[str, PlainDense] = {}
+        # Also filled by validation.validate(): the byte spans of every component, sorted
+        # (n, 2), and where the blob area ends; blobs a chunk index locates are checked
+        # against them when read.
+        self.spans = None
+        self.blob_end = 0
         self._sorted: list[str] | None = None
 
     def raw_items(self):

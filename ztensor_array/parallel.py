@@ -260,10 +260,13 @@ def region_digest(target: str, offset: int, length: int, algorithm: str) -> str:
     return h.text()
 
 
-def commit(plan: ParallelPlan, objects: Mapping[str, Object]) -> int:
+def commit(
+    plan: ParallelPlan, objects: Mapping[str, Object], chunked_updates: Mapping[str, Any] = ()
+) -> int:
     """Write the manifest (the file's objects plus ``objects``, whose blobs the workers
-    wrote) and footer, make the file visible, and end the append (its lock file goes).
-    Returns the file's size. On failure the write is undone."""
+    wrote, plus each chunked object of ``chunked_updates`` once its new index segment is
+    written: ``layouts.chunked.Update``) and footer, make the file visible, and end the
+    append (its lock file goes). Returns the file's size. On failure the write is undone."""
     w = Writer.adopt(
         plan.path,
         plan.mode,
@@ -276,6 +279,9 @@ def commit(plan: ParallelPlan, objects: Mapping[str, Object]) -> int:
     try:
         for name, obj in objects.items():
             w.put_object(name, obj)
+        for name, update in dict(chunked_updates).items():
+            comps = [w.put_blob(e, checksum=seg.digest) for seg, e in update.new]
+            w.put_object(name, update.finish(comps))
         size = w.finalize()
     except BaseException:
         w.abort()

@@ -449,6 +449,39 @@ class Reader:
             raise DecodeError(str(exc), path=self.path, obj=name, component=role) from None
         return _native(data.view(stored_dt), comp)
 
+    def read_located(
+        self,
+        name: str,
+        comp: Component,
+        label: str,
+        nbytes: int,
+        *,
+        verify: bool | None = None,
+        copy: bool = False,
+    ) -> np.ndarray:
+        """A blob of object ``name`` that the manifest does not name itself (a chunk an
+        index segment locates), after the container's checks (``validation.check_blob``),
+        decoded to exactly ``nbytes``: a 1-D array of its storage dtype, a zero-copy view
+        of a raw blob unless ``copy``."""
+        self._check_open()
+        objects = self.manifest.objects
+        if not isinstance(objects, manifest.ObjectTable) or objects.spans is None:
+            raise FormatError("located blobs need a validated v1 manifest", path=self.path)
+        validation.check_blob(objects, comp, self.path, name, label, nbytes)
+        stored = self._stored(comp)
+        if self.verify if verify is None else verify:
+            self._verify(name, label, comp, stored)
+        stored_dt = _stored_dtype(comp)
+        if comp.encoding == codecs.RAW:
+            out = np.frombuffer(stored, dtype=stored_dt)
+            return out.copy() if copy else out
+        try:
+            data = codecs.get(comp.encoding).decode_exact(stored, nbytes)
+        except codecs.CodecError as exc:
+            raise DecodeError(str(exc), path=self.path, obj=name, component=label) from None
+        self._drop_pages(comp)
+        return data.view(stored_dt)
+
     def private_view(self, name: str, role: str = "data") -> np.ndarray:
         """A component as a writable array whose writes stay private to it (zero-copy for
         raw little-endian components, an owned decoded copy otherwise)."""
@@ -597,6 +630,39 @@ class Reader:
         get = Parts(self, name, verify_checksum)
         return layouts.read_selection(obj, get, index, path=self.path, name=name, copy=copy)
 
+    def chunks(self, name: str) -> dict[tuple[int, ...], Component]:
+        """Where every stored chunk of a ``chunked`` object is: grid index -> component
+        (from its index segments, or its one-component-per-chunk roles in older files).
+        Chunks never written are absent (they read as the fill value)."""
+        from .layouts import chunked  # concurrent.futures comes with it: chunked files only
+
+        obj = self._object(name)
+        if obj.format != chunked.FORMAT:
+            raise UnsupportedError(
+                f"{obj.format!r} objects have no chunks", path=self.path, obj=name
+            )
+        table = chunked.ChunkTable(obj, Parts(self, name, None))
+        return {
+            index: obj.components[where] if isinstance(where, str) else where
+            for index, where in table.stored()
+        }
+
+    def chunk_blobs(self, name: str) -> dict[tuple[int, ...], tuple[Component, memoryview]]:
+        """Every stored chunk of a ``chunked`` object as (component, stored bytes), zero-copy,
+        each blob checked against the file first (what compact and merge copy)."""
+        from .layouts import chunked  # concurrent.futures comes with it: chunked files only
+
+        grid = chunked.chunk_grid(self._object(name), self.path, name)
+        out = {}
+        for index, comp in self.chunks(name).items():
+            if comp not in self._object(name).components.values():
+                label = chunked.chunk_role(index)
+                validation.check_blob(
+                    self.manifest.objects, comp, self.path, name, label, grid.nbytes(index)
+                )
+            out[index] = (comp, self._stored(comp))
+        return out
+
     def object_digest(self, name: str) -> str:
         """A digest of the object's manifest entry: two readers see the same tensor (same
         bytes at the same place) exactly when they give the same digest, so a reader in
@@ -673,6 +739,11 @@ class Parts:
 
     def prefix(self, role: str, nbytes: int) -> np.ndarray:
         return self.reader.read_component_prefix(self.name, role, nbytes, verify=self.verify)
+
+    def located(self, comp: Component, label: str, nbytes: int) -> np.ndarray:
+        return self.reader.read_located(
+            self.name, comp, label, nbytes, verify=self.verify, copy=self.copy
+        )
 
 
 def _stored_dtype(comp: Component) -> np.dtype:

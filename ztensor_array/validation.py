@@ -16,12 +16,24 @@ import threading
 from collections import OrderedDict
 from dataclasses import replace
 
+import numpy as np
+
 from . import dtypes, layouts
 from .codecs import ENCODINGS, RAW
 from .codecs.policy import MAX_DECODE_RATIO
 from .constants import ALIGNMENT, MAGIC
 from .errors import FormatError
-from .manifest import Manifest, Object, ObjectTable, Path, PlainDense, decode, expect, footer
+from .manifest import (
+    Component,
+    Manifest,
+    Object,
+    ObjectTable,
+    Path,
+    PlainDense,
+    decode,
+    expect,
+    footer,
+)
 
 _MAX_NBYTES = (1 << 63) - 1
 
@@ -267,6 +279,79 @@ def validate(
                 obj=n1,
                 component=r1,
             )
+    if isinstance(objects, ObjectTable):
+        objects.spans = np.array([(s, e) for s, e, *_ in spans], dtype=np.int64).reshape(-1, 2)
+        objects.blob_end = blob_end
+
+
+def index_problems(objects: ObjectTable, grid, chunks) -> list[tuple[str, str]]:
+    """(chunk label, problem) of every chunk an index locates, in one vectorised pass: what
+    ``check_blob`` checks chunk by chunk when read, plus overlaps between chunks (SPEC §4.3;
+    ``ztensor verify`` runs it over every chunked object). ``chunks``: grid index ->
+    Component of the located (non-component) chunks."""
+    if not chunks:
+        return []
+    index = list(chunks)
+    comps = [chunks[i] for i in index]
+    start = np.array([c.offset for c in comps], dtype=np.int64)
+    length = np.array([c.length for c in comps], dtype=np.int64)
+    end = start + length
+    raw = np.array([c.encoding == RAW for c in comps])
+    need = np.array([grid.nbytes(i) for i in index], dtype=np.int64)
+    bad: dict[int, str] = {}
+
+    def flag(mask, message) -> None:
+        for k in np.flatnonzero(mask):
+            bad.setdefault(int(k), message(int(k)))
+
+    flag(start % ALIGNMENT != 0, lambda k: f"offset {start[k]} is not a multiple of {ALIGNMENT}")
+    flag(
+        (start < len(MAGIC)) | (end > objects.blob_end),
+        lambda k: f"bytes [{start[k]}, {end[k]}) lie outside the blob area",
+    )
+    flag(raw & (length != need), lambda k: f"raw chunk length {length[k]} != {need[k]} bytes")
+    flag(
+        ~raw & (need > np.maximum(length, 1) * MAX_DECODE_RATIO),
+        lambda k: f"declared decoded size {need[k]} is impossible for {length[k]} bytes",
+    )
+    spans = objects.spans
+    i = np.searchsorted(spans[:, 0], end, side="left")
+    prev_end = np.where(i > 0, spans[np.maximum(i - 1, 0), 1], 0)
+    flag(prev_end > start, lambda k: f"bytes [{start[k]}, {end[k]}) overlap a manifest component")
+    order = np.argsort(start, kind="stable")
+    shared = np.flatnonzero(end[order][:-1] > start[order][1:])
+    for k in shared:
+        a, b = int(order[k]), int(order[k + 1])
+        bad.setdefault(b, f"bytes [{start[b]}, {end[a]}) are shared with chunk {list(index[a])}")
+    from .layouts.chunked import chunk_role  # the chunked layout names chunks in messages
+
+    return [(chunk_role(index[k]), message) for k, message in sorted(bad.items())]
+
+
+def check_blob(objects: ObjectTable, comp: Component, path, name, label, nbytes: int) -> None:
+    """A blob a chunk index locates (not a manifest component) gets the container's checks
+    when it is used: 64-aligned, inside the blob area, overlapping no component the manifest
+    names, and a stored length that can hold (raw: is) its ``nbytes``."""
+    start, end = comp.offset, comp.offset + comp.length
+    problem = None
+    if start % ALIGNMENT:
+        problem = f"offset {start} is not a multiple of {ALIGNMENT}"
+    elif start < len(MAGIC) or end > objects.blob_end:
+        problem = f"bytes [{start}, {end}) lie outside the blob area [8, {objects.blob_end})"
+    elif comp.encoding == RAW and comp.length != nbytes:
+        problem = f"raw chunk length {comp.length} != {nbytes} bytes of its in-bounds part"
+    elif comp.encoding != RAW and nbytes > max(comp.length, 1) * MAX_DECODE_RATIO:
+        problem = f"declared decoded size {nbytes} is impossible for {comp.length} bytes"
+    else:
+        spans = objects.spans
+        i = int(np.searchsorted(spans[:, 0], end, side="left"))
+        if i and spans[i - 1, 1] > start:
+            s, e = spans[i - 1]
+            problem = f"bytes [{start}, {end}) overlap [{s}, {e}), named by the manifest"
+    if problem is not None:
+        raise FormatError(
+            f"index entry of chunk {label}: {problem}", path=path, obj=name, component=label
+        )
 
 
 # --------------------------------------------------------------------------- memo

@@ -38,7 +38,7 @@ from .errors import (
 from .interop import as_array
 from .layouts import dense, ggml, quantized, sparse
 from .manifest import Component, Manifest, Object
-from .reader import Reader
+from .reader import Parts, Reader
 
 if TYPE_CHECKING:  # concurrent.futures costs ~15 ms at import: loaded when first compressing
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -608,6 +608,15 @@ class Writer:
             self._objects[name] = old
             raise
 
+    def put_blob(self, data: np.ndarray, *, checksum: str | None = None) -> Component:
+        """Write one raw component (an array of any dtype of the table) at the next aligned
+        offset and return it; the caller makes it part of an object (``put_object``)."""
+        storage, type_, arr = dense.encode(as_array(data))
+        blob = byte_view(arr)
+        digest = digests.compute(checksum, blob) if checksum else None
+        self._flush()
+        return self._put_blob(storage, type_, codecs.RAW, blob, digest)
+
     def put_object(self, name: str, obj: Object) -> None:
         """Record an object whose blobs are already in the file (written by the workers of a
         parallel write); replaces one of that name."""
@@ -641,75 +650,43 @@ class Writer:
             obj.shape, obj.format, {r: comps[r] for r in obj.components}, obj.attributes
         )
 
+    def copy_chunked(self, name: str, obj: Object, chunks: Iterable[tuple]) -> None:
+        """Write a ``chunked`` object's chunks as given (``chunks``: (grid index, component,
+        stored bytes), consumed one at a time) and index them afresh (one segment per
+        encoding and digest algorithm, over the whole grid): compact, merge, rewrites and
+        converters copy chunked objects this way, their chunks not all being components."""
+        from .layouts import chunked  # concurrent.futures comes with it: chunked files only
+
+        self._check_name(name)
+        self._flush()
+        copied = {}
+        for index, comp, blob in chunks:
+            blob = memoryview(blob).cast("B")
+            if blob.nbytes != comp.length:
+                raise ZTensorError(
+                    f"stored bytes are {blob.nbytes} long, the index says {comp.length}",
+                    path=self.path,
+                    obj=name,
+                    component=chunked.chunk_role(index),
+                )
+            self._pad()
+            copied[index] = comp.moved(self._pos)
+            self._write_all(blob)
+        update = chunked.rebuilt(obj, copied)
+        comps = [self.put_blob(e, checksum=seg.digest) for seg, e in update.new]
+        self._objects[name] = update.finish(comps)
+
     def copy_from(self, reader, name: str, new_name: str | None = None) -> None:
         """Copy an object of an open Reader verbatim (stored bytes, encoding, digests)."""
         obj = reader.manifest.objects[name]
+        new_name = name if new_name is None else new_name
+        if obj.format == "chunked":
+            blobs = reader.chunk_blobs(name)
+            self.copy_chunked(new_name, obj, ((i, c, b) for i, (c, b) in blobs.items()))
+            return
         self.copy_object(
-            name if new_name is None else new_name,
-            obj,
-            {role: reader.stored_bytes(name, role) for role in obj.components},
+            new_name, obj, {role: reader.stored_bytes(name, role) for role in obj.components}
         )
-
-    def update_components(
-        self,
-        name: str,
-        obj: Object,
-        updates: Iterable[tuple[str, Any]],
-        *,
-        compress: bool | int = False,
-        checksum: str | None = None,
-    ) -> None:
-        """Append mode: a new version of the stored ``obj`` in which each ``(role, array)``
-        of ``updates`` becomes a new blob and every other component keeps pointing at its
-        existing blob (nothing is copied; replaced blobs stay until compact).
-
-        ``updates`` is consumed lazily and at most a few encoded blobs are in flight, so a
-        generator keeps memory at a few components (region writes into chunked objects).
-        If an exception escapes, nothing is recorded for ``name``.
-        """
-        self._check_name(name, replacing=True)
-        if self.mode != "a":
-            raise ZTensorError("update_components needs append mode", path=self.path, obj=name)
-        for role, comp in obj.components.items():
-            if comp.offset + comp.length > self._append_base:
-                raise ZTensorError(
-                    "component is not part of the finalized file",
-                    path=self.path,
-                    obj=name,
-                    component=role,
-                )
-        level = normalize_compress(compress)
-        checksum = normalize_checksum(checksum)
-        self._flush()
-        codec = codecs.compressor(level) if level else None
-        written: dict[str, Component] = {}
-        inflight: deque[tuple[str, str, str | None, Future]] = deque()
-
-        def drain(limit: int) -> None:
-            while len(inflight) > limit:
-                role, storage, type_, fut = inflight.popleft()
-                frame, digest = fut.result()
-                written[role] = self._put_blob(storage, type_, codec.encoding, frame, digest)
-
-        try:
-            for role, array in updates:
-                storage, type_, data = dense.encode(as_array(array))
-                if codec is not None:
-                    fut = self._encode_later(data, codec, checksum)
-                    inflight.append((role, storage, type_, fut))
-                    drain(2 * self._workers)
-                else:
-                    blob = byte_view(data)
-                    digest = digests.compute(checksum, blob) if checksum else None
-                    written[role] = self._put_blob(storage, type_, codecs.RAW, blob, digest)
-            drain(0)
-        except BaseException:
-            for *_, fut in inflight:
-                fut.cancel()
-            raise
-        comps = {role: written.pop(role, comp) for role, comp in obj.components.items()}
-        comps.update(sorted(written.items()))
-        self._objects[name] = Object(obj.shape, obj.format, comps, obj.attributes)
 
     def write_chunked(
         self,
@@ -736,14 +713,24 @@ class Writer:
         from .layouts import chunked  # concurrent.futures comes with it: chunked files only
 
         self._check_name(name, replacing=True)
+        for role, comp in base.components.items():
+            if self.mode != "a" or comp.offset + comp.length > self._append_base:
+                raise ZTensorError(
+                    "component is not part of the finalized file (write_chunked changes an "
+                    "object of the file this append mode writer opened)",
+                    path=self.path,
+                    obj=name,
+                    component=role,
+                )
         grid = chunked.grown(base, shape)
         box = tuple((int(a), int(b)) for a, b in box)
         level = normalize_compress(compress)
         checksum = normalize_checksum(checksum)
         self._flush()
-        old_state = None
+        old_state = old_parts = None
         if base.components and self.mode == "a":
             old_state = Reader(self.path, verify=True, end=self._append_base)
+            old_parts = Parts(old_state, name, True)
         written: dict[tuple, Component] = {}
         inflight: deque[tuple[tuple, Future]] = deque()
         itemsize = dtypes.itemsize(grid.dtype)
@@ -761,16 +748,9 @@ class Writer:
 
         def chunk_of(write, part) -> np.ndarray:
             old = None
-            if write.patch and old_state is not None:
+            if write.patch and old_parts is not None:
                 stored = old_state.metadata(name).object
-                if chunked.ChunkTable(stored).role(write.index) is not None:
-                    old = chunked.read_chunk(
-                        stored,
-                        lambda role: old_state.read_component(name, role),
-                        write.index,
-                        path=self.path,
-                        name=name,
-                    )
+                old = chunked.read_chunk(stored, old_parts, write.index, path=self.path, name=name)
             return chunked.assemble(write, part, old, empty_of(write))
 
         try:
@@ -789,6 +769,8 @@ class Writer:
                 inflight.append((write.index, fut))
                 drain(2 * self._workers)
             drain(0)
+            update = chunked.updated(base, grid, box, written, attributes=attributes, get=old_parts)
+            comps = [self.put_blob(e, checksum=seg.digest) for seg, e in update.new]
         except BaseException:
             for _, fut in inflight:
                 fut.cancel()
@@ -796,7 +778,7 @@ class Writer:
         finally:
             if old_state is not None:
                 old_state.close()
-        self._objects[name] = chunked.updated(base, grid, box, written, attributes)
+        self._objects[name] = update.finish(comps)
 
     def stream_tensor(
         self,

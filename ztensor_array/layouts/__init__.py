@@ -70,3 +70,8 @@ def read_selection(
     """``value[key]`` of ``obj``, reading as little as its layout can."""
     layout = layout_for(obj.format) or _GENERIC
     return layout.read_selection(obj, get, key, path=path, name=name, copy=copy)
+
+
+def stored_encoding(obj: Object) -> tuple[int, str | None]:
+    """(zstd level, digest algorithm) that a partial rewrite of ``obj`` keeps by default."""
+    return (layout_for(obj.format) or _GENERIC).stored_encoding(obj)

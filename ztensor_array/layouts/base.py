@@ -29,6 +29,13 @@ class Getter(Protocol):
 
     def prefix(self, role: str, nbytes: int) -> np.ndarray: ...
 
+    def located(self, comp: Component, label: str, nbytes: int) -> np.ndarray:
+        """A blob the manifest does not name (a chunk an index locates), checked against the
+        file, decoded to exactly ``nbytes`` in its storage dtype; ``label`` names it in
+        errors."""
+        ...
+
+
 # roles that hold the values of a tensor, in the order 1.1.1 looks for them
 _PRIMARY_ROLES = ("data", "values", "packed_weight")
 
@@ -65,6 +72,11 @@ class Layout:
             f"format {obj.format!r} is not supported by this reader", path=path, obj=name
         )
 
+    def stored_encoding(self, obj: Object) -> tuple[int, str | None]:
+        """(zstd level, digest algorithm) that rewriting part of ``obj`` keeps when the
+        caller asks for none (the level is not recorded: the default one when compressed)."""
+        return components_encoding(obj.components.values())
+
     def read_selection(
         self, obj: Object, get: Getter, key: Any, *, path=None, name=None, copy: bool = True
     ) -> Any:
@@ -89,11 +101,10 @@ def is_whole(key: Any, shape: tuple[int, ...]) -> bool:
     )
 
 
-def stored_encoding(obj: Object) -> tuple[int, str | None]:
-    """(zstd level, digest algorithm) that rewriting part of ``obj`` keeps when the caller
-    asks for none: compressed if its components are (at the default level: the level is
-    not recorded), and the algorithm of its digests."""
-    comps = list(obj.components.values())
+def components_encoding(comps) -> tuple[int, str | None]:
+    """(zstd level, digest algorithm) of some components: compressed if any is (at the
+    default level: the level is not recorded), and the algorithm of the first digest."""
+    comps = list(comps)
     level = DEFAULT_LEVEL if any(c.encoding != RAW for c in comps) else 0
     digest = next((c.digest for c in comps if c.digest), None)
     return level, digest.split(":", 1)[0] if digest else None

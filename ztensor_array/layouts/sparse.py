@@ -30,8 +30,9 @@ def _as_index(arr: np.ndarray, what: str, fail) -> np.ndarray:
 _NARROW_FLOATS = frozenset({"f16", "bf16", "f8_e4m3", "f8_e5m2"})
 
 
-def _value_dtype(obj: Object) -> str | None:
-    """What the values read as: narrow floats are widened to f32 (``_values``)."""
+def read_dtype(obj: Object) -> str | None:
+    """The dtype the values of a sparse object read as (``value_dtype`` names the stored
+    one): narrow floats are widened to f32, scipy.sparse holding none of them."""
     if unknown_type(obj) is not None or "values" not in obj.components:
         return None
     name = logical_name(obj, "values")
@@ -168,9 +169,6 @@ class SparseCSR(Layout):
             return None
         return (obj.shape[0] + 1) * dtypes.itemsize(obj.components[role].dtype)
 
-    def value_dtype(self, obj: Object) -> str | None:
-        return _value_dtype(obj)
-
     def read(self, obj: Object, get, *, path=None, name=None):
         return read_csr(obj, get, path=path, name=name)
 
@@ -194,9 +192,6 @@ class SparseCOO(Layout):
             check_size(
                 name, "coords", coords, want, path, what="coords length", detail=" (ndim x nnz)"
             )
-
-    def value_dtype(self, obj: Object) -> str | None:
-        return _value_dtype(obj)
 
     def read(self, obj: Object, get, *, path=None, name=None):
         return read_coo(obj, get, path=path, name=name)

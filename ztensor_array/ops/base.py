@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import layouts
 from ..codecs import digests
 from ..codecs.policy import normalize_checksum, normalize_compress
 from ..errors import FileExistsZTError, ZTensorError
@@ -90,12 +91,8 @@ def digest_algorithm(obj: Object, checksum: str | None) -> str | None:
     the one its components use (the first known one), or None when it had none."""
     if checksum != KEEP:
         return checksum
-    for comp in obj.components.values():
-        if comp.digest is not None:
-            parsed = digests.parse(comp.digest)
-            if parsed is not None:
-                return parsed[0]
-    return None
+    algo = layouts.stored_encoding(obj)[1]  # a chunked object's chunks, not its index
+    return algo if algo in digests.ALGORITHMS else None
 
 
 def stored_size(obj: Object) -> int:

@@ -52,20 +52,21 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
                 if c.byte_order != "little":
                     comps[role]["byte_order"] = c.byte_order
             primary = comps.get("data") or comps.get("values") or next(iter(comps.values()), {})
-            objects.append(
-                {
-                    "name": name,
-                    "format": obj.format,
-                    "dtype": primary.get("dtype"),
-                    "shape": list(obj.shape),
-                    "encoding": _one(c["encoding"] for c in comps.values()),
-                    "stored_bytes": sum(c["stored_bytes"] for c in comps.values()),
-                    "raw_bytes": _sum_or_none(c["raw_bytes"] for c in comps.values()),
-                    "digest": _one(c["digest"] for c in comps.values()),
-                    "attributes": _jsonable(dict(obj.attributes or {})),
-                    "components": comps,
-                }
-            )
+            entry = {
+                "name": name,
+                "format": obj.format,
+                "dtype": primary.get("dtype"),
+                "shape": list(obj.shape),
+                "encoding": _one(c["encoding"] for c in comps.values()),
+                "stored_bytes": sum(c["stored_bytes"] for c in comps.values()),
+                "raw_bytes": _sum_or_none(c["raw_bytes"] for c in comps.values()),
+                "digest": _one(c["digest"] for c in comps.values()),
+                "attributes": _jsonable(dict(obj.attributes or {})),
+                "components": comps,
+            }
+            if obj.format == "chunked":
+                entry.update(_chunks_summary(r, name, obj, comps))
+            objects.append(entry)
         return {
             "path": os.fspath(path),
             "version": r.version,
@@ -74,6 +75,30 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "attributes": _jsonable(r.attributes),
             "objects": objects,
         }
+
+
+def _chunks_summary(r: Reader, name: str, obj: Object, comps: dict) -> dict[str, Any]:
+    """A chunked object as its chunks make it (its components may be index segments
+    only): the grid's dtype, the chunks' encoding, digest algorithm and sizes."""
+    from ..layouts import chunked  # concurrent.futures comes with it: chunked files only
+
+    grid = chunked.chunk_grid(obj, r.path, name)
+    chunks = r.chunks(name)
+    index_bytes = sum(c["stored_bytes"] for role, c in comps.items() if role.startswith("i."))
+    algos = {c.digest.split(":", 1)[0] if c.digest else None for c in chunks.values()}
+    return {
+        "dtype": grid.dtype,
+        "encoding": _one(c.encoding for c in chunks.values()),
+        "stored_bytes": sum(c.length for c in chunks.values()) + index_bytes,
+        "raw_bytes": sum(grid.nbytes(i) for i in chunks),
+        "digest": algos.pop() if len(algos) == 1 else None,
+        "chunks": {
+            "chunk_shape": list(grid.chunk_shape),
+            "grid": list(grid.grid),
+            "stored": len(chunks),
+            "index_segments": len(grid.segments),
+        },
+    }
 
 
 def _raw_bytes(obj: Object, role: str) -> int | None:

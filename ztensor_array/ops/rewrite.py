@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..codecs import RAW, digests
 from ..codecs.policy import normalize_compress
 from ..errors import ChecksumError
-from ..layouts import dense
+from ..layouts import chunked, dense
 from ..layouts.base import unknown_type
 from ..manifest import Object
-from ..reader import Reader
+from ..reader import Parts, Reader
 from ..writer import Writer
 from .base import (
     KEEP,
@@ -51,6 +53,17 @@ def reencode(
     if obj.format.startswith("legacy_"):  # v0.1 single-blob sparse: becomes sparse_csr/coo
         value = reader.read_tensor(name, verify_checksum=True)
         writer.add_sparse(out_name, value, compress=level, checksum=algo, attributes=attrs)
+        return
+    if obj.format == "chunked":  # each stored chunk decoded and encoded again
+        parts = Parts(reader, name, True)
+
+        def reencoded():
+            for index in reader.chunks(name):
+                data = chunked.read_chunk(obj, parts, index, path=reader.path, name=name)
+                blob, comp = chunked.encode_chunk(np.ascontiguousarray(data), level, algo)
+                yield index, comp, blob
+
+        writer.copy_chunked(out_name, obj, reencoded())
         return
     comp = obj.components.get("data")
     if (
@@ -86,18 +99,28 @@ def copy_verbatim(reader: Reader, writer: Writer, name: str, out_name: str) -> N
     """Copy an object's stored blobs as they are, after checking their digests (a blob
     whose digest uses an algorithm we do not know is copied unchecked)."""
     obj: Object = reader.manifest.objects[name]
+    if obj.format == "chunked":
+        chunks = reader.chunk_blobs(name)
+        for index, (comp, blob) in chunks.items():
+            _refuse_corrupt(reader, name, f"chunk {list(index)}", comp, blob)
+        writer.copy_chunked(out_name, obj, ((i, c, b) for i, (c, b) in chunks.items()))
+        return
     stored = {}
     for role, comp in obj.components.items():
         blob = reader.stored_bytes(name, role)
-        if comp.digest is not None and digests.matches(comp.digest, blob) is False:
-            raise ChecksumError(
-                f"digest mismatch (expected {comp.digest}); refusing to copy a corrupt blob",
-                path=reader.path,
-                obj=name,
-                component=role,
-            )
+        _refuse_corrupt(reader, name, role, comp, blob)
         stored[role] = blob
     writer.copy_object(out_name, obj, stored)
+
+
+def _refuse_corrupt(reader: Reader, name: str, where: str, comp, blob) -> None:
+    if comp.digest is not None and digests.matches(comp.digest, blob) is False:
+        raise ChecksumError(
+            f"digest mismatch (expected {comp.digest}); refusing to copy a corrupt blob",
+            path=reader.path,
+            obj=name,
+            component=where,
+        )
 
 
 def rewrite(

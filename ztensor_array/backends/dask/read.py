@@ -19,9 +19,9 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ... import codecs
+from ... import codecs, dtypes
 from ...errors import ArgumentTypeError, ZTensorError
-from ...layouts import chunked
+from ...layouts import chunked, sparse
 from ...layouts.base import require_known_types
 from ...reader import Reader, TensorRef
 
@@ -39,8 +39,10 @@ class TensorSource:
         meta = reader.metadata(name)
         self.ref = TensorRef.of(reader, name)
         self.shape = tuple(meta.shape)
-        self.dtype = meta.dtype
         self.format = meta.layout
+        self.dtype = meta.dtype
+        if self.format in ("sparse_csr", "sparse_coo"):  # values read widened (scipy)
+            self.dtype = dtypes.to_numpy(sparse.read_dtype(meta.object))
         self.verify = verify
 
     @property

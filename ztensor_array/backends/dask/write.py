@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +28,9 @@ from ...codecs import RAW, byte_view, compressor, digests
 from ...codecs.policy import normalize_checksum, normalize_compress
 from ...errors import ArgumentTypeError, InvalidArgumentError, UnsupportedError, ZTensorError
 from ...interop import as_array
-from ...layouts import chunked
-from ...layouts.base import stored_encoding
+from ...layouts import chunked, stored_encoding
 from ...manifest import Component, Object
-from ...reader import Reader
+from ...reader import Parts, Reader
 from ...writer import writer_mode
 from . import deferred
 
@@ -459,22 +459,14 @@ def _chunk_block(block, _begun, spec: ChunkTask, block_id=None):
 
 
 def _old_chunk(spec: ChunkTask, index) -> np.ndarray | None:
-    """The stored chunk at ``index`` of the finalized state (digest checked, so corruption
-    is never carried into the new chunk); None when there is none."""
+    """The stored chunk at ``index`` of the finalized state, an owned array (digest checked,
+    so corruption is never carried into the new chunk; the fill value where there is none)."""
     if spec.base_end < 0:
         return None
     with Reader(spec.path, verify=True, end=spec.base_end) as r:
         obj = r.metadata(spec.name).object
-        if chunked.ChunkTable(obj).role(index) is None:
-            return None
-        return r.read_slice(spec.name, _chunk_slices(obj, index))  # owned: outlives r
-
-
-def _chunk_slices(obj: Object, index) -> tuple[slice, ...]:
-    grid = chunked.chunk_grid(obj)
-    return tuple(
-        slice(i * c, i * c + e) for i, c, e in zip(index, grid.chunk_shape, grid.extent(index))
-    )
+        parts = Parts(r, spec.name, True, copy=True)
+        return chunked.read_chunk(obj, parts, index, path=spec.path, name=spec.name)
 
 
 def _collect(name: str, *items) -> tuple[str, list]:
@@ -484,7 +476,8 @@ def _collect(name: str, *items) -> tuple[str, list]:
 
 def _commit(plan: parallel.ParallelPlan, writes: list[CommitSpec], offsets, results) -> int:
     written = dict(results)
-    objects = {}
+    objects: dict[str, Object] = {}
+    updates: dict[str, tuple] = {}
     region = 0
     for w in writes:
         if w.kind == DENSE:
@@ -502,6 +495,23 @@ def _commit(plan: parallel.ParallelPlan, writes: list[CommitSpec], offsets, resu
         elif w.kind == DENSE_FRAME:
             objects[w.name] = Object(w.shape, "dense", dict(written[w.name]), w.attributes or None)
         else:
-            new = dict(written[w.name])
-            objects[w.name] = chunked.updated(w.base, w.grid, w.box, new, w.attributes)
-    return parallel.commit(plan, objects)
+            updates[w.name] = (w, dict(written[w.name]))
+    if not updates:
+        return parallel.commit(plan, objects)
+    # the new index segments merge earlier ones of the finalized state: read them there
+    with Reader(plan.path, end=plan.base_size) if plan.mode == "a" else nullcontext() as r:
+        return parallel.commit(
+            plan,
+            objects,
+            {
+                name: chunked.updated(
+                    w.base,
+                    w.grid,
+                    w.box,
+                    new,
+                    attributes=w.attributes,
+                    get=Parts(r, name, False) if r is not None and name in r else None,
+                )
+                for name, (w, new) in updates.items()
+            },
+        )

@@ -18,7 +18,7 @@ from xarray.backends import BackendArray, CachingFileManager
 from xarray.core import indexing
 
 from ... import files as zfiles
-from ...layouts import chunked, dense
+from ...layouts import dense
 from ...reader import Reader, TensorRef
 
 
@@ -93,34 +93,6 @@ def outer_index(array, key: tuple) -> np.ndarray:
     return out
 
 
-def _read_chunked(reader: Reader, obj, name: str, key: tuple) -> np.ndarray:
-    """Outer selection of a chunked object, decoding only the chunks it touches: array
-    keys are first covered by a slice, then picked from the (smaller) result."""
-    covering = []
-    picks = []
-    for k in key:
-        if isinstance(k, slice | int | np.integer):
-            covering.append(k)
-            if isinstance(k, slice):
-                picks.append(slice(None))
-        else:
-            k = np.asarray(k)
-            lo = int(k.min()) if k.size else 0
-            hi = int(k.max()) + 1 if k.size else 0
-            covering.append(slice(lo, hi))
-            picks.append(k - lo)
-    out = chunked.read_region(
-        obj,
-        lambda role: reader.read_component(name, role),
-        tuple(covering),
-        path=reader.path,
-        name=name,
-    )
-    if any(not isinstance(p, slice) for p in picks):
-        out = outer_index(out, tuple(picks))
-    return out
-
-
 def _sparse_select(matrix, key: tuple, shape) -> np.ndarray:
     """An outer selection of a scipy.sparse matrix as a dense array (2-D: rows, then
     columns are cut before densifying; other ranks densify whole)."""
@@ -176,8 +148,8 @@ class ZTensorBackendArray(BackendArray):
         reader = self.ref.check(self.files.acquire())
         name = self.ref.name
         obj = reader.manifest.objects[name]
-        if obj.format == "chunked":
-            out = _read_chunked(reader, obj, name, key)
+        if obj.format == "chunked":  # only the chunks holding selected elements are decoded
+            out = reader.read_slice(name, key)
         elif obj.format == "dense" and not self.files.verify:
             # zero-copy and still writable: each read gets its own copy-on-write map, so
             # in-place edits (``ds["v"] += 1``) never reach the file or other reads

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 from xarray import Variable
 
-from ...layouts import chunked, dense
-from ...layouts.base import stored_encoding
+from ...layouts import chunked, dense, stored_encoding
 from ...reader import Reader
 from ...writer import Writer
 from .variables import (

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from xarray import Dataset, Variable
 
-from ... import codecs, dtypes
+from ... import dtypes, layouts
 from ...codecs.policy import normalize_checksum, normalize_compress
 from ...errors import ArgumentTypeError, InvalidArgumentError, UnsupportedError, ZTensorError
 from ...layouts.chunked import chunk_grid
@@ -252,12 +252,11 @@ def reported_encoding(obj, dims: tuple[str, ...], dtype: np.dtype) -> dict[str, 
     """The encoding an opened variable reports: compress when every component is zstd, the
     digest algorithm when all agree, and a chunked object's grid as preferred chunks."""
     encoding: dict[str, Any] = {"dtype": dtype}
-    comps = list(obj.components.values())
-    if comps and all(c.encoding == codecs.COMPRESSED for c in comps):
+    level, checksum = layouts.stored_encoding(obj)
+    if level:
         encoding["compress"] = True
-    digests = {c.digest.split(":")[0] for c in comps if c.digest}
-    if len(digests) == 1:
-        encoding["checksum"] = digests.pop()
+    if checksum:
+        encoding["checksum"] = checksum
     chunk_shape = stored_chunks(obj)
     if chunk_shape is not None:
         encoding["chunks"] = chunk_shape

@@ -30,6 +30,7 @@ from .write import (
     grown,
     growth,
     plan_write,
+    rebuilt,
     source_chunks,
     updated,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "growth",
     "parse_chunk_role",
     "plan_write",
+    "rebuilt",
     "read_chunk",
     "read_region",
     "regular_chunks",

@@ -5,16 +5,109 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ... import dtypes
+from ... import codecs, dtypes
 from ...errors import FormatError, InvalidArgumentError, UnsupportedError
 from ...manifest import Object, expect, is_uint
 
 FORMAT = "chunked"
 CHUNK_GRID_KEY = "chunk_grid"  # the object attribute holding the grid
+INDEX_KEY = "index"  # the grid's list of index segments
+DIGEST_WORDS = {None: 0, "crc32c": 1, "sha256": 4}  # u64 words a digest takes per entry
+
+
+def chunk_role(index) -> str:
+    """Component role of the chunk at a grid index: ``c.<i0>.<i1>...`` (``c`` when 0-d)."""
+    return ".".join(["c", *(str(int(i)) for i in index)])
+
+
+def parse_chunk_role(role: str, ndim: int) -> tuple[int, ...] | None:
+    """Grid index named by a role, or None when the role is not ``c`` + ndim indices."""
+    parts = role.split(".")
+    if parts[0] != "c" or len(parts) != ndim + 1:
+        return None
+    out = []
+    for p in parts[1:]:
+        if not (p.isascii() and p.isdigit()) or (len(p) > 1 and p[0] == "0"):
+            return None
+        out.append(int(p))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One index segment: the box of the grid it covers and how its chunks are stored."""
+
+    role: str  # its component
+    start: tuple[int, ...]  # grid index of the box's first chunk
+    shape: tuple[int, ...]  # chunks along each axis
+    encoding: str
+    digest: str | None  # algorithm of the chunks' digests
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def words(self) -> int:
+        """u64 words per entry."""
+        return 2 + DIGEST_WORDS[self.digest]
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.words * 8
+
+    def contains(self, index) -> bool:
+        return all(s <= i < s + n for i, s, n in zip(index, self.start, self.shape))
+
+    def position(self, index) -> int:
+        """Entry number of a grid index inside the box (C order)."""
+        pos = 0
+        for i, s, n in zip(index, self.start, self.shape):
+            pos = pos * n + (i - s)
+        return pos
+
+    def to_cbor(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "role": self.role,
+            "start": list(self.start),
+            "shape": list(self.shape),
+            "encoding": self.encoding,
+        }
+        if self.digest is not None:
+            out["digest"] = self.digest
+        return out
+
+
+def parse_segments(raw: Any, ndim: int, fail) -> list[Segment]:
+    """The ``index`` list of a grid attribute; ``fail(message)`` raises for a bad one."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        fail(f"{INDEX_KEY} {raw!r} is not a list")
+    out = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            fail(f"index segment {item!r} is not a map")
+        role, start, shape = item.get("role"), item.get("start"), item.get("shape")
+        encoding, digest = item.get("encoding", codecs.RAW), item.get("digest")
+        if not isinstance(role, str) or parse_chunk_role(role, ndim) is not None:
+            fail(f"index segment role {role!r} is not text (or is a chunk role)")
+        for what, v in (("start", start), ("shape", shape)):
+            if not (
+                isinstance(v, list) and len(v) == ndim and all(type(x) is int and x >= 0 for x in v)
+            ):
+                fail(f"index segment {role!r} {what} {v!r} is not {ndim} unsigned integers")
+        if encoding not in codecs.ENCODINGS:
+            fail(f"index segment {role!r} names an unknown encoding {encoding!r}")
+        if digest not in DIGEST_WORDS:
+            fail(f"index segment {role!r} names an unknown digest {digest!r}")
+        out.append(Segment(role, tuple(start), tuple(shape), encoding, digest))
+    return out
 
 
 class ChunkGrid(NamedTuple):
@@ -24,6 +117,7 @@ class ChunkGrid(NamedTuple):
     chunk_shape: tuple[int, ...]
     dtype: str  # logical zTensor dtype name of every chunk
     fill_value: Any  # bool, int, float, or [re, im] for complex dtypes
+    segments: tuple[Segment, ...] = ()  # the index segments, oldest first
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -67,7 +161,12 @@ def chunk_grid(obj: Object, path=None, name: str | None = None) -> ChunkGrid:
         raise UnsupportedError(f"unknown chunk dtype {dt!r}", path=path, obj=name)
     fill = raw.get("fill_value", 0)
     expect(_is_fill(fill), f"fill_value {fill!r} is not a number", path, name)
-    return ChunkGrid(tuple(obj.shape), tuple(cs), dt, fill)
+
+    def fail(message: str):
+        raise FormatError(message, path=path, obj=name)
+
+    segments = tuple(parse_segments(raw.get(INDEX_KEY), len(obj.shape), fail))
+    return ChunkGrid(tuple(obj.shape), tuple(cs), dt, fill, segments)
 
 
 def grid_attributes(chunk_shape, dtype_name: str, fill_value: Any = 0) -> dict[str, Any]:

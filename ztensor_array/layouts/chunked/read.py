@@ -12,11 +12,11 @@ import numpy as np
 
 from ... import dtypes
 from ...errors import FormatError
-from ...manifest import Object
+from ...manifest import Component, Object
 from .. import select
 from ..base import Getter
 from ..dense import as_logical
-from .grid import ChunkGrid, chunk_grid, fill_array
+from .grid import ChunkGrid, chunk_grid, chunk_role, fill_array
 from .table import ChunkTable
 
 MIN_PARALLEL_CHUNKS = 2
@@ -37,22 +37,22 @@ def read_region(
     for a selection that is exactly one stored chunk: then the chunk itself (a read-only
     view of the file for a raw chunk)."""
     grid = chunk_grid(obj, path, name)
-    table = ChunkTable(obj)
+    table = ChunkTable(obj, get, grid.segments)
     axes, keep = select.normalize(selection, obj.shape)
     shape = select.out_shape(axes)
     final = tuple(s for s, k in zip(shape, keep) if k)
     tasks = []
     missing = False
     for index, local, where in select.pieces(grid.chunk_shape, axes):
-        role = table.role(index)
-        if role is None:
+        where_stored = table.locate(index)
+        if where_stored is None:
             missing = True
         else:
-            tasks.append((index, role, local, where))
+            tasks.append((index, where_stored, local, where))
     if not copy and not missing and len(tasks) == 1:
-        index, role, local, _ = tasks[0]
+        index, stored, local, _ = tasks[0]
         if _whole(local, grid.extent(index)):
-            return _chunk(obj, grid, get, index, role, path, name).reshape(final)
+            return _chunk(obj, grid, get, index, stored, path, name).reshape(final)
     if missing:
         out = fill_array(grid, shape, path=path, name=name)
     else:
@@ -79,17 +79,24 @@ def _whole(local: tuple, extent: tuple[int, ...]) -> bool:
     return all(isinstance(k, slice) and k.indices(e) == (0, e, 1) for k, e in zip(local, extent))
 
 
-def _chunk(obj: Object, grid: ChunkGrid, get: Getter, index, role, path, name) -> np.ndarray:
-    comp = obj.components[role]
-    flat = as_logical(get(role), comp)
+def _chunk(
+    obj: Object, grid: ChunkGrid, get: Getter, index, stored: str | Component, path, name
+) -> np.ndarray:
+    """The chunk at ``index``: a component by role, or a blob an index entry locates (the
+    reader checks it against the file and decodes exactly the chunk's size)."""
     extent = grid.extent(index)
+    if isinstance(stored, str):
+        comp, flat = obj.components[stored], get(stored)
+    else:
+        comp, flat = stored, get.located(stored, chunk_role(index), grid.nbytes(index))
+    flat = as_logical(flat, comp)
     if flat.size != math.prod(extent):
         raise FormatError(
             f"chunk holds {flat.size} elements, its in-bounds shape {list(extent)} needs "
             f"{math.prod(extent)}",
             path=path,
             obj=name,
-            component=role,
+            component=stored if isinstance(stored, str) else chunk_role(index),
         )
     return flat.reshape(extent)
 
@@ -98,7 +105,7 @@ def read_chunk(obj: Object, get: Getter, index, *, path=None, name=None) -> np.n
     """One chunk (its in-bounds part) by grid index; the fill value if never written."""
     grid = chunk_grid(obj, path, name)
     index = tuple(index)
-    role = ChunkTable(obj).role(index)
-    if role is None:
+    stored = ChunkTable(obj, get, grid.segments).locate(index)
+    if stored is None:
         return fill_array(grid, grid.extent(index), path=path, name=name)
-    return _chunk(obj, grid, get, index, role, path, name)
+    return _chunk(obj, grid, get, index, stored, path, name)

@@ -12,6 +12,7 @@ part written over it. Chunks the box does not touch keep their stored blobs.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,17 @@ import numpy as np
 
 from ... import codecs, dtypes
 from ...manifest import Component, Object
-from .grid import CHUNK_GRID_KEY, ChunkGrid, chunk_grid
-from .table import ChunkTable
+from ..base import Getter
+from .grid import (
+    CHUNK_GRID_KEY,
+    FORMAT,
+    INDEX_KEY,
+    ChunkGrid,
+    Segment,
+    chunk_grid,
+    parse_chunk_role,
+)
+from .table import MISSING, ChunkTable, located_entries
 
 Box = tuple[tuple[int, int], ...]  # per axis [start, stop) in element coordinates
 
@@ -144,12 +154,129 @@ def grown(obj: Object, shape: Sequence[int]) -> ChunkGrid:
     return grid.reshaped(tuple(int(n) for n in shape))
 
 
+MAX_SEGMENTS = 64  # beyond this many index segments, writes merge the newest ones
+
+
+@dataclass(frozen=True)
+class Update:
+    """A write into a chunked object, ready to commit: the entries of its new index
+    segments (each to be written as a blob) and the object as it reads once they are in
+    place."""
+
+    grid: ChunkGrid  # after the write (grown shape, the segments it keeps)
+    new: tuple[tuple[Segment, np.ndarray], ...]  # new segments and their (chunks, words) u64
+    kept: dict[str, Component]  # components of the object before that stay
+    attributes: dict[str, Any]
+
+    def finish(self, comps: Sequence[Component]) -> Object:
+        """The updated object, once the new segments' entries are stored as ``comps``."""
+        attrs = dict(self.attributes)
+        grid = dict(attrs[CHUNK_GRID_KEY])
+        segments = (*self.grid.segments, *(seg for seg, _ in self.new))
+        grid[INDEX_KEY] = [seg.to_cbor() for seg in segments]
+        attrs[CHUNK_GRID_KEY] = grid
+        out = dict(self.kept)
+        out.update((seg.role, comp) for (seg, _), comp in zip(self.new, comps, strict=True))
+        return Object(self.grid.shape, FORMAT, out, attrs)
+
+
+def rebuilt(obj: Object, chunks: dict[tuple, Component]) -> Update:
+    """``obj`` with its chunks stored at ``chunks`` (by grid index; the copies of a compact,
+    merge or convert), indexed afresh: one segment over the whole grid per encoding and
+    digest algorithm the chunks use, and no other component."""
+    grid = chunk_grid(obj)
+    groups: dict[tuple, dict[tuple, Component]] = {}
+    for index, comp in chunks.items():
+        algo = comp.digest.split(":", 1)[0] if comp.digest else None
+        groups.setdefault((comp.encoding, algo), {})[index] = comp
+    new = []
+    for k, ((encoding, algo), group) in enumerate(sorted(groups.items(), key=_group_order)):
+        seg = Segment(f"i.{k}", (0,) * len(grid.grid), grid.grid, encoding, algo)
+        new.append((seg, located_entries(group, seg)))
+    return Update(grid._replace(segments=()), tuple(new), {}, dict(obj.attributes or {}))
+
+
+def _group_order(item) -> tuple:
+    (encoding, algo), _ = item
+    return encoding, algo or ""
+
+
 def updated(
-    obj: Object, grid: ChunkGrid, box: Box, new: dict[tuple, Component], attributes=None
-) -> Object:
-    """``obj`` after a write into ``box`` of ``grid`` (its grown grid): the chunks outside
-    the box's chunk span keep their blobs, those inside are ``new`` (by grid index)."""
-    kept = ChunkTable(obj).outside(grid_box(grid, box))
+    obj: Object,
+    grid: ChunkGrid,
+    box: Box,
+    new: dict[tuple, Component],
+    *,
+    attributes: dict[str, Any] | None = None,
+    get: Getter | None = None,
+) -> Update:
+    """The write of ``new`` chunks (by grid index; every chunk of ``box``'s chunk span, all
+    with one encoding and digest algorithm) into ``obj`` grown to ``grid``: one new index
+    segment over that span. The newest existing segments merge into it while they are of
+    similar size and the merged box stays dense (a binary counter: appends one chunk row
+    at a time leave O(log rows) segments, each entry copied O(log rows) times); ``get``
+    reads the entries of those (the base object's components). One-component-per-chunk
+    chunks the new segment covers leave the manifest."""
+    span = grid_box(grid, box)
+    some = next(iter(new.values()), None)
+    encoding = some.encoding if some is not None else codecs.RAW
+    digest = some.digest.split(":", 1)[0] if some is not None and some.digest else None
+    segments = list(grid.segments)
+    seg = Segment(
+        _next_role(obj), tuple(a for a, _ in span), tuple(b - a for a, b in span), encoding, digest
+    )
+    entries = located_entries(new, seg)
+    table = ChunkTable(obj, get, segments)
+    while segments and _mergeable(segments[-1], seg, len(segments)):
+        seg, entries = _merge(segments.pop(), table, seg, entries)
+        seg = Segment(_next_role(obj), seg.start, seg.shape, seg.encoding, seg.digest)
+    dropped = {s.role for s in grid.segments} - {s.role for s in segments}
+    kept = {
+        role: comp
+        for role, comp in obj.components.items()
+        if role not in dropped and not _covered(role, seg, len(obj.shape))
+    }
     attrs = dict(obj.attributes or {}) if attributes is None else dict(attributes)
     attrs.setdefault(CHUNK_GRID_KEY, dict((obj.attributes or {})[CHUNK_GRID_KEY]))
-    return Object(grid.shape, obj.format, ChunkTable(obj).with_chunks(kept, new), attrs)
+    return Update(grid._replace(segments=tuple(segments)), ((seg, entries),), kept, attrs)
+
+
+def _next_role(obj: Object) -> str:
+    """A fresh role for an index segment: ``i.<n>``, above every ``i.<n>`` in use."""
+    used = [int(r[2:]) for r in obj.components if r.startswith("i.") and r[2:].isdigit()]
+    return f"i.{max(used, default=-1) + 1}"
+
+
+def _mergeable(old: Segment, new: Segment, count: int) -> bool:
+    if (old.encoding, old.digest) != (new.encoding, new.digest):
+        return False
+    if count >= MAX_SEGMENTS:
+        return True
+    box = _union(old, new)
+    return old.size <= 2 * new.size and math.prod(box[1]) <= 2 * (old.size + new.size)
+
+
+def _union(a: Segment, b: Segment) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    start = tuple(min(x, y) for x, y in zip(a.start, b.start))
+    stop = tuple(max(x + m, y + n) for x, m, y, n in zip(a.start, a.shape, b.start, b.shape))
+    return start, tuple(e - s for s, e in zip(start, stop))
+
+
+def _merge(old: Segment, table: ChunkTable, new: Segment, entries: np.ndarray):
+    """One segment over both boxes: ``new``'s entries where it has a chunk, else ``old``'s
+    (older segments still answer where neither has one)."""
+    start, shape = _union(old, new)
+    merged = Segment(new.role, start, shape, new.encoding, new.digest)
+    out = np.full((merged.size, merged.words), MISSING, dtype=np.uint64)
+    for seg, rows in ((old, table.entries(old)), (new, entries)):
+        sel = tuple(slice(s - m, s - m + n) for s, m, n in zip(seg.start, start, seg.shape))
+        view = out.reshape(*shape, merged.words)[sel]
+        src = rows.reshape(*seg.shape, merged.words)
+        have = src[..., 0] != MISSING
+        view[have] = src[have]
+    return merged, out
+
+
+def _covered(role: str, seg: Segment, ndim: int) -> bool:
+    index = parse_chunk_role(role, ndim)
+    return index is not None and seg.contains(index)
