@@ -1,12 +1,14 @@
 """ztensor_array: the zTensor (.zt) tensor file format for NumPy, PyTorch, xarray and Dask.
 
 Importing this package loads only numpy, cbor2 and the reading side; the writer, torch, scipy,
-dask, xarray, numcodecs and ml_dtypes are imported when first needed.
+dask, xarray, numcodecs and ml_dtypes are imported when first needed. When xarray is
+already imported, the xarray backend is too, which registers the ``.ztensor`` accessor.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 from .errors import (
     ChecksumError,
@@ -52,6 +54,10 @@ _LAZY = {
     "compact": ("ops.compact", "compact"),
     "backends": ("backends", None),
 }
+
+
+if "xarray" in sys.modules:  # registers the ``.ztensor`` accessor on xarray objects
+    importlib.import_module(".backends.xarray", __name__)
 
 
 def __getattr__(name: str):

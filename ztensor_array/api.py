@@ -29,9 +29,12 @@ def to_ztensor(
     encoding: Mapping[str, Any] | None = None,
     append_dim: Any = None,
     region: Any = None,
+    group: str | None = None,
     compute: bool = True,
 ):
-    """Write ``obj`` to ``path``; returns a dask Delayed when ``compute=False``.
+    """Write ``obj`` to ``path``. Returns None once the file is written, finalized and
+    closed, or a dask Delayed that writes it when ``compute=False`` (``to_zarr`` returns its
+    store; a .zt has nothing to hand back that its path does not name).
 
     obj: a numpy or dask array (``name`` required), a mapping name -> array, or an xarray
     Dataset/DataArray. mode: "w-" (fail if the file exists), "w" (replace), "a" (add
@@ -44,6 +47,8 @@ def to_ztensor(
     "checksum"}`` (per name for a mapping); for xarray, per variable as in ``to_zarr``.
     region: a tuple of step-1 slices of an existing chunked object (mode "a") that ``obj``
     overwrites; only the chunks it touches are rewritten.
+    group: xarray objects only: the group the Dataset (or the DataTree's root) is written
+    as, e.g. "/run1"; with mode "a" it adds to or replaces that group of an existing file.
     """
     if _is_xarray(obj):
         from .backends.xarray import to_ztensor_dataset
@@ -58,10 +63,13 @@ def to_ztensor(
             compute=compute,
             append_dim=append_dim,
             region=region,
+            group=group,
             compress=compress,
             checksum=checksum,
             chunks=chunks,
         )
+    if group is not None:
+        raise TypeError("group= is for xarray objects; name arrays 'group/name' instead")
     from .backends.dask import write_arrays
 
     if isinstance(obj, Mapping):
@@ -74,7 +82,7 @@ def to_ztensor(
             raise TypeError("to_ztensor of a single array needs a name")
         arrays = {name: obj}
         per_name = {name: encoding} if encoding else None
-    return write_arrays(
+    done = write_arrays(
         arrays,
         path,
         mode=mode,
@@ -86,3 +94,4 @@ def to_ztensor(
         region=region,
         compute=compute,
     )
+    return done if not compute else None

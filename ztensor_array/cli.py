@@ -327,6 +327,18 @@ def verify(file: str, deep: bool, quiet: bool) -> None:
     help="Prefix tensor names with their file's stem (for colliding names).",
 )
 @click.option(
+    "--combine",
+    type=click.Choice(["by_coords", "nested"]),
+    default=None,
+    help="Datasets: combine the inputs into one dataset as xarray.open_mfdataset does "
+    "(attributes that differ between them are left out, and named).",
+)
+@click.option(
+    "--concat-dim",
+    default=None,
+    help="With --combine nested: the dimension to concatenate along.",
+)
+@click.option(
     "--delete-original",
     is_flag=True,
     help="Delete the inputs once the output is written and verified.",
@@ -342,21 +354,27 @@ def convert(
     checksum,
     dequantize,
     prefix_with_filename,
+    combine,
+    concat_dim,
     delete_original,
     force,
     quiet,
 ) -> None:
-    """Convert safetensors, GGUF, PyTorch pickles or xarray datasets into one .zt file."""
+    """Convert safetensors, GGUF, PyTorch pickles or xarray datasets into one .zt file.
+
+    Datasets keep their groups, and their compression and chunking unless -c/-l is given."""
 
     with RichProgress(quiet) as bar:
         report = converters.convert(
             list(inputs),
             out,
             fmt=fmt,
-            compress=compression(compress, level),
+            compress=compression(compress, level) if compress or level else None,
             checksum=checksum,
             dequantize=dequantize,
             prefix_with_filename=prefix_with_filename,
+            combine=combine,
+            concat_dim=concat_dim,
             overwrite=force,
             delete_original=delete_original,
             progress=bar,

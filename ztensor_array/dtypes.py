@@ -269,3 +269,24 @@ def ggml_type_name(value: Any) -> str:
         return GGMLQuantizationType(int(value)).name
     except (KeyError, ValueError, TypeError):
         raise UnsupportedError(f"unknown GGML type {value!r}") from None
+
+
+# HDF5 has no complex type: h5py and others store complex numbers as a compound of two
+# floats under one of these pairs of field names.
+COMPLEX_FIELD_NAMES = (("r", "i"), ("re", "im"), ("real", "imag"))
+
+
+def complex_of_compound(dtype: np.dtype) -> np.dtype | None:
+    """The complex dtype a structured dtype of two same-type floats named as a complex
+    pair (``COMPLEX_FIELD_NAMES``) holds, with no padding; None for any other dtype."""
+    dtype = np.dtype(dtype)
+    if dtype.names is None or len(dtype.names) != 2:
+        return None
+    if tuple(n.lower() for n in dtype.names) not in COMPLEX_FIELD_NAMES:
+        return None
+    (a, off_a), (b, off_b) = (dtype.fields[n][:2] for n in dtype.names)
+    if a != b or a.kind != "f" or a.itemsize not in (4, 8) or a.subdtype is not None:
+        return None
+    if (off_a, off_b) != (0, a.itemsize) or dtype.itemsize != 2 * a.itemsize:
+        return None
+    return np.dtype(f"{a.byteorder if a.byteorder in '<>' else '='}c{2 * a.itemsize}")

@@ -843,7 +843,11 @@ class TensorRef(NamedTuple):
         names another file, a file modified other than by appending, or a tensor replaced
         or removed raises ZTensorError. Lazy arrays read through this, so every process
         (Dask workers included) sees the data the array was made from, or an error."""
-        reader = shared_reader(self.path, verify=verify)
+        return self.check(shared_reader(self.path, verify=verify))
+
+    def check(self, reader: Reader) -> Reader:
+        """``reader`` (a Reader of this path, opened after the ref was made) if it still
+        holds the tensor as the ref saw it, by the rule of ``open``; ZTensorError if not."""
         now = reader.identity
         if now == self.file or _appended_to(self, now):
             return reader

@@ -80,6 +80,8 @@ def detect_format(path: str) -> str:
         return "pickle"  # torch zip checkpoint
     if head[:8] == b"\x89HDF\r\n\x1a\n" or head[:4] in (b"CDF\x01", b"CDF\x02", b"CDF\x05"):
         return "xarray"
+    if head[:2] == b"\x1f\x8b":
+        return "xarray"  # gzip: xarray's scipy engine reads gzipped netCDF3
     if safetensors.sniff(head, size):
         return "safetensors"
     if head[:1] == b"\x80":
@@ -97,11 +99,12 @@ def open_source(
     fmt: str = "auto",
     *,
     dequantize: bool = False,
-    compress: int = 0,
+    compress: int | None = 0,
     checksum: str | None = None,
 ) -> Source:
     """Open one input as a Source of tensors (``compress``/``checksum``: for inputs such as
-    xarray datasets that are encoded while they are opened)."""
+    xarray datasets that are encoded while they are opened; a compress of None keeps a
+    dataset's own compression)."""
     path = os.fspath(path)
     if fmt == "auto":
         fmt = detect_format(path)
@@ -140,10 +143,12 @@ def convert(
     out: str,
     *,
     fmt: str = "auto",
-    compress: bool | int = False,
+    compress: bool | int | None = None,
     checksum: str | None = None,
     dequantize: bool = False,
     prefix_with_filename: bool = False,
+    combine: str | None = None,
+    concat_dim: str | None = None,
     overwrite: bool = False,
     delete_original: bool = False,
     progress: Progress | None = None,
@@ -152,13 +157,17 @@ def convert(
 
     Tensor names must be unique across inputs unless ``prefix_with_filename`` prefixes each
     with its file's stem. Global attributes of the inputs are merged (a conflicting value is
-    an error). Originals are deleted only after the output is finalized and verified.
+    an error). ``combine`` ("by_coords", or "nested" along ``concat_dim``) makes datasets
+    one dataset instead, as ``xarray.open_mfdataset`` does. ``compress`` None (the
+    default): raw, but datasets keep their own compression. Originals are deleted only
+    after the output is finalized and verified.
     """
     inputs = [os.fspath(p) for p in inputs]
     out = os.fspath(out)
     if not inputs:
         raise ZTensorError("no input files given")
     level = normalize_compress(compress)
+    dataset_level = None if compress is None else level
     checksum = normalize_checksum(checksum)
     progress = progress or Progress()
     check_output(out, inputs, overwrite)
@@ -168,6 +177,26 @@ def convert(
         raise ZTensorError(
             "two inputs have the same file name; --prefix-with-filename is ambiguous"
         )
+    opens = [
+        (
+            path,
+            lambda p=path, f=f: open_source(
+                p, f, dequantize=dequantize, compress=dataset_level, checksum=checksum
+            ),
+            prefix,
+        )
+        for path, f, prefix in zip(inputs, fmts, prefixes)
+    ]
+    if combine is not None:
+        opens = [
+            (
+                inputs[0],
+                _combined(
+                    inputs, fmts, combine, concat_dim, dataset_level, checksum, prefix_with_filename
+                ),
+                "",
+            )
+        ]
     report = Report(out)
     report.bytes_in = sum(input_size(p) for p in inputs)
     progress.start(f"convert -> {os.path.basename(out)}", report.bytes_in)
@@ -175,10 +204,8 @@ def convert(
     attributes: dict[str, Any] = {}
     writer = Writer(out, output_mode(overwrite))
     try:
-        for path, f, prefix in zip(inputs, fmts, prefixes):
-            with open_source(
-                path, f, dequantize=dequantize, compress=level, checksum=checksum
-            ) as src:
+        for path, opener, prefix in opens:
+            with opener() as src:
                 for item in src.items():
                     name = prefix + item.name
                     if name in expected:
@@ -207,6 +234,20 @@ def convert(
             _delete(path)
             report.deleted.append(path)
     return report
+
+
+def _combined(inputs, fmts, combine, concat_dim, level, checksum, prefix_with_filename):
+    """The opener of one dataset combined from every input (all must be datasets)."""
+    if prefix_with_filename:
+        raise ZTensorError("--combine makes one dataset: it takes no --prefix-with-filename")
+    others = [p for p, f in zip(inputs, fmts) if f != "xarray"]
+    if others:
+        raise UnsupportedError("--combine takes datasets only (netCDF, HDF5, zarr)", path=others[0])
+    from .xarray import XarraySource  # imports xarray when a dataset is met
+
+    return lambda: XarraySource(
+        inputs, compress=level, checksum=checksum, combine=combine, concat_dim=concat_dim
+    )
 
 
 def _merge_attributes(into: dict[str, Any], new: dict[str, Any], path: str) -> None:

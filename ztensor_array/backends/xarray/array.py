@@ -3,40 +3,32 @@
 File handles go through xarray's ``CachingFileManager`` (the contract the netCDF4 and
 h5netcdf backends use): one ``Reader`` per opened dataset and process, kept in xarray's LRU
 file cache, reopened on demand after eviction, and a manager that pickles as a few names,
-so lazy variables travel to distributed workers and open the file there.
+so lazy variables travel to distributed workers and open the file there. Every read checks
+the file against the ``TensorRef`` the variable was opened with (the rule ``from_ztensor``
+follows too): a file that only grew by appends of other objects keeps being read; a path
+that now names another file, a file modified in place, or a variable replaced raises.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 
 import numpy as np
 from xarray.backends import BackendArray, CachingFileManager
 from xarray.core import indexing
 
-from ...errors import MissingFileError, ZTensorError
+from ... import files as zfiles
 from ...layouts import dense
-from ...reader import Reader
-
-
-def file_identity(path: str) -> tuple:
-    """What tells two files at one path apart: device, inode, size and modification time."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise MissingFileError("no such file", path=path) from None
-    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+from ...reader import Reader, TensorRef
 
 
 class _OpenedReader:
-    """What the file manager caches: a Reader and the identity of the file it opened.
+    """What the file manager caches: a Reader.
 
     Closing lets go of the Reader, which closes its file as soon as no read in flight still
     holds it: the cache may drop an entry while another thread reads through it."""
 
     def __init__(self, path: str, mode: str = "r", verify: bool = False) -> None:
-        self.ident = file_identity(path)
         self.reader = Reader(path, verify=verify)
 
     def close(self) -> None:
@@ -46,35 +38,42 @@ class _OpenedReader:
 class ReaderFiles:
     """The per-process Reader of one opened .zt file.
 
-    ``acquire`` reopens when the path now names another file (replaced, rewritten or
-    appended to), so a stale reader never keeps a deleted file's space and pages;
-    ``close`` drops the cached reader (the dataset closed), and lazy variables still in
-    use reopen the file when next read. ``ident``: the file's identity when first opened,
-    which names lazy variables in dask graphs."""
+    ``acquire`` reopens when the path now names another file, or the file in another state
+    (replaced, rewritten or appended to), so a stale reader never keeps a deleted file's
+    space and pages; ``close`` drops the cached reader (the dataset closed), and lazy
+    variables still in use reopen the file when next read."""
 
-    __slots__ = ("_manager", "ident", "path", "verify")
+    __slots__ = ("_manager", "path", "verify")
 
     def __init__(self, path: str, verify: bool = False) -> None:
         self.path = path
         self.verify = verify
         self._manager = CachingFileManager(_OpenedReader, path, mode="r", kwargs={"verify": verify})
-        self.ident = self._manager.acquire().ident
 
     def __getstate__(self):
-        return (self.path, self.verify, self.ident, self._manager)
+        return (self.path, self.verify, self._manager)
 
     def __setstate__(self, state) -> None:
-        self.path, self.verify, self.ident, self._manager = state
+        self.path, self.verify, self._manager = state
 
     def acquire(self) -> Reader:
-        opened = self._manager.acquire()
-        if opened.ident != file_identity(self.path):
+        reader = self._manager.acquire().reader
+        if reader.identity != zfiles.identity(self.path):
             self._manager.close()
-            opened = self._manager.acquire()
-        return opened.reader
+            reader = self._manager.acquire().reader
+        return reader
+
+    def ref(self, name: str) -> TensorRef:
+        """The object as the file holds it now, which the variable's reads will check."""
+        return TensorRef.of(self.acquire(), name)
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _rebuild_array(files: ReaderFiles, name, file, digest, shape, dtype, char):
+    ref = TensorRef(files.path, name, zfiles.FileIdentity(*file), digest)
+    return ZTensorBackendArray(files, ref, shape, dtype, char)
 
 
 def outer_index(array, key: tuple) -> np.ndarray:
@@ -108,23 +107,34 @@ def _sparse_select(matrix, key: tuple, shape) -> np.ndarray:
 
 
 class ZTensorBackendArray(BackendArray):
-    """A lazy variable: the file's handle + object name; reads only what is indexed
-    (chunks, or a zero-copy slice of a raw tensor). Pickles without an open handle."""
+    """A lazy variable: the file's handle + the object as opened (a ``TensorRef``); reads
+    only what is indexed (chunks, or a zero-copy slice of a raw tensor). Pickles without an
+    open handle. ``dtype`` may be a compound that the stored complex values are viewed as."""
 
-    __slots__ = ("char", "dtype", "files", "name", "shape")
+    __slots__ = ("char", "dtype", "files", "ref", "shape")
 
-    def __init__(self, files: ReaderFiles, name: str, shape, dtype, char: bool) -> None:
+    def __init__(self, files: ReaderFiles, ref: TensorRef, shape, dtype, char: bool) -> None:
         self.files = files
-        self.name = name
+        self.ref = ref
         self.shape = tuple(shape)
         self.dtype = np.dtype("S1") if char else np.dtype(dtype)
         self.char = char
 
-    def __reduce__(self):
-        return type(self), (self.files, self.name, self.shape, self.dtype.str, self.char)
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    def __reduce__(self):  # small: the ref's path is the handle's, dtypes as text if plain
+        ref = self.ref
+        dtype = self.dtype if self.dtype.names is not None else self.dtype.str
+        state = (ref.name, tuple(ref.file), ref.digest, self.shape, dtype, self.char)
+        return _rebuild_array, (self.files, *state)
 
     def __dask_tokenize__(self):
-        return ("ztensor", self.files.ident, self.name)
+        # what fixes the data, as for from_ztensor's arrays: the same object of the same file
+        # gives the same key, also after the file grew by appends of other objects
+        ref = self.ref
+        return ("ztensor", ref.path, ref.file.dev, ref.file.ino, ref.name, ref.digest)
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         if isinstance(key, indexing.VectorizedIndexer):  # point-wise: only chunks with points
@@ -139,38 +149,34 @@ class ZTensorBackendArray(BackendArray):
         return await asyncio.to_thread(self.__getitem__, key)
 
     def _current(self):
-        """The open reader and the variable's object, refusing one that changed shape."""
-        reader = self.files.acquire()
-        obj = reader.manifest.objects.get(self.name)
-        if obj is None or tuple(obj.shape) != self.shape:
-            raise ZTensorError(
-                "variable changed or vanished since the file was opened (reopen it)",
-                path=self.files.path,
-                obj=self.name,
-            )
-        return reader, obj
+        """The open reader (checked to still hold the object as opened) and the object."""
+        reader = self.ref.check(self.files.acquire())
+        return reader, reader.manifest.objects[self.ref.name]
 
     def _points(self, key: tuple) -> np.ndarray:
         reader, _ = self._current()
-        out = reader.read_points(self.name, key)
-        return out.view("S1") if self.char else out
+        return self._as_dtype(reader.read_points(self.ref.name, key))
+
+    def _as_dtype(self, out: np.ndarray) -> np.ndarray:
+        if self.char or self.dtype.names is not None:  # u8 as S1, complex as a compound
+            return out.view(self.dtype)
+        return out
 
     def _getitem(self, key: tuple) -> np.ndarray:
         reader, obj = self._current()
+        name = self.ref.name
         if obj.format == "chunked":  # only the chunks holding selected elements are decoded
-            out = reader.read_slice(self.name, key)
+            out = reader.read_slice(name, key)
         elif obj.format == "dense" and not self.files.verify:
             # zero-copy and still writable: each read gets its own copy-on-write map, so
             # in-place edits (``ds["v"] += 1``) never reach the file or other reads
-            value = dense.read(obj, lambda role: reader.private_view(self.name, role))
+            value = dense.read(obj, lambda role: reader.private_view(name, role))
             out = np.asarray(outer_index(value, key))
         else:
-            value = reader.read_tensor(self.name)
+            value = reader.read_tensor(name)
             if not isinstance(value, np.ndarray):  # sparse: only the selection is densified
                 return _sparse_select(value, key, self.shape)
             out = outer_index(value, key)
             if not out.flags.writeable:  # a view of the file map: hand out an owned copy
                 out = np.array(out)
-        if self.char:
-            out = out.view("S1")
-        return out
+        return self._as_dtype(out)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from xarray import Variable
 
+from ... import dtypes
 from ...errors import InvalidArgumentError, ZTensorError
 from ...layouts.chunked import CHUNK_GRID_KEY
 
@@ -20,9 +21,14 @@ from ...layouts.chunked import CHUNK_GRID_KEY
 DIMS_KEY = "_ARRAY_DIMENSIONS"  # list of dimension names, one per axis
 ATTR_DTYPES_KEY = "_xarray_attr_dtypes"  # attr name -> numpy dtype of numpy-typed attrs
 CHAR_KEY = "_xarray_char"  # true: u8 storage holds CF character (S1) data
+# the numpy compound dtype ({names, formats, offsets, itemsize, aligned}) of an HDF5
+# compound {r, i} stored as complex, so that it reads back as the compound it was
+COMPOUND_KEY = "_xarray_compound"
 # Reserved global attribute: {group path: {"attrs": {...}, "dtypes": {...}}} for subgroups.
 GROUPS_KEY = "_xarray_groups"
-RESERVED_OBJECT_KEYS = frozenset({DIMS_KEY, ATTR_DTYPES_KEY, CHAR_KEY, CHUNK_GRID_KEY})
+RESERVED_OBJECT_KEYS = frozenset(
+    {DIMS_KEY, ATTR_DTYPES_KEY, CHAR_KEY, COMPOUND_KEY, CHUNK_GRID_KEY}
+)
 RESERVED_ROOT_KEYS = frozenset({GROUPS_KEY, ATTR_DTYPES_KEY})
 
 
@@ -126,7 +132,35 @@ def object_attributes(name: str, v: Variable) -> dict:
     with_dtypes(values, types)
     if v.dtype == np.dtype("S1"):
         values[CHAR_KEY] = True
+    if v.dtype.names is not None:
+        values[COMPOUND_KEY] = compound_spec(v.dtype)
     return values
+
+
+def compound_spec(dtype: np.dtype) -> dict:
+    """A compound dtype as CBOR-ready fields (``numpy.dtype`` of it rebuilds it), its
+    fields little-endian as the values are stored (xarray reads no big-endian compound)."""
+    return {
+        "names": list(dtype.names),
+        "formats": [dtypes.little_endian(dtype.fields[n][0]).str for n in dtype.names],
+        "offsets": [dtype.fields[n][1] for n in dtype.names],
+        "itemsize": dtype.itemsize,
+        "aligned": bool(dtype.isalignedstruct),
+    }
+
+
+def compound_dtype(stored: Mapping[str, Any]) -> np.dtype | None:
+    """The compound dtype an object's values read back as (None: their own dtype)."""
+    spec = stored.get(COMPOUND_KEY)
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        return np.dtype(
+            {k: spec[k] for k in ("names", "formats", "offsets", "itemsize")},
+            align=bool(spec.get("aligned")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None  # a foreign writer's attribute: read the values as stored
 
 
 def variable_attrs(stored: Mapping[str, Any]) -> dict:

@@ -24,7 +24,7 @@ from ...errors import (
     ZTensorError,
 )
 from ...layouts.base import require_known_types
-from ...reader import Reader
+from ...reader import Reader, TensorRef
 from ...writer import Writer
 from .array import ReaderFiles, ZTensorBackendArray
 from .attrs import (
@@ -32,6 +32,7 @@ from .attrs import (
     CHAR_KEY,
     GROUPS_KEY,
     RESERVED_ROOT_KEYS,
+    compound_dtype,
     encode_attrs,
     group_attrs,
     has_stored_dims,
@@ -42,7 +43,9 @@ from .attrs import (
 from .internals import CharacterArrayCoder, EncodedStringCoder, WritableCFDataStore
 from .targets import AppendTarget, BlockWrites, NewTarget, RegionTarget
 from .variables import (
+    before_cf,
     check_object_name,
+    encoding_failure,
     extract_encoding,
     reported_encoding,
     stored_dtype,
@@ -59,6 +62,7 @@ class _FileState:
     files: ReaderFiles | None = None  # lazy variables' handle (None: a new file)
     reader: Reader | None = None  # writing: the file as opened, which appends/regions read
     objects: dict = field(default_factory=dict)  # object name -> Object, as opened
+    refs: dict = field(default_factory=dict)  # object name -> TensorRef, as opened
     attributes: dict = field(default_factory=dict)  # global attributes, as being written
     writer: Writer | None = None
     written: dict[str, Variable] = field(default_factory=dict)
@@ -106,7 +110,9 @@ class ZTensorStore(WritableCFDataStore):
             reader = files.acquire()
             # reading needs no reader of its own: lazy variables go through ``files``
             kept = None if mode == "r" else reader
-            self._state = _FileState(files, kept, dict(reader.manifest.objects), reader.attributes)
+            objects = dict(reader.manifest.objects)
+            refs = {name: TensorRef.of(reader, name) for name in objects}
+            self._state = _FileState(files, kept, objects, refs, reader.attributes)
         elif mode == "r+":
             raise MissingFileError("no such file (mode='r+' needs an existing file)", path=path)
         if mode == "w-" and exists:
@@ -190,7 +196,11 @@ class ZTensorStore(WritableCFDataStore):
         char = bool(stored.get(CHAR_KEY))
         dims = stored_dims(obj) if dims is None else dims
         require_known_types(obj, self.path, full)
-        array = ZTensorBackendArray(self._state.files, full, obj.shape, stored_dtype(obj), char)
+        dtype = compound_dtype(stored)
+        dtype = stored_dtype(obj) if dtype is None else dtype
+        array = ZTensorBackendArray(
+            self._state.files, self._state.refs[full], obj.shape, dtype, char
+        )
         encoding = reported_encoding(obj, dims, array.dtype)
         return Variable(dims, indexing.LazilyIndexedArray(array), variable_attrs(stored), encoding)
 
@@ -248,6 +258,20 @@ class ZTensorStore(WritableCFDataStore):
                 if state.attributes:
                     state.writer.attributes = dict(state.attributes)
         return state.writer
+
+    def encode(self, variables, attributes):
+        """xarray's CF encoding of variables made ready for it (``before_cf``); a variable
+        xarray cannot encode raises ZTensorError naming it."""
+        variables = {k: before_cf(v) for k, v in variables.items()}
+        try:
+            return super().encode(variables, attributes)
+        except ZTensorError:
+            raise
+        except (ValueError, TypeError, OverflowError, NotImplementedError) as exc:
+            raise encoding_failure(variables, exc, self._encode_one) from None
+
+    def _encode_one(self, name, variable):
+        return self.encode_variable(conventions.encode_cf_variable(variable, name=name), name)
 
     def encode_variable(self, variable, name=None):
         for coder in (EncodedStringCoder(allows_unicode=False), CharacterArrayCoder()):

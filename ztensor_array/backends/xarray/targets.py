@@ -26,6 +26,7 @@ from .variables import (
     slabs,
     source_part,
     storage_array,
+    storage_dtype,
     storage_source,
 )
 
@@ -77,7 +78,7 @@ class NewTarget:
 
     def write_blocks(self, source) -> None:
         """Stream a dask array slab by slab along axis 0 (never holding it whole)."""
-        dtype = np.dtype("u1") if self.dtype == np.dtype("S1") else self.dtype
+        dtype = storage_dtype(self.dtype)
         storage_array(self.full, np.empty(0, self.dtype))
         with self.writer.stream_tensor(
             self.full,

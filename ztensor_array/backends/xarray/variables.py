@@ -14,9 +14,10 @@ from xarray import Dataset, Variable
 
 from ... import dtypes, layouts
 from ...codecs.policy import normalize_checksum, normalize_compress
-from ...errors import ArgumentTypeError, InvalidArgumentError, ZTensorError
+from ...errors import ArgumentTypeError, InvalidArgumentError, UnsupportedError, ZTensorError
 from ...layouts.chunked import chunk_grid
 from ...reader import Reader
+from . import foreign
 from .attrs import object_attributes
 from .internals import NONE_VAR_NAME, encode_dataset_coordinates
 
@@ -24,41 +25,9 @@ from .internals import NONE_VAR_NAME, encode_dataset_coordinates
 # variable's size; a dask source is computed in parts of about this size.
 BLOCK_BYTES = 8 << 20
 
-# encoding keys the writer understands; others that xarray or other backends leave behind
-# are ignored unless the user passed them explicitly
+# encoding keys the writer understands; other backends' keys are foreign.py's (mapped, or
+# refused when given explicitly), CF keys are xarray's coders'
 VALID_ENCODING = frozenset({"compress", "level", "chunks", "checksum", "preferred_chunks"})
-_IGNORED_ENCODING = frozenset(
-    {
-        "source",
-        "original_shape",
-        "dtype",
-        "coordinates",
-        "zlib",
-        "complevel",
-        "compression",
-        "compression_opts",
-        "shuffle",
-        "fletcher32",
-        "contiguous",
-        "chunksizes",
-        "compressor",
-        "compressors",
-        "filters",
-        "serializer",
-        "endian",
-        "least_significant_digit",
-        "write_empty_chunks",
-        "shards",
-        "fill_value",
-        "szip_coding",
-        "szip_pixels_per_block",
-        "quantize_mode",
-        "significant_digits",
-        "blosc_shuffle",
-        "_FillValue",
-        "missing_value",
-    }
-)
 
 
 # --------------------------------------------------------------------------- names
@@ -109,21 +78,50 @@ def is_dask(data) -> bool:
     return hasattr(data, "__dask_graph__") and data.__dask_graph__() is not None
 
 
+def storage_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a variable's values are stored in: CF char data as u8, an HDF5 compound
+    {r, i} of two floats as complex (``dtypes.complex_of_compound``), the rest as it is."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "S" and dtype.itemsize == 1:
+        return np.dtype(np.uint8)
+    pair = dtypes.complex_of_compound(dtype)
+    return dtypes.little_endian(pair) if pair is not None else dtype
+
+
 def storage_array(name: str, data: np.ndarray) -> np.ndarray:
-    """The array as zTensor can store it: CF char data as u8, anything else must map."""
+    """The array as zTensor can store it: CF char data as u8, a compound {r, i} as complex,
+    anything else must map."""
     data = np.asarray(data)
-    if data.dtype.kind == "S" and data.dtype.itemsize == 1:
-        return data.view(np.uint8)
-    if data.dtype.kind in "OUSTV":
-        raise ZTensorError(
-            f"variable {name!r} has dtype {data.dtype}, which has no zTensor representation "
+    stored = storage_dtype(data.dtype)
+    if stored != data.dtype:
+        return _as_stored(data, stored)
+    _check_storable(name, data.dtype)
+    return data
+
+
+def _as_stored(data, stored: np.dtype):
+    """numpy or dask data viewed in its storage dtype (a compound also byte-swapped)."""
+    as_is = stored if data.dtype.kind == "S" else dtypes.complex_of_compound(data.dtype)
+    data = data.view(as_is)
+    return data.astype(stored) if as_is != stored else data
+
+
+def _check_storable(name: str, dtype: np.dtype) -> None:
+    if dtype.kind == "V":
+        raise UnsupportedError(
+            f"variable {name!r} has the compound dtype {dtype}, which has no zTensor "
+            "representation (only a compound of two floats of one type named r/i, re/im "
+            "or real/imag is stored, as complex)"
+        )
+    if dtype.kind in "OUST":
+        raise UnsupportedError(
+            f"variable {name!r} has dtype {dtype}, which has no zTensor representation "
             "(strings are stored as CF character arrays; convert objects to a fixed dtype)"
         )
     try:
-        dtypes.from_numpy(data.dtype)
+        dtypes.from_numpy(dtype)
     except ZTensorError as exc:
-        raise ZTensorError(f"variable {name!r}: {exc.reason}") from None
-    return data
+        raise UnsupportedError(f"variable {name!r}: {exc.reason}") from None
 
 
 def storage_data(name: str, v: Variable):
@@ -134,8 +132,11 @@ def storage_data(name: str, v: Variable):
 def storage_source(name: str, data):
     """Data (numpy or dask) in a storable dtype (char data as u8), not computed."""
     if is_dask(data):
-        storage_array(name, np.empty(0, data.dtype))
-        return data.view(np.uint8) if data.dtype == np.dtype("S1") else data
+        stored = storage_dtype(data.dtype)
+        if stored != data.dtype:
+            return _as_stored(data, stored)
+        _check_storable(name, data.dtype)
+        return data
     return storage_array(name, data)
 
 
@@ -172,28 +173,43 @@ def slabs(source):
 
 
 def extract_encoding(v: Variable, *, raise_on_invalid: bool, name: str) -> dict:
-    """{"compress", "checksum", "chunks"} of a variable's encoding, checked."""
+    """{"compress", "checksum", "chunks"} of a variable's encoding, checked. The zTensor
+    keys win; other backends' keys (zlib, compressors, chunksizes, ...) fill in the rest."""
     enc = dict(v.encoding)
     if raise_on_invalid:
-        invalid = [k for k in enc if k not in VALID_ENCODING and k not in _IGNORED_ENCODING]
+        invalid = [
+            k
+            for k in enc
+            if k not in VALID_ENCODING and k not in foreign.CF_KEYS and k not in foreign.KNOWN_KEYS
+        ]
         if invalid:
             raise InvalidArgumentError(
-                f"unexpected encoding parameters for ztensor backend: {invalid!r}. "
-                f"Valid encodings are: {sorted(VALID_ENCODING)!r}"
+                f"variable {name!r}: unexpected encoding parameters for the ztensor backend: "
+                f"{invalid!r}. Valid encodings are: {sorted(VALID_ENCODING)!r}, xarray's CF "
+                "keys, and the compression and chunking keys of netCDF4, h5netcdf and zarr"
             )
-    compress = enc.get("compress", False)
-    if "level" in enc and enc["level"] is not None and compress in (False, None):
-        compress = int(enc["level"])
-    elif "level" in enc and compress is True:
-        compress = int(enc["level"])
+    mapped = foreign.translate(
+        enc, name=name, shape=v.shape, itemsize=v.dtype.itemsize, explicit=raise_on_invalid
+    )
+    if "compress" not in enc and enc.get("level") is None and mapped["compress"] is not None:
+        compress = mapped["compress"]
+    else:
+        compress = enc.get("compress", False)
+        if "level" in enc and enc["level"] is not None and compress in (False, None):
+            compress = int(enc["level"])
+        elif "level" in enc and compress is True:
+            compress = int(enc["level"])
+    checksum = enc["checksum"] if "checksum" in enc else mapped["checksum"]
     try:
         compress = normalize_compress(compress)
-        checksum = normalize_checksum(enc.get("checksum"))
+        checksum = normalize_checksum(checksum)
     except ValueError as exc:
         raise InvalidArgumentError(f"variable {name!r}: {exc}") from None
     chunks = enc.get("chunks")
     if isinstance(chunks, Mapping):
         chunks = tuple(chunks.get(d, s) for d, s in zip(v.dims, v.shape))
+    if chunks is None:
+        chunks = mapped["chunks"]
     return {"compress": compress, "checksum": checksum, "chunks": chunks}
 
 
@@ -246,3 +262,80 @@ def reported_encoding(obj, dims: tuple[str, ...], dtype: np.dtype) -> dict[str, 
         encoding["chunks"] = chunk_shape
         encoding["preferred_chunks"] = dict(zip(dims, chunk_shape))
     return encoding
+
+
+# --------------------------------------------------------------------------- CF encoding
+
+
+def before_cf(v: Variable) -> Variable:
+    """A variable as xarray's CF encoder can take it: ``_Unsigned`` kept where xarray
+    would drop it, and no compound on-disk dtype for a compound stored as complex (the
+    encoder cannot cast to it, and zTensor stores complex little-endian anyway)."""
+    v = keep_unsigned_flag(v)
+    on_disk = v.encoding.get("dtype")
+    if on_disk is not None and dtypes.complex_of_compound(np.dtype(on_disk)) is not None:
+        v = v.copy(deep=False)
+        v.encoding = {k: x for k, x in v.encoding.items() if k != "dtype"}
+    return v
+
+
+def keep_unsigned_flag(v: Variable) -> Variable:
+    """A variable whose encoding carries netCDF's ``_Unsigned`` (integers stored with the
+    other signedness) with the flag moved to its attributes when it has no fill value.
+
+    xarray's CF encoder writes the flag only alongside a fill value; without one it casts
+    the data to the stored dtype and drops the flag, so uint8 255 would read back as int8
+    -1. Moving it keeps the stored dtype and the flag consistent, as netCDF (and xarray,
+    with a fill value) stores them."""
+    flag = v.encoding.get("_Unsigned")
+    if flag is None or "_Unsigned" in v.attrs:
+        return v
+    if any(v.encoding.get(k) is not None for k in ("_FillValue", "missing_value")):
+        return v  # xarray's mask coder writes the flag itself
+    if np.dtype(v.encoding.get("dtype", v.dtype)).kind not in "iu":
+        return v
+    v = v.copy(deep=False)
+    v.encoding = {k: x for k, x in v.encoding.items() if k != "_Unsigned"}
+    v.attrs = {**v.attrs, "_Unsigned": flag}
+    return v
+
+
+def encoding_failure(variables: Mapping, exc: Exception, encode_one) -> ZTensorError:
+    """A ZTensorError naming the variable (and the attribute, for a fill value that does
+    not fit its dtype) that xarray's CF encoder refused with ``exc``; ``encode_one(name,
+    v)`` encodes a single variable."""
+    for name, v in variables.items():
+        try:
+            encode_one(name, v)
+        except ZTensorError as own:
+            return own
+        except Exception as one:  # noqa: BLE001 - xarray's coders raise many kinds
+            return _why_not_encoded(name, v, one)
+    return _error_like(exc)(f"the dataset cannot be CF-encoded: {exc}")
+
+
+def _error_like(exc: Exception) -> type[ZTensorError]:
+    """The ZTensorError that is also what xarray raised (NotImplementedError, TypeError,
+    ValueError), so callers catching xarray's kinds still catch ours."""
+    if isinstance(exc, NotImplementedError):
+        return UnsupportedError
+    if isinstance(exc, TypeError):
+        return ArgumentTypeError
+    return InvalidArgumentError
+
+
+def _why_not_encoded(name, v: Variable, exc: Exception) -> ZTensorError:
+    dtype = np.dtype(v.encoding.get("dtype", v.dtype))
+    for key in ("_FillValue", "missing_value"):
+        value = v.encoding.get(key, v.attrs.get(key))
+        if value is None or dtype.kind not in "biuf":
+            continue
+        try:
+            dtype.type(value)  # what xarray's mask coder does with it
+        except (TypeError, ValueError, OverflowError):
+            return InvalidArgumentError(
+                f"variable {name!r}: its {key} attribute {value!r} "
+                f"({type(value).__name__}) is not a value of its stored dtype {dtype}, so "
+                "xarray cannot encode it (fix or drop the attribute in the encoding)"
+            )
+    return _error_like(exc)(f"variable {name!r} cannot be CF-encoded: {exc}")

@@ -23,7 +23,7 @@ from ...writer import Writer
 from . import parallel_edits
 from .attrs import GROUPS_KEY, encode_attrs, root_attributes, with_dtypes
 from .internals import DATAARRAY_VARIABLE
-from .store import ZTensorStore, local_path, norm_group
+from .store import ZTensorStore, join_group, local_path, norm_group
 from .targets import BlockWrites
 from .variables import check_names, encoded_variables, is_dask, new_array, variable_name
 
@@ -49,19 +49,28 @@ def to_ztensor_dataset(
     mode: "w-" (default; fail if the file exists), "w" (replace), "a" (add or overwrite
     variables, append along ``append_dim``), "a-", "r+" (existing variables only).
     ``compress``/``checksum``/``chunks`` are defaults for every variable's encoding.
-    ``compute=False`` returns a dask Delayed that writes and finalizes the file.
+    Returns None once the file is written and closed; ``compute=False`` returns a dask
+    Delayed that writes and finalizes the file.
     """
     if kwargs:
         raise ArgumentTypeError(f"to_ztensor got unexpected keyword arguments {sorted(kwargs)}")
     if isinstance(obj, xr.DataTree):
-        return _write_datatree(
-            obj,
-            os.fspath(path),
+        if append_dim is not None or region is not None:
+            raise InvalidArgumentError(
+                "a DataTree is written whole: append_dim and region take one node's Dataset "
+                "(to_ztensor(tree[path].to_dataset(), ..., group=path))"
+            )
+        groups = {node.path: node.to_dataset(inherit=False) for node in obj.subtree}
+        return to_ztensor_groups(
+            groups,
+            path,
             mode=mode or "w-",
             encoding=encoding,
             compute=compute,
+            group=group,
             compress=compress,
             checksum=checksum,
+            chunks=chunks,
         )
     if isinstance(obj, xr.DataArray):
         # an unnamed DataArray under xarray's own name for it, as DataArray.to_netcdf does
@@ -72,9 +81,10 @@ def to_ztensor_dataset(
         )
     path = local_path(path)
     mode = _choose_mode(mode, append_dim, region)
-    return _write(
+    done = _write(
         obj, path, mode, encoding, append_dim, region, group, compress, checksum, chunks, compute
     )
+    return done if not compute else None
 
 
 def _choose_mode(mode, append_dim, region) -> str:
@@ -114,21 +124,7 @@ def _write(
     ds, path, mode, encoding, append_dim, region, group, compress, checksum, chunks, compute=True
 ):
     check_names(ds)
-    encoding = dict(encoding or {})
-    if compress is not None or checksum is not None or chunks is not None:
-        defaults = {}
-        if compress is not None:
-            defaults["compress"] = compress
-        if checksum is not None:
-            defaults["checksum"] = checksum
-        if chunks is not None:
-            defaults["chunks"] = chunks
-        ds = ds.copy(deep=False)
-        for v in ds.variables.values():
-            v.encoding = {**defaults, **v.encoding}
-        encoding = {  # an explicit encoding replaces a variable's: keep the defaults in it
-            k: ({**defaults, **e} if isinstance(e, Mapping) else e) for k, e in encoding.items()
-        }
+    ds, encoding = _with_defaults(ds, encoding, compress, checksum, chunks)
     if mode in ("w", "w-") and group is None and region is None:
         return _write_new(ds, path, mode, encoding, compute)
     if region is not None and group is None and os.path.exists(path):
@@ -147,16 +143,45 @@ def _write(
         )
     store = ZTensorStore(path, mode, group=group, append_dim=append_dim)
     try:
-        store.refuse_encoding_of_existing(encoding)
         ds, store.write_region = _prepare_region(store, ds, region)
-        writes = BlockWrites()
-        variables, attrs = encoded_variables(ds, encoding)
-        store.store(variables, attrs, set(encoding), writes)
-        writes.run()
-        store.close()
+        _store_all(store, {"/": (ds, encoding)})
     except BaseException:
         store.abort()
         raise
+
+
+def _store_all(store: ZTensorStore, placed: Mapping[str, tuple]) -> None:
+    """Datasets by group (relative to ``store``'s) written through the store and its child
+    stores, which share one Writer: one commit, on ``close``."""
+    writes = BlockWrites()
+    for at, (ds, encoding) in placed.items():
+        node = store if at == "/" else store.get_child_store(at)
+        node.refuse_encoding_of_existing(encoding)
+        variables, attrs = encoded_variables(ds, encoding)
+        node.store(variables, attrs, set(encoding), writes)
+    writes.run()
+    store.close()
+
+
+def _with_defaults(ds, encoding, compress, checksum, chunks):
+    """(ds, encoding) with to_ztensor's ``compress``/``checksum``/``chunks`` as defaults of
+    every variable's encoding: a variable's own zTensor keys win over them, and they win
+    over other backends' keys (zlib, compressors, chunksizes)."""
+    encoding = dict(encoding or {})
+    defaults = {
+        k: v
+        for k, v in (("compress", compress), ("checksum", checksum), ("chunks", chunks))
+        if v is not None
+    }
+    if not defaults:
+        return ds, encoding
+    ds = ds.copy(deep=False)
+    for v in ds.variables.values():
+        v.encoding = {**defaults, **v.encoding}
+    encoding = {  # an explicit encoding replaces a variable's: keep the defaults in it
+        k: ({**defaults, **e} if isinstance(e, Mapping) else e) for k, e in encoding.items()
+    }
+    return ds, encoding
 
 
 def _region_fast(ds, path: str, mode: str, region, compute: bool):
@@ -262,31 +287,81 @@ def _write_objects(arrays, per_name, path: str, mode: str, attributes, compute: 
     return None
 
 
-def _write_datatree(tree, path: str, *, mode, encoding, compute, compress, checksum):
-    """A DataTree as one file: every node's variables become objects named by their group
-    path, written in one parallel commit; group attributes (and empty groups) live in the
-    reserved global attribute."""
-    if mode not in ("w", "w-"):
-        raise InvalidArgumentError(f"DataTree writes support mode 'w' or 'w-', got {mode!r}")
-    root = ZTensorStore(path, mode)
-    defaults = {}
-    if compress is not None:
-        defaults["compress"] = compress
-    if checksum is not None:
-        defaults["checksum"] = checksum
+def to_ztensor_groups(
+    groups: Mapping[str, xr.Dataset],
+    path: str | os.PathLike,
+    *,
+    mode: str = "w-",
+    encoding: Mapping | None = None,
+    compute: bool = True,
+    group: str | None = None,
+    compress: bool | int | None = None,
+    checksum: str | None = None,
+    chunks=None,
+):
+    """Write Datasets by group path ("/", "/a", "/a/b", as ``xr.open_groups`` gives them
+    and as a DataTree's nodes are) into one file, under ``group`` when given.
+
+    Modes "w"/"w-": a new file in one parallel commit. Modes "a"/"a-"/"r+": each group is
+    written into the existing file as ``to_ztensor(ds, mode=..., group=...)`` would, all in
+    one commit. ``encoding``: per group path, each a variable -> encoding mapping. Group
+    attributes (and empty groups) live in the reserved global attribute."""
+    path = local_path(path)
     encoding = dict(encoding or {})
+    prefix = norm_group(group)
+    unknown = set(encoding) - {norm_group(g) for g in groups} - set(groups)
+    if unknown:
+        raise InvalidArgumentError(f"encoding names groups that are not written: {sorted(unknown)}")
+    placed = {}
+    for at, ds in groups.items():
+        if not isinstance(ds, xr.Dataset):
+            raise ArgumentTypeError(f"group {at!r} is a {type(ds).__name__}, not a Dataset")
+        check_names(ds)
+        explicit = encoding.get(at) or encoding.get(norm_group(at)) or {}
+        rel = norm_group(at).strip("/")
+        placed[join_group(prefix, rel) if rel else prefix] = _with_defaults(
+            ds, explicit, compress, checksum, chunks
+        )
+    if mode in ("w", "w-"):
+        done = _write_groups_new(placed, path, mode, compute)
+        return done if not compute else None
+    if mode not in ("a", "a-", "r+"):
+        raise InvalidArgumentError(f"mode must be one of 'w', 'w-', 'a', 'a-', 'r+', got {mode!r}")
+    if not compute:
+        import dask  # compute=False asks for a dask Delayed
+
+        return dask.delayed(_write_groups_task, pure=False)(_Opaque((placed, path, mode)))
+    _write_groups_into(placed, path, mode)
+    return None
+
+
+def _write_groups_task(box: _Opaque) -> None:
+    import dask  # the task runs under dask already
+
+    with dask.config.set(scheduler="threads"):
+        _write_groups_into(*box.payload)
+
+
+def _write_groups_into(placed: dict, path: str, mode: str) -> None:
+    """Groups written through one store (one Writer, one commit) of an existing file."""
+    store = ZTensorStore(path, mode)
+    try:
+        _store_all(store, placed)
+    except BaseException:
+        store.abort()
+        raise
+
+
+def _write_groups_new(placed: dict, path: str, mode: str, compute: bool):
+    """A new file: every group's variables become objects named by their group path,
+    written in one parallel commit."""
+    root = ZTensorStore(path, mode)
     arrays: dict[str, Any] = {}
     per_name: dict[str, dict] = {}
     values: dict[str, Any] = {}
     groups: dict[str, dict] = {}
-    for node in tree.subtree:
-        at = norm_group(node.path)
-        explicit = dict(encoding.get(at) or encoding.get(node.path) or {})
-        variables, attrs = encoded_variables(node.to_dataset(inherit=False), {})
-        for v in variables.values():
-            v.encoding = {**defaults, **v.encoding}
-        for k, e in explicit.items():
-            variables[k].encoding = {**defaults, **e} if isinstance(e, Mapping) else e
+    for at, (ds, explicit) in placed.items():
+        variables, attrs = encoded_variables(ds, explicit)
         encoded, attrs = root.encode(variables, attrs)
         prefix = "" if at == "/" else at.strip("/") + "/"
         for vn, v in encoded.items():
@@ -297,6 +372,11 @@ def _write_datatree(tree, path: str, *, mode, encoding, compute, compress, check
             values.update(with_dtypes(a_values, a_types))
         else:
             groups[at] = {"attrs": a_values, "dtypes": a_types}
+    for at in list(groups):  # parents of a group placed under ``group`` exist too
+        parent = at.rsplit("/", 1)[0] or "/"
+        while parent != "/" and parent not in groups:
+            groups[parent] = {"attrs": {}, "dtypes": {}}
+            parent = parent.rsplit("/", 1)[0] or "/"
     if groups:
         values[GROUPS_KEY] = groups
     return _write_objects(arrays, per_name, path, mode, values, compute)
