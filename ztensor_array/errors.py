@@ -92,3 +92,8 @@ class InvalidArgumentError(ZTensorError, ValueError):
 class ArgumentTypeError(ZTensorError, TypeError):
     """An argument has a type the API does not accept (a non-text tensor name); a
     TypeError too."""
+
+
+class StateDictError(ZTensorError, RuntimeError):
+    """A file's tensors do not match a model's state dict (``load_model(strict=True)``); a
+    RuntimeError too, as safetensors and ``load_state_dict`` raise."""
