@@ -299,22 +299,24 @@ def test_models_in_sub_folders_keep_their_own_files(tmp_path):
         assert not (out / "diffusers.zt").exists()
 
 
+def _download_in_process(repo: str, tmp_path, url: str) -> list[str]:
+    """download-hf in this process into tmp/out (explicit endpoint and cache: huggingface_hub
+    reads HF_* variables once, at import)."""
+    from ztensor_array.convert.hf import download
+
+    out, cache = str(tmp_path / "out"), str(tmp_path / "cache")
+    return download(repo, out, quiet=True, endpoint=url, cache_dir=cache)
+
+
 def test_repo_paths_cannot_leave_the_output_folder(tmp_path):
     from safetensors.numpy import save
 
-    from ztensor_array.convert.hf import download
     from ztensor_array.errors import FormatError
 
     files = {"a/../../escape.safetensors": save({"x": np.ones(2, np.float32)})}
     with FakeHub({"tiny/evil": files}) as h:
         with pytest.raises(FormatError, match="unsafe file name"):
-            download(
-                "tiny/evil",
-                str(tmp_path / "out"),
-                quiet=True,
-                endpoint=h.url,
-                cache_dir=str(tmp_path / "cache"),
-            )
+            _download_in_process("tiny/evil", tmp_path, h.url)
     assert not (tmp_path / "escape.zt").exists() and not (tmp_path / "out").exists()
 
 
@@ -322,21 +324,13 @@ def test_index_is_written_without_following_a_planted_symlink(hub, tmp_path):
     """The index goes to a new file of random name created with O_EXCL, then renamed: a
     symlink planted at the name an earlier version used (<index>.tmp-<pid>) is not
     followed, and nothing but the outputs is left in the folder."""
-    from ztensor_array.convert.hf import download
-
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     folder = tmp_path / "out" / "sharded"
     folder.mkdir(parents=True)
     planted = folder / f"model.zt.index.json.tmp-{os.getpid()}"
     planted.symlink_to(victim)
-    download(
-        "tiny/sharded",
-        str(tmp_path / "out"),
-        quiet=True,
-        endpoint=hub.url,
-        cache_dir=str(tmp_path / "cache"),
-    )
+    _download_in_process("tiny/sharded", tmp_path, hub.url)
     assert victim.read_text() == "keep me"
     index = folder / "model.zt.index.json"
     assert not index.is_symlink() and json.loads(index.read_text())["weight_map"]
