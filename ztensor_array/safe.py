@@ -44,16 +44,14 @@ class safe_open:  # noqa: N801 - the name safetensors users know
                 path=filename,
             )
         self._to = to
-        self._staging = None
+        self._staging: Staging | None = None  # None: the CPU
         if to == "torch":
-            self._device, self._staging = _device(device, filename)
+            self._staging = _staging(device, filename)
         elif device not in ("cpu", None):
             raise InvalidArgumentError(
                 f"numpy arrays live on the CPU; device {device!r} needs framework='pt'",
                 path=filename,
             )
-        else:
-            self._device = None
         self._reader = Reader(filename)
 
     # ------------------------------------------------------------------ lifetime
@@ -202,8 +200,8 @@ def diagnostic(value: Any) -> str:
 # ---------------------------------------------------------------------- devices
 
 
-def _device(device: Any, filename) -> tuple[Any, Staging | None]:
-    """(torch device, staging for it or None on the CPU); a clear error for a device this
+def _staging(device: Any, filename) -> Staging | None:
+    """The staging for a torch device (None for the CPU); a clear error for a device this
     machine does not have."""
     torch = import_torch()
     try:
@@ -213,7 +211,7 @@ def _device(device: Any, filename) -> tuple[Any, Staging | None]:
             f"not a torch device: {device!r} ({exc})", path=filename
         ) from None
     if dev.type == "cpu":
-        return dev, None
+        return None
     backend = getattr(torch, dev.type, None)
     available = getattr(backend, "is_available", None)
     if available is None or not available():
@@ -221,7 +219,7 @@ def _device(device: Any, filename) -> tuple[Any, Staging | None]:
             f"device {str(dev)!r} is not available in this torch build or on this machine",
             path=filename,
         )
-    return dev, Staging(dev, pin=dev.type == "cuda")
+    return Staging(dev, pin=dev.type == "cuda")
 
 
 class Staging:
