@@ -506,7 +506,11 @@ def repair(file, out, force, quiet) -> None:
 def download_hf(
     repo, out, revision, token, compress, level, checksum, single_file, force, quiet
 ) -> None:
-    """Download a Hugging Face repo's safetensors and convert them to .zt."""
+    """Download a Hugging Face repo's safetensors and convert them to .zt.
+
+    Sub-folders (diffusers' unet/, vae/...) keep their layout under the output. With
+    HF_HUB_OFFLINE=1 the files come from the local Hugging Face cache only.
+    """
     from .convert.hf import download
 
     with RichProgress(quiet) as bar:
