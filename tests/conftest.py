@@ -6,6 +6,7 @@ tests of the reader do not depend on the code they test.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
 from collections.abc import Mapping
@@ -24,6 +25,10 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 MAGIC = b"ZTEN1000"
+
+# torch is the optional `torch` extra: tests that need it skip, saying so, where it is absent
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is the optional `torch` extra")
 
 # zTensor dtype name -> numpy dtype (independent of ztensor_array.dtypes, as an oracle)
 NUMPY_OF = {

@@ -1,6 +1,7 @@
 """A tiny Hugging Face Hub on 127.0.0.1 for download-hf tests (this machine has no internet).
 
 It serves the routes huggingface_hub calls to list and fetch a model repo:
+``GET /api/models/<repo>/revision/<revision>`` (repo_info: the commit and file names),
 ``GET /api/models/<repo>/tree/<revision>`` (the file list) and ``HEAD``/``GET
 /<repo>/resolve/<revision>/<path>`` (metadata headers, then the bytes). Repos marked private
 answer 401 unless the request carries ``Authorization: Bearer <token>``. Point HF_ENDPOINT at
@@ -63,11 +64,18 @@ class FakeHub:
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["api", "models"]:
             found = self._find_repo(parts[2:])
-            if found is None or not found[1] or found[1][0] != "tree":
+            if found is None or not found[1] or found[1][0] not in ("tree", "revision"):
                 return self._error(h, 404, "RepoNotFound", body)
             repo = found[0]
             if not self._authorized(h, repo):
                 return self._error(h, 401, "RepoNotFound", body)
+            if found[1][0] == "revision":  # repo_info (snapshot_download asks it first)
+                info = {
+                    "id": repo,
+                    "sha": self.commit,
+                    "siblings": [{"rfilename": n} for n in sorted(self.repos[repo])],
+                }
+                return self._send(h, 200, json.dumps(info).encode(), "application/json", body)
             listing = [
                 {
                     "type": "file",

@@ -165,3 +165,175 @@ def test_download_progress_is_reported(hub, tmp_path):
         assert downloads[0][1] == size
     assert converts and converts[0][1] == size
     assert rec.done >= size
+
+
+# ---------------------------------------------------------------------- offline (HF_HUB_OFFLINE)
+
+
+def _offline(hub) -> dict:
+    return {**hub.env, "HF_HUB_OFFLINE": "1"}
+
+
+def _resolves(hub) -> int:
+    return len(hub.requests)
+
+
+def test_offline_reads_the_cache_download_hf_filled(hub, tmp_path):
+    ztensor("download-hf", "tiny/sharded", "-o", tmp_path / "online", env=hub.env)
+    before = _resolves(hub)
+    out = tmp_path / "offline"
+    ztensor("download-hf", "tiny/sharded", "-o", out, env=_offline(hub))
+    assert _resolves(hub) == before  # not one request reached the Hub
+    for f in ("model-00001-of-00002.zt", "model-00002-of-00002.zt", "model.zt.index.json"):
+        assert (out / "sharded" / f).read_bytes() == (
+            tmp_path / "online" / "sharded" / f
+        ).read_bytes()
+
+
+def test_offline_reads_a_snapshot_download_cache(hub, tmp_path):
+    """A cache made by huggingface_hub's own snapshot_download works offline, as
+    snapshot_download itself does (HF_HUB_OFFLINE=1)."""
+    from huggingface_hub import snapshot_download
+
+    cache = tmp_path / "hf-home" / "hub"
+    snapshot_download("tiny/single", endpoint=hub.url, cache_dir=str(cache))
+    before = _resolves(hub)
+    out = tmp_path / "m"
+    ztensor("download-hf", "tiny/single", "-o", out, "--single-file", env=_offline(hub))
+    assert _resolves(hub) == before
+    _assert_tensors(out / "single.zt", hub.tensors["tiny/single"])
+
+
+def _snapshot(tmp_path, repo: str):
+    folder = tmp_path / "hf-home" / "hub" / ("models--" + repo.replace("/", "--")) / "snapshots"
+    (only,) = folder.iterdir()
+    return only
+
+
+def test_offline_names_the_shard_missing_from_the_cache(hub, tmp_path):
+    """A cache filled file by file (no tree listing cached): the index names a shard the
+    snapshot lacks."""
+    ztensor("download-hf", "tiny/sharded", "-o", tmp_path / "online", env=hub.env)
+    (_snapshot(tmp_path, "tiny/sharded") / "model-00002-of-00002.safetensors").unlink()
+    proc = ztensor(
+        "download-hf", "tiny/sharded", "-o", tmp_path / "o", env=_offline(hub), check=False
+    )
+    assert_one_line_error(proc, "model-00002-of-00002.safetensors")
+    assert "local Hugging Face cache" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_offline_names_what_an_incomplete_snapshot_lacks(hub, tmp_path):
+    """A snapshot_download cache knows the repo's file list: a file gone from it is named."""
+    from huggingface_hub import snapshot_download
+
+    snapshot_download("tiny/single", endpoint=hub.url, cache_dir=str(tmp_path / "hf-home" / "hub"))
+    (_snapshot(tmp_path, "tiny/single") / "model.safetensors").unlink()
+    proc = ztensor(
+        "download-hf", "tiny/single", "-o", tmp_path / "o", env=_offline(hub), check=False
+    )
+    assert_one_line_error(proc, "model.safetensors")
+    assert "local Hugging Face cache" in proc.stderr
+
+
+def test_offline_without_a_cached_snapshot(hub, tmp_path):
+    proc = ztensor("download-hf", "tiny/single", "-o", tmp_path, env=_offline(hub), check=False)
+    assert_one_line_error(proc, "no cached snapshot")
+    assert "local Hugging Face cache" in proc.stderr
+    assert _resolves(hub) == 0
+
+
+# ---------------------------------------------------------------------- sub-folders, index file
+
+
+def _diffusers_repo(rng):
+    """A diffusers-shaped repo: models in sub-folders whose files share names (and tensor
+    names), one of them sharded with its own index."""
+    import json as _json
+
+    from safetensors.numpy import save
+
+    unet = {"conv_in.weight": rng.standard_normal((4, 4)).astype(np.float32)}
+    vae = {"conv_in.weight": rng.standard_normal((2, 3)).astype(np.float16)}
+    te1 = {"embed.weight": rng.standard_normal((5, 2)).astype(np.float32)}
+    te2 = {"final.weight": np.arange(6, dtype=np.int64)}
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    index = {"weight_map": {"embed.weight": shards[0], "final.weight": shards[1]}}
+    files = {
+        "model_index.json": b'{"_class_name": "TinyPipeline"}',
+        "unet/config.json": b"{}",
+        "unet/diffusion_pytorch_model.safetensors": save(unet),
+        "vae/diffusion_pytorch_model.safetensors": save(vae),
+        "text_encoder/" + shards[0]: save(te1),
+        "text_encoder/" + shards[1]: save(te2),
+        "text_encoder/model.safetensors.index.json": _json.dumps(index).encode(),
+    }
+    return files, {"unet": unet, "vae": vae, "text_encoder": {**te1, **te2}}
+
+
+def test_models_in_sub_folders_keep_their_own_files(tmp_path):
+    """diffusers' unet/ and vae/ both hold diffusion_pytorch_model.safetensors: each gets
+    its own .zt in a folder of the same name (one used to overwrite the other)."""
+    files, want = _diffusers_repo(np.random.default_rng(4))
+    with FakeHub({"tiny/diffusers": files}) as h:
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+        env.update(HF_ENDPOINT=h.url, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+        out = tmp_path / "m"
+        ztensor("download-hf", "tiny/diffusers", "-o", out, env=env)
+        root = out / "diffusers"
+        _assert_tensors(root / "unet" / "diffusion_pytorch_model.zt", want["unet"])
+        _assert_tensors(root / "vae" / "diffusion_pytorch_model.zt", want["vae"])
+        index = json.loads((root / "text_encoder" / "model.zt.index.json").read_text())
+        assert index["weight_map"] == {
+            "embed.weight": "model-00001-of-00002.zt",
+            "final.weight": "model-00002-of-00002.zt",
+        }
+        for name, arr in want["text_encoder"].items():
+            with zt.Reader(root / "text_encoder" / index["weight_map"][name]) as r:
+                np.testing.assert_array_equal(r.read_tensor(name), arr)
+        assert sorted(p.name for p in root.iterdir()) == ["text_encoder", "unet", "vae"]
+        proc = ztensor(
+            "download-hf", "tiny/diffusers", "-o", out, "--single-file", env=env, check=False
+        )
+        assert_one_line_error(proc, "several folders")
+        assert not (out / "diffusers.zt").exists()
+
+
+def _download_in_process(repo: str, tmp_path, url: str) -> list[str]:
+    """download-hf in this process into tmp/out (explicit endpoint and cache: huggingface_hub
+    reads HF_* variables once, at import)."""
+    from ztensor_array.convert.hf import download
+
+    out, cache = str(tmp_path / "out"), str(tmp_path / "cache")
+    return download(repo, out, quiet=True, endpoint=url, cache_dir=cache)
+
+
+def test_repo_paths_cannot_leave_the_output_folder(tmp_path):
+    from safetensors.numpy import save
+
+    from ztensor_array.errors import FormatError
+
+    files = {"a/../../escape.safetensors": save({"x": np.ones(2, np.float32)})}
+    with FakeHub({"tiny/evil": files}) as h:
+        with pytest.raises(FormatError, match="unsafe file name"):
+            _download_in_process("tiny/evil", tmp_path, h.url)
+    assert not (tmp_path / "escape.zt").exists() and not (tmp_path / "out").exists()
+
+
+def test_index_is_written_without_following_a_planted_symlink(hub, tmp_path):
+    """The index goes to a new file of random name created with O_EXCL, then renamed: a
+    symlink planted at the name an earlier version used (<index>.tmp-<pid>) is not
+    followed, and nothing but the outputs is left in the folder."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    folder = tmp_path / "out" / "sharded"
+    folder.mkdir(parents=True)
+    planted = folder / f"model.zt.index.json.tmp-{os.getpid()}"
+    planted.symlink_to(victim)
+    _download_in_process("tiny/sharded", tmp_path, hub.url)
+    assert victim.read_text() == "keep me"
+    index = folder / "model.zt.index.json"
+    assert not index.is_symlink() and json.loads(index.read_text())["weight_map"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["model-00001-of-00002.zt", "model-00002-of-00002.zt", "model.zt.index.json", planted.name]
+    )

@@ -22,7 +22,9 @@ import ztensor_array as zt
 from ztensor_array.convert.pickle import PickleSource
 from ztensor_array.errors import ZTensorError
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip(
+    "torch", reason="these checkpoints are made with torch.save (the optional `torch` extra)"
+)
 
 
 def _state_dict():

@@ -62,7 +62,7 @@ def _assert_equal_bits(got, want):
 def test_every_dtype_and_metadata(tmp_path):
     """Every safetensors dtype, F8 included (written by safetensors.torch, since
     safetensors.numpy has no bf16/f8), read back bit for bit."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
     from safetensors.torch import load_file as torch_load
     from safetensors.torch import save_file as torch_save
 

@@ -39,6 +39,7 @@ RANKS = {
     "parallel": 9,
     "numpy": 10,
     "torch": 10,  # built on the numpy helpers
+    "safe": 10,  # safetensors' safe_open over the reader; torch's load_file uses it
     "backends": 11,
     "api": 12,  # dispatches to the backends
     "ops": 13,

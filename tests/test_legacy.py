@@ -17,6 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import scipy.sparse
+from conftest import HAS_TORCH, needs_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,9 +125,14 @@ def test_fixture_lists_every_tensor(fname):
         assert len(r) == len(DESCRIPTION[fname])
 
 
-def test_big_endian_metadata_and_torch():
+def test_big_endian_metadata():
     with zt.Reader(fixture("big_endian.zt")) as r:
         assert r.metadata("f32").endianness == "big"
+
+
+@needs_torch
+def test_big_endian_to_torch():
+    with zt.Reader(fixture("big_endian.zt")) as r:
         t = r.read_tensor("i16", to="torch")
         np.testing.assert_array_equal(t.numpy(), EXPECTED["big_endian.zt:i16"])
 
@@ -208,7 +214,11 @@ def test_migrate_reads_identically_in_reference(fname, compress, tmp_path):
     assert report.tensors == len(DESCRIPTION[fname])
     with open(out, "rb") as fh:
         assert fh.read(8) == b"ZTEN1000"
+    not_read = []  # tensors the reference can hand out only as torch, without torch here
     for tensor, desc in DESCRIPTION[fname].items():
+        if desc["layout"] == "sparsecoo" and len(desc["shape"]) != 2 and not HAS_TORCH:
+            not_read.append(tensor)
+            continue
         value = read_with_reference(out, tensor, desc["layout"], len(desc["shape"]))
         if hasattr(value, "to_dense"):  # n-D COO through torch
             values, coords, shape = expected_value(fname, tensor)
@@ -235,6 +245,11 @@ def test_migrate_reads_identically_in_reference(fname, compress, tmp_path):
             for comp in obj.components.values():
                 assert comp.byte_order == "little"
                 assert comp.encoding == ("zstd" if compress else "raw")
+    if not_read:  # everything else was checked above
+        pytest.skip(
+            f"the reference 1.1.1 reads n-D COO {not_read} only as torch, the optional "
+            "`torch` extra"
+        )
 
 
 def test_migrate_checksum_policy(tmp_path):

@@ -118,7 +118,7 @@ def test_impossible_type_over_storage_is_refused(tmp_path):
 
 
 def test_torch_float8_and_complex_in_and_out(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
     from ztensor_array import torch as zt_torch
 
     tensors = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import ztensor
+from conftest import needs_torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,7 +112,9 @@ def test_three_bit_value_straddles_words(tmp_path):
     assert got[0, 10] == 5 and np.count_nonzero(got) == 1
 
 
-def test_float_zeros_g_idx_offset_and_components(tmp_path):
+def _float_zeros_file(tmp_path):
+    """A GPTQ tensor with float zero points and act-order g_idx ("fz", compressed, with a
+    digest) and one with integer zeros stored with the v1 offset ("v1")."""
     rng = np.random.default_rng(7)
     n_out, n_in, gs, bits = 16, 64, 16, 4
     q, _, s = make(rng, n_out, n_in, bits, gs, np.float32)
@@ -143,6 +146,11 @@ def test_float_zeros_g_idx_offset_and_components(tmp_path):
             group_size=gs,
             zero_offset=1,
         )
+    return path, q, zf, zi, s, g_idx, packed, gs, n_in
+
+
+def test_float_zeros_g_idx_offset_and_components(tmp_path):
+    path, q, zf, zi, s, g_idx, packed, gs, n_in = _float_zeros_file(tmp_path)
     with zt.Reader(path, verify=True) as r:
         np.testing.assert_array_equal(r.read_tensor("fz"), expected(q, zf, s, g_idx))
         np.testing.assert_array_equal(
@@ -153,12 +161,18 @@ def test_float_zeros_g_idx_offset_and_components(tmp_path):
         np.testing.assert_array_equal(parts["packed_weight"], packed.reshape(-1))
         np.testing.assert_array_equal(parts["zeros"], zf.reshape(-1))
         assert parts["zeros"].dtype == np.float16
+
+
+@needs_torch
+def test_float_zeros_g_idx_to_torch(tmp_path):
+    path, q, zf, _, s, g_idx, *_ = _float_zeros_file(tmp_path)
+    with zt.Reader(path, verify=True) as r:
         t = r.read_tensor("fz", to="torch")
-        np.testing.assert_array_equal(t.numpy(), expected(q, zf, s, g_idx))
+    np.testing.assert_array_equal(t.numpy(), expected(q, zf, s, g_idx))
 
 
 def test_u8_container_and_torch_inputs(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
     rng = np.random.default_rng(3)
     q, z, s = make(rng, 8, 32, 2, 32, np.float32)
     packed = pack_columns(q, 2, word_bits=8).view(np.uint8)

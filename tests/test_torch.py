@@ -6,6 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is the optional `torch` extra")
 
+import re  # noqa: E402
+
 import numpy as np  # noqa: E402
 from test_dtypes import TORCH_OF  # noqa: E402
 
@@ -203,3 +205,69 @@ def test_torch_views_are_private_to_each_read(tmp_path):
     assert float(first[0]) == 99.0
     with za.Reader(path) as r:
         assert float(r.read_tensor("a")[0]) == 0.0  # the file never changed
+
+
+def _both_load_model(tmp_path, tensors: dict, strict: bool):
+    """(ours, safetensors') outcome of load_model on files holding the same tensors: the
+    (missing, unexpected) pair as sorted lists, or the RuntimeError's key lists."""
+    st = pytest.importorskip("safetensors.torch", reason="safetensors is in the `test` extra")
+    ours, theirs = tmp_path / "lm.zt", tmp_path / "lm.safetensors"
+    zt.save_file(tensors, ours)
+    st.save_file(tensors, str(theirs))
+    out = []
+    for load, path in ((zt.load_model, ours), (st.load_model, str(theirs))):
+        torch.manual_seed(3)
+        model = Tied()
+        try:
+            missing, unexpected = load(model, path, strict=strict)
+        except RuntimeError as exc:
+            out.append(("raised", sorted(re.findall(r"[\w.]+(?=['\"])", str(exc)))))
+            continue
+        loaded = {k: v.clone() for k, v in model.state_dict().items()}
+        out.append((sorted(missing), sorted(unexpected), loaded))
+    return out
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize(
+    "case", ["save_model", "other_tied_name", "both_tied_names", "missing_and_extra"]
+)
+def test_load_model_reports_like_safetensors(tmp_path, case, strict):
+    torch.manual_seed(1)
+    state = {k: v.clone() for k, v in Tied().state_dict().items()}
+    if case == "save_model":  # what save_model stores: lm_head.weight left out
+        del state["lm_head.weight"]
+    elif case == "other_tied_name":  # a file that kept the other name of the tied pair
+        del state["embed.weight"]
+    elif case == "missing_and_extra":
+        del state["lm_head.weight"], state["norm.bias"]
+        state["extra"] = torch.ones(2)
+    ours, theirs = _both_load_model(tmp_path, state, strict)
+    assert ours[:2] == theirs[:2]
+    if ours[0] != "raised":
+        assert ours[2].keys() == theirs[2].keys()
+        for name in ours[2]:
+            _assert_tensor_equal(ours[2][name], theirs[2][name])
+    if case == "missing_and_extra":
+        assert ours[0] == "raised" if strict else ours[:2] == (["norm.bias"], ["extra"])
+
+
+def test_load_model_strict_error_is_a_ztensor_error_and_a_runtime_error(tmp_path):
+    from ztensor_array.errors import StateDictError
+
+    path = tmp_path / "p.zt"
+    zt.save_file({"extra": torch.ones(1)}, path)
+    with pytest.raises(StateDictError) as info:
+        zt.load_model(Tied(), path)
+    assert isinstance(info.value, RuntimeError) and isinstance(info.value, ZTensorError)
+    assert str(path) in str(info.value) and "'extra'" in str(info.value)
+
+
+def test_tensors_whose_one_element_has_a_stride_are_saved(tmp_path):
+    """torch calls a one-element tensor contiguous whatever its stride (as safetensors'
+    slices return them); saving one used to raise torch's RuntimeError."""
+    t = torch.arange(16).reshape(8, 2)[1, ::2]
+    assert t.stride() == (2,)
+    path = tmp_path / "o.zt"
+    zt.save_file({"t": t}, path)
+    assert zt.load_file(path)["t"].tolist() == [2]

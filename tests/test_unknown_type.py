@@ -12,7 +12,7 @@ import json
 import google_crc32c
 import numpy as np
 import pytest
-from conftest import build_file, component
+from conftest import build_file, component, needs_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -72,9 +72,14 @@ def test_other_tensor_reads(newer):
     with Reader(newer) as r:
         np.testing.assert_array_equal(r.read_tensor("a"), A)
         np.testing.assert_array_equal(r.read_tensor("a", copy=True), A)
-        assert r.read_tensor("a", to="torch").tolist() == A.tolist()
         np.testing.assert_array_equal(r.read_tensors(["a"])[0], A)
         np.testing.assert_array_equal(r.read_slice("a", (1, slice(0, 2))), A[1, :2])
+
+
+@needs_torch
+def test_other_tensor_reads_to_torch(newer):
+    with Reader(newer) as r:
+        assert r.read_tensor("a", to="torch").tolist() == A.tolist()
 
 
 @pytest.mark.parametrize(

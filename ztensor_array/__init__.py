@@ -38,6 +38,7 @@ __all__ = [
     "ZTensorError",
     "from_ztensor",
     "load_file",
+    "safe_open",
     "save_file",
     "to_ztensor",
 ]
@@ -48,6 +49,7 @@ _LAZY = {
     "load_file": ("numpy", "load_file"),
     "save": ("numpy", "save"),
     "load": ("numpy", "load"),
+    "safe_open": ("safe", "safe_open"),
     "from_ztensor": ("backends.dask", "from_ztensor"),
     "to_ztensor": ("api", "to_ztensor"),
     "repair": ("ops.repair", "repair"),

@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 
 from . import Reader, Writer
+from .errors import counted
 
 
 def demo(path: str) -> None:
@@ -19,7 +20,8 @@ def demo(path: str) -> None:
         w.add_tensor("embed.bias", np.zeros(64, dtype=np.float32), checksum="crc32c")
         w.add_tensor("counts", np.arange(10_000, dtype=np.int64), compress=True)
     with Reader(path, verify=True) as r:
-        print(f"{path}: zTensor {r.version}, {len(r)} tensors, attributes {r.attributes}")
+        count = counted(len(r), "tensor")
+        print(f"{path}: zTensor {r.version}, {count}, attributes {r.attributes}")
         for meta in r:
             value = r.read_tensor(meta.name)
             print(

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import ArgumentTypeError
+
 
 def _is_xarray(obj: Any) -> bool:
     module = type(obj).__module__.split(".", 1)[0]
@@ -74,12 +76,14 @@ def to_ztensor(
 
     if isinstance(obj, Mapping):
         if name is not None:
-            raise TypeError("name= is for a single array; a mapping names its own arrays")
+            raise ArgumentTypeError(
+                "name= is for a single array; a mapping names its own arrays", path=path
+            )
         arrays = dict(obj)
         per_name = encoding
     else:
         if name is None:
-            raise TypeError("to_ztensor of a single array needs a name")
+            raise ArgumentTypeError("to_ztensor of a single array needs a name=", path=path)
         arrays = {name: obj}
         per_name = {name: encoding} if encoding else None
     done = write_arrays(

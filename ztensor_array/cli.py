@@ -30,7 +30,7 @@ from rich.table import Table
 from . import convert as converters
 from .codecs.policy import CHECKSUMS, DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
 from .convert import FORMATS
-from .errors import ZTensorError
+from .errors import ZTensorError, counted
 from .ops import inspect as inspection
 from .ops import merge as merging
 from .ops import migrate as migration
@@ -217,7 +217,7 @@ def info(file: str, as_json: bool, full: bool) -> None:
     objs = d["objects"]
     stored, raw = inspection.totals(objs)
     console.print(
-        f"[bold]{d['path']}[/]: zTensor {d['version']}, {len(objs)} objects, "
+        f"[bold]{d['path']}[/]: zTensor {d['version']}, {counted(len(objs), 'object')}, "
         f"{_size(d['file_bytes'])} on disk ({_size(stored)} stored, {_size(raw)} raw)"
     )
     if d["attributes"]:
@@ -261,7 +261,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def _summary(console, objs: list[dict]) -> None:
-    table = Table(show_edge=False, title=f"{len(objs)} objects (use --full for each)")
+    table = Table(show_edge=False, title=f"{counted(len(objs), 'object')} (use --full for each)")
     for col in ("format", "dtype", "encoding", "objects", "elements", "stored", "raw"):
         table.add_column(col)
     for row in inspection.summarize(objs):
@@ -383,7 +383,8 @@ def convert(
         click.echo(f"note: {note}", err=True)
     _say(
         quiet,
-        f"{out}: {report.tensors} tensors, {_size(report.bytes_in)} -> {_size(report.bytes_out)}",
+        f"{out}: {counted(report.tensors, 'tensor')}, "
+        f"{_size(report.bytes_in)} -> {_size(report.bytes_out)}",
     )
     for path in report.deleted:
         _say(quiet, f"deleted {path}")
@@ -424,7 +425,8 @@ def _rewrite(src, out, compress, checksum, force, quiet) -> None:
         )
     _say(
         quiet,
-        f"{out}: {report.tensors} objects, {_size(report.bytes_in)} -> {_size(report.bytes_out)}",
+        f"{out}: {counted(report.tensors, 'object')}, "
+        f"{_size(report.bytes_in)} -> {_size(report.bytes_out)}",
     )
 
 
@@ -450,7 +452,7 @@ def merge(inputs, out, prefix_with_filename, force, quiet) -> None:
             overwrite=force,
             progress=bar,
         )
-    _say(quiet, f"{out}: {report.tensors} objects from {len(inputs)} files")
+    _say(quiet, f"{out}: {counted(report.tensors, 'object')} from {counted(len(inputs), 'file')}")
 
 
 @cli.command()
@@ -475,7 +477,7 @@ def migrate(src, out, compress, level, checksum, force, quiet) -> None:
         )
     _say(
         quiet,
-        f"{out}: {report.tensors} tensors migrated to v1.1, "
+        f"{out}: {counted(report.tensors, 'tensor')} migrated to v1.1, "
         f"{_size(report.bytes_in)} -> {_size(report.bytes_out)}",
     )
 
@@ -522,7 +524,11 @@ def repair(file, out, force, quiet) -> None:
 def download_hf(
     repo, out, revision, token, compress, level, checksum, single_file, force, quiet
 ) -> None:
-    """Download a Hugging Face repo's safetensors and convert them to .zt."""
+    """Download a Hugging Face repo's safetensors and convert them to .zt.
+
+    Sub-folders (diffusers' unet/, vae/...) keep their layout under the output. With
+    HF_HUB_OFFLINE=1 the files come from the local Hugging Face cache only.
+    """
     from .convert.hf import download
 
     with RichProgress(quiet) as bar:

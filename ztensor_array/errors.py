@@ -20,6 +20,11 @@ def _where(path: str | os.PathLike | None, obj: str | None, component: str | Non
     return ", ".join(parts)
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless one: "1 tensor", "3 tensors" (regular nouns)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class ZTensorError(Exception):
     """Base class of every error this package raises on bad input or misuse."""
 
@@ -97,3 +102,8 @@ class InvalidIndexError(ZTensorError, IndexError):
 class ArgumentTypeError(ZTensorError, TypeError):
     """An argument has a type the API does not accept (a non-text tensor name); a
     TypeError too."""
+
+
+class StateDictError(ZTensorError, RuntimeError):
+    """A file's tensors do not match a model's state dict (``load_model(strict=True)``); a
+    RuntimeError too, as safetensors and ``load_state_dict`` raise."""

@@ -42,11 +42,15 @@ def torch_to_numpy(tensor: Any) -> np.ndarray:
         t = t.cpu()
     t = t.resolve_conj().resolve_neg().contiguous()
     shape = tuple(t.shape)
-    raw = t.reshape(-1).view(torch.uint8).numpy()
+    flat = t.reshape(-1)
+    if flat.stride(0) != 1:  # one element with any stride counts as contiguous in torch,
+        flat = flat.clone(memory_format=torch.contiguous_format)  # not for a byte view
+    raw = flat.view(torch.uint8).numpy()
     return raw.view(dtypes.to_numpy(name)).reshape(shape)
 
 
-def _import_torch():
+def import_torch():
+    """The torch module, or an UnsupportedError that names the extra to install."""
     try:
         import torch  # optional dependency: only for to="torch"
     except ImportError:
@@ -59,7 +63,7 @@ def _import_torch():
 
 def to_torch(value: Any) -> Any:
     """torch tensor from a numpy array (sharing memory) or a scipy.sparse matrix."""
-    torch = _import_torch()
+    torch = import_torch()
     if isinstance(value, np.ndarray):
         name = dtypes.from_numpy(value.dtype)
         tdtype = dtypes.to_torch(name)

@@ -22,6 +22,7 @@ from .errors import (
     ChecksumError,
     DecodeError,
     FormatError,
+    InvalidArgumentError,
     InvalidIndexError,
     TensorNotFoundError,
     UnsupportedError,
@@ -546,8 +547,7 @@ class Reader:
             view = self._plain_view(name)
             if view is not None:
                 return view
-        if to not in _TO:
-            raise ValueError(f"to= must be one of {_TO}, not {to!r}")
+        _check_to(to)
         self._check_open()
         obj = self._object(name)
         require_known_types(obj, self.path, name)
@@ -619,29 +619,35 @@ class Reader:
         verify_checksum: bool | None = None,
         *,
         copy: bool = True,
+        to: str = "numpy",
     ):
         """``read_tensor(name)[index]``, reading only what the selection needs: a chunked
         tensor decodes only the chunks holding selected elements (in parallel; integer arrays
         pick orthogonally), a block of whole rows of a CSR matrix reads only those rows. An
         owned array, unless ``copy`` is False: then raw data may come back as a read-only
-        view of the file (numpy basic indexing of a dense tensor, one whole chunk)."""
+        view of the file (numpy basic indexing of a dense tensor, one whole chunk).
+        ``to="torch"``: a torch tensor (sharing the owned array's memory; a read-only view
+        is copied, torch having no read-only tensors)."""
+        _check_to(to)
         if not copy and not (self.verify if verify_checksum is None else verify_checksum):
             view = self._plain_view(name)
             if view is not None and select.is_basic(index):
                 try:
-                    return view[index]
+                    picked = view[index]
                 except IndexError as exc:
                     raise InvalidIndexError(str(exc), path=self.path, obj=name) from None
+                return picked if to == "numpy" else _as_torch(picked)
         self._check_open()
         obj = self._object(name)
         require_known_types(obj, self.path, name)
         get = Parts(self, name, verify_checksum)
         try:
-            return layouts.read_selection(obj, get, index, path=self.path, name=name, copy=copy)
+            value = layouts.read_selection(obj, get, index, path=self.path, name=name, copy=copy)
         except IndexError as exc:
             if isinstance(exc, ZTensorError):
                 raise
             raise InvalidIndexError(str(exc), path=self.path, obj=name) from None
+        return value if to == "numpy" else _as_torch(value)
 
     def read_points(self, name: str, index: Any, verify_checksum: bool | None = None):
         """The elements at a point-wise selection, as zarr's ``vindex`` and xarray's
@@ -772,6 +778,16 @@ class Parts:
         return self.reader.read_located(
             self.name, comp, label, nbytes, verify=self.verify, copy=self.copy
         )
+
+
+def _check_to(to: str) -> None:
+    if to not in _TO:
+        raise InvalidArgumentError(f"to= must be one of {_TO}, not {to!r}")
+
+
+def _as_torch(value):
+    """A selection as torch: a numpy scalar (every axis picked by an integer) as 0-d."""
+    return to_torch(np.asarray(value) if isinstance(value, np.generic) else value)
 
 
 def _stored_dtype(comp: Component) -> np.dtype:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from . import numpy as zt_numpy
-from .errors import ZTensorError
+from .errors import StateDictError, ZTensorError
 from .interop import to_torch
+from .safe import safe_open
 
 
 def _storage_key(t: torch.Tensor):
@@ -56,12 +57,13 @@ def save_file(
     )
 
 
-def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """Every tensor as a torch tensor on ``device``."""
-    out = {k: to_torch(v) for k, v in zt_numpy.load_file(path).items()}
-    if str(device) != "cpu":
-        out = {k: v.to(device) for k, v in out.items()}
-    return out
+def load_file(path: str | os.PathLike, device: str | int | torch.device = "cpu") -> dict:
+    """Every tensor as a torch tensor on ``device`` (as safetensors' ``load_file``): on the
+    CPU owned tensors read in parallel; on an accelerator each tensor is copied once, from
+    the file's map or its decoded array, into one pinned staging buffer and sent from there
+    (``safe.Staging``)."""
+    with safe_open(path, "pt", device=device) as f:
+        return f.get_tensors()
 
 
 def save(
@@ -80,12 +82,16 @@ def load(data: bytes) -> dict:
     return {k: to_torch(v) for k, v in zt_numpy.load(data).items()}
 
 
-def _dedupe(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str, list[str]]]:
+def _dedupe(
+    state: Mapping[str, torch.Tensor], preferred: Iterable[str] = ()
+) -> tuple[dict, dict[str, list[str]]]:
     """Keep one name per group of tensors sharing storage (tied weights).
 
-    The kept name is the first, in sorted order, among those that cover the whole storage;
-    the other names are restored by ``load_model`` through the model's own tying.
+    The kept name is the first, in sorted order, among those that cover the whole storage,
+    and among them those in ``preferred`` (the names a file holds) first, as safetensors
+    chooses; the other names are restored by ``load_model`` through the model's own tying.
     """
+    preferred = set(preferred)
     kept = dict(state)
     dropped: dict[str, list[str]] = {}
     for group in _shared_groups(state):
@@ -94,7 +100,7 @@ def _dedupe(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str, list[str
             for n in group
             if state[n].untyped_storage().nbytes() == state[n].nbytes and state[n].is_contiguous()
         ]
-        keep = (full or group)[0]
+        keep = ([n for n in full if n in preferred] or full or group)[0]
         dropped[keep] = [n for n in group if n != keep]
         for n in dropped[keep]:
             del kept[n]
@@ -119,21 +125,28 @@ def load_model(
     model: torch.nn.Module,
     path: str | os.PathLike,
     strict: bool = True,
-    device: str | torch.device = "cpu",
+    device: str | int | torch.device = "cpu",
 ) -> tuple[list[str], list[str]]:
-    """Load into ``model``; returns (missing, unexpected) like ``load_state_dict``.
-
-    Names left out by ``save_model`` because they share storage with a saved one are not
-    reported missing.
-    """
+    """Load into ``model``; returns (missing, unexpected) as safetensors' ``load_model``
+    does: a name left out because it shares storage with a loaded one is not missing (and
+    is unexpected if the file holds it too). ``strict``: a mismatch raises StateDictError
+    (also a RuntimeError, as in safetensors) listing both."""
     state = load_file(path, device=device)
+    _, dropped = _dedupe(model.state_dict(), preferred=state)
     result = model.load_state_dict(state, strict=False)
-    _, dropped = _dedupe(model.state_dict())
-    tied = {n for names in dropped.values() for n in names}
-    missing = [k for k in result.missing_keys if k not in tied]
+    missing = set(result.missing_keys)
     unexpected = list(result.unexpected_keys)
+    for name in (n for names in dropped.values() for n in names):
+        if name in missing:
+            missing.remove(name)
+        else:
+            unexpected.append(name)
     if strict and (missing or unexpected):
-        raise ZTensorError(
-            f"state mismatch loading {os.fspath(path)}: missing {missing}, unexpected {unexpected}"
-        )
-    return missing, unexpected
+        lines = [f"Error(s) in loading state_dict for {type(model).__name__}:"]
+        if missing:
+            lines.append("Missing key(s) in state_dict: " + ", ".join(map(repr, sorted(missing))))
+        if unexpected:
+            keys = ", ".join(map(repr, sorted(unexpected)))
+            lines.append("Unexpected key(s) in state_dict: " + keys)
+        raise StateDictError("\n    ".join(lines), path=path)
+    return sorted(missing), unexpected

@@ -18,7 +18,7 @@ from typing import Any
 from .. import files
 from ..codecs.policy import normalize_checksum, normalize_compress
 from ..constants import MAGICS
-from ..errors import FormatError, UnsupportedError, ZTensorError
+from ..errors import FormatError, UnsupportedError, ZTensorError, counted
 from ..ops.base import Progress, Report, check_output, output_mode
 from ..ops.verify import verify
 from ..reader import Reader
@@ -265,7 +265,9 @@ def verify_written(out: str, expected) -> None:
     with Reader(out) as r:
         missing = [n for n in expected if n not in r]
     if missing:
-        raise FormatError(f"output lacks {len(missing)} tensors, e.g. {missing[0]!r}", path=out)
+        raise FormatError(
+            f"output lacks {counted(len(missing), 'tensor')}, e.g. {missing[0]!r}", path=out
+        )
 
 
 def _delete(path: str) -> None:
