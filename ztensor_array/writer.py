@@ -36,7 +36,7 @@ from .errors import (
     ZTensorError,
 )
 from .interop import as_array
-from .layouts import dense, ggml, quantized, sparse
+from .layouts import dense, ggml, layout_for, quantized, sparse
 from .manifest import Component, Manifest, Object
 from .reader import Reader
 
@@ -490,6 +490,9 @@ class Writer:
         level = normalize_compress(compress)
         checksum = normalize_checksum(checksum)
         attrs = attrs_codec.check_object(attributes, path=self.path, obj=name)
+        if not parts:  # complete as it is (a chunked object with no chunk written, §4.3)
+            self._put_empty(name, Object(tuple(int(s) for s in shape), fmt, {}, attrs))
+            return
         with self._lock:
             self._incoming[name] = {}
             self._planned[name] = (tuple(int(s) for s in shape), fmt, attrs, list(parts))
@@ -497,6 +500,15 @@ class Writer:
                 self._queue_component(
                     name, role, storage, type_, data, level, checksum, borrowed=borrowed
                 )
+
+    def _put_empty(self, name: str, obj: Object) -> None:
+        """Record an object without components after its layout's check (nothing else
+        would check it before a reader refuses the whole file)."""
+        layout = layout_for(obj.format)
+        if layout is not None:
+            layout.check(name, obj, self.path)
+        with self._lock:
+            self._objects[name] = obj
 
     def _encode_later(self, data: np.ndarray, codec: StoredCodec, checksum: str | None) -> Future:
         """Encode (and digest) ``data`` on the writer's thread pool."""

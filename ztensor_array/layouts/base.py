@@ -29,6 +29,7 @@ class Getter(Protocol):
 
     def prefix(self, role: str, nbytes: int) -> np.ndarray: ...
 
+
 # roles that hold the values of a tensor, in the order 1.1.1 looks for them
 _PRIMARY_ROLES = ("data", "values", "packed_weight")
 
