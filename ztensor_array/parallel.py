@@ -118,6 +118,7 @@ def plan(path: str | os.PathLike, mode: str = "w", *, durable: bool = False) -> 
     if mode != "a":
         if mode == "x" and os.path.lexists(path):
             raise FileExistsZTError("path exists (mode='x')", path=path)
+        files.check_replaceable(path)  # a device or FIFO is refused before any work
         return ParallelPlan(path, files.temp_name(path), mode, 0, {}, {}, durable)
     fd = files.open_locked(path, missing="no such file to append to")
     try:

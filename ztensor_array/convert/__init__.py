@@ -105,6 +105,9 @@ def open_source(
     path = os.fspath(path)
     if fmt == "auto":
         fmt = detect_format(path)
+    elif not os.path.isdir(path):
+        # what a converter then opens by path (xarray's engines) must not block on a FIFO
+        os.close(files.open_read(path)[0])
     entry = _SOURCES.get(fmt)
     if entry is None:
         raise UnsupportedError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
