@@ -180,6 +180,21 @@ def test_whole_module_pickle_is_refused_naming_the_class(tmp_path):
     assert_one_line_error(proc, "torch.nn.modules.linear.Linear")
 
 
+@pytest.mark.parametrize("container", [b"]", b"(t"], ids=["lists", "tuples"])
+def test_a_100k_deep_pickle_is_refused_naming_the_file(tmp_path, container):
+    """Unpickling nests without recursion; walking the result used to raise a bare
+    RecursionError."""
+    depth = 100_000
+    if container == b"]":  # EMPTY_LIST, then APPEND each into the one before
+        body = b"]" * depth + b"a" * (depth - 1)
+    else:  # MARK ... TUPLE, nested
+        body = b"(" * depth + b")" + b"t" * depth
+    src = tmp_path / "deep.pkl"
+    src.write_bytes(b"\x80\x02}X\x01\x00\x00\x00k" + body + b"s.")
+    proc = ztensor("convert", src, "-o", tmp_path / "deep.zt", check=False)
+    assert_one_line_error(proc, "deep.pkl", "too deeply")
+
+
 def test_garbage_and_truncated_pickles(tmp_path):
     src = tmp_path / "model.pt"
     buf = io.BytesIO()

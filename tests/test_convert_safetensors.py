@@ -242,6 +242,26 @@ HOSTILE = {
         None,
         "shape",
     ),
+    # the sizes multiply to 0 bytes, but numpy holds no such array (a ValueError from
+    # np.zeros used to escape, naming nothing)
+    "shape_2_to_the_64_by_0": (
+        {"x": {"dtype": "F32", "shape": [1 << 64, 0], "data_offsets": [0, 0]}},
+        b"",
+        None,
+        "object 'x': shape [18446744073709551616, 0] is too large",
+    ),
+    "100_dimensions": (
+        {"x": {"dtype": "F32", "shape": [1] * 100, "data_offsets": [0, 4]}},
+        bytes(4),
+        None,
+        "object 'x': 100 dimensions (numpy arrays have at most 64)",
+    ),
+    "100_empty_dimensions": (
+        {"x": {"dtype": "F32", "shape": [0] * 100, "data_offsets": [0, 0]}},
+        b"",
+        None,
+        "object 'x': 100 dimensions",
+    ),
 }
 
 
@@ -255,6 +275,15 @@ def test_hostile_headers_are_refused(tmp_path, case):
         ztensor("convert", src, "-o", out, check=False), "bad.safetensors", needle
     )
     assert not out.exists() and no_temp_files(tmp_path)
+
+
+def test_deeply_nested_json_header(tmp_path):
+    """json.loads recurses: 100k nested arrays raised a RecursionError naming no file."""
+    src = tmp_path / "deep.safetensors"
+    text = b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    src.write_bytes(struct.pack("<Q", len(text)) + text)
+    proc = ztensor("convert", src, "-o", tmp_path / "deep.zt", check=False)
+    assert_one_line_error(proc, "deep.safetensors", "too deeply")
 
 
 def test_header_that_is_not_json(tmp_path):

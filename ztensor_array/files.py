@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from .errors import FileExistsZTError, MissingFileError, ZTensorError
+from .errors import (
+    ArgumentTypeError,
+    FileExistsZTError,
+    InvalidArgumentError,
+    MissingFileError,
+    SystemIOError,
+    ZTensorError,
+)
 
 # O_NONBLOCK: opening a FIFO must not wait for a writer (it is then refused as not regular)
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
@@ -28,6 +35,20 @@ _KINDS = (
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+def fspath(path) -> str:
+    """A path argument as text: str, bytes or os.PathLike (anything else, or a NUL in it,
+    is an argument error rather than a TypeError or ValueError from deep inside)."""
+    try:
+        text = os.fsdecode(path)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"a file path must be str or os.PathLike, not {type(path).__name__}"
+        ) from None
+    if "\x00" in text:
+        raise InvalidArgumentError("a file path must not contain U+0000", path=ascii(text))
+    return text
 
 
 def token(nbytes: int = 6) -> str:
@@ -192,6 +213,12 @@ def same_file(fd: int, path: str) -> bool:
 # --------------------------------------------------------------------------- reading, writing
 
 
+def system_error(exc: OSError, path: str, doing: str) -> SystemIOError:
+    """An OSError of a read or write on ``path`` (which the system does not name: it
+    only knows the fd) as the error that names it and keeps the errno."""
+    return SystemIOError(f"cannot {doing}: {exc.strerror or exc}", errno=exc.errno, path=path)
+
+
 def read_at(fd: int, n: int, offset: int) -> bytes:
     """Up to ``n`` bytes at ``offset``: fewer only where the file ends."""
     first = os.pread(fd, n, offset)
@@ -218,13 +245,19 @@ def readinto_at(fd: int, buf: memoryview, offset: int) -> int:
     return done
 
 
-def write_at(fd: int, data, offset: int) -> int:
-    """Write all of ``data`` (any buffer) at ``offset``; returns the offset after it."""
+def write_at(fd: int, data, offset: int, *, path: str | None = None) -> int:
+    """Write all of ``data`` (any buffer) at ``offset``; returns the offset after it. With
+    ``path``, a refused write (disk full, file size limit) is a SystemIOError naming it."""
     view = memoryview(data).cast("B")
-    while view.nbytes:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
+    try:
+        while view.nbytes:
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+    except OSError as exc:
+        if path is None:
+            raise
+        raise system_error(exc, path, "write") from None
     return offset
 
 

@@ -215,7 +215,7 @@ def pwrite_block(
         for i, lead in enumerate(np.ndindex(*ext[:k])):
             elem = sum((start[a] + lead[a]) * strides[a] for a in range(k))
             elem += (start[k] * strides[k]) if shape else 0
-            files.write_at(fd, flat[i * run : (i + 1) * run], offset + elem * itemsize)
+            files.write_at(fd, flat[i * run : (i + 1) * run], offset + elem * itemsize, path=target)
     finally:
         os.close(fd)
 

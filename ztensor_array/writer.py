@@ -31,6 +31,7 @@ from . import codecs, constants, dtypes, files, manifest
 from .codecs import byte_view, digests
 from .codecs.policy import normalize_checksum, normalize_compress
 from .errors import (
+    ArgumentTypeError,
     InvalidArgumentError,
     UnsupportedError,
     ZTensorError,
@@ -120,7 +121,7 @@ class Writer:
     ) -> None:
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
-        self.path = os.fspath(path)
+        self.path = files.fspath(path)
         self.mode = mode
         self.durable = durable
         self.attributes: dict[str, Any] = {}
@@ -249,7 +250,10 @@ class Writer:
         self._gathered_bytes = 0
         first = 0
         while first < len(views):
-            n = os.pwritev(self._fd, views[first:] if first else views, pos)
+            try:
+                n = os.pwritev(self._fd, views[first:] if first else views, pos)
+            except OSError as exc:  # EFBIG, ENOSPC, EIO: the system names no file
+                raise files.system_error(exc, self.path, "write") from None
             pos += n
             while first < len(views) and n >= views[first].nbytes:  # skip what was written
                 n -= views[first].nbytes
@@ -270,7 +274,9 @@ class Writer:
         if self._streaming is not None:
             raise ZTensorError(f"stream of {self._streaming!r} is still open", path=self.path)
         if not isinstance(name, str):
-            raise TypeError(f"tensor names must be str, not {type(name).__name__}")
+            raise ArgumentTypeError(
+                f"tensor names must be str, not {type(name).__name__}", path=self.path
+            )
         if "\x00" in name:  # C readers (ztensor 1.1.1) cut the name there: wrong tensor
             raise ZTensorError("tensor names must not contain U+0000", path=self.path, obj=name)
         if not name.isascii():
@@ -302,7 +308,8 @@ class Writer:
         """Add a dense tensor (numpy, torch or array-like; any dtype of the table).
         ``compress`` may be positional, as in the reference's ``add_tensor``."""
         self._check_name(name)
-        arr = as_array(array)
+        with self._naming(name):
+            arr = as_array(array)
         try:
             storage, type_, data = dense.encode(arr)
         except ZTensorError as exc:
@@ -864,11 +871,11 @@ class Writer:
             m = Manifest(self._objects, attrs_codec.encode_root(self.attributes, self.path))
             mbytes = manifest.encode(m)
             if self.durable:
-                os.fsync(self._fd)
+                self._fsync()
             self._write_all(mbytes + manifest.footer(mbytes))
             size = self._pos
             if self.durable:
-                os.fsync(self._fd)
+                self._fsync()
             self._commit()
         except BaseException:
             self.abort()
@@ -876,6 +883,12 @@ class Writer:
         self._done = True
         self._release()
         return size
+
+    def _fsync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise files.system_error(exc, self.path, "sync") from None
 
     def _commit(self) -> None:
         if self.mode == "a":

@@ -102,7 +102,7 @@ def open_source(
 ) -> Source:
     """Open one input as a Source of tensors (``compress``/``checksum``: for inputs such as
     xarray datasets that are encoded while they are opened)."""
-    path = os.fspath(path)
+    path = files.fspath(path)
     if fmt == "auto":
         fmt = detect_format(path)
     elif not os.path.isdir(path):
@@ -157,8 +157,8 @@ def convert(
     with its file's stem. Global attributes of the inputs are merged (a conflicting value is
     an error). Originals are deleted only after the output is finalized and verified.
     """
-    inputs = [os.fspath(p) for p in inputs]
-    out = os.fspath(out)
+    inputs = [files.fspath(p) for p in inputs]
+    out = files.fspath(out)
     if not inputs:
         raise ZTensorError("no input files given")
     level = normalize_compress(compress)

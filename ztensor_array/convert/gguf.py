@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import dtypes, files
 from ..errors import FormatError, UnsupportedError, ZTensorError
+from ..interop import shape_problem
 from ..writer import Writer
 from .source import Item, Source, add_array
 
@@ -43,8 +44,6 @@ _VALUE_BYTES = {
     "FLOAT64": 8,
 }
 _MAX_NESTING = 8  # arrays of arrays deeper than this are refused (llama.cpp writes none)
-_MAX_DIMS = 64  # numpy's limit; ggml itself has 4
-_INTP_MAX = (1 << 63) - 1
 
 
 class _Walk:
@@ -144,8 +143,6 @@ def check_header(buf, path: str, gguf) -> None:
     for _ in range(n_tensors):
         name = walk.string("tensor name").decode("utf-8", "replace")
         n_dims = walk.u32(f"dimension count of tensor {name!r}")
-        if n_dims > _MAX_DIMS:
-            raise walk.fail(f"{n_dims} dimensions (at most {_MAX_DIMS})", obj=name)
         walk.take(8 * n_dims, f"dimensions of tensor {name!r}")
         dims = struct.unpack_from(f"{walk.order}{n_dims}Q", buf, walk.pos - 8 * n_dims)
         raw_type = walk.u32(f"type of tensor {name!r}")
@@ -154,8 +151,9 @@ def check_header(buf, path: str, gguf) -> None:
             block, type_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(raw_type)]
         except (ValueError, KeyError):
             raise walk.fail(f"unknown tensor type {raw_type}", obj=name) from None
-        if any(d > _INTP_MAX for d in dims):
-            raise walk.fail(f"dimensions {list(dims)} are too large", obj=name)
+        problem = shape_problem(dims, max(1, type_bytes // block))
+        if problem is not None:
+            raise walk.fail(problem, obj=name)
         tensors.append((name, offset, math.prod(dims) * type_bytes // block))
     data_start = walk.pos + (-walk.pos % alignment)
     for name, offset, nbytes in tensors:

@@ -547,7 +547,11 @@ class PickleSource(Source):
     # ------------------------------------------------------------------ items
 
     def items(self) -> Iterator[Item]:
-        for name, value in _flatten(self._root, ""):
+        try:  # unpickling is iterative, so containers may nest deeper than Python recurses
+            leaves = list(_flatten(self._root, ""))
+        except RecursionError:
+            raise FormatError("pickle nests its containers too deeply", path=self.path) from None
+        for name, value in leaves:
             if isinstance(value, _Tensor):
                 yield Item(name or "tensor", value.nbytes, self._tensor_writer(value))
             elif isinstance(value, np.ndarray):
