@@ -32,8 +32,13 @@ COMMANDS = (
 )
 
 
-def ztensor(*args, check: bool = True, env=None, cwd=None) -> subprocess.CompletedProcess:
-    """Run the command line in a child process (stderr is a pipe: no progress bars)."""
+def ztensor(
+    *args, check: bool = True, env=None, cwd=None, limit: tuple[int, int] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the command line in a child process (stderr is a pipe: no progress bars);
+    ``limit``: (resource.RLIMIT_*, value) set in the child first."""
+    import resource
+
     proc = subprocess.run(
         [sys.executable, "-m", "ztensor_array.cli", *map(str, args)],
         capture_output=True,
@@ -41,6 +46,7 @@ def ztensor(*args, check: bool = True, env=None, cwd=None) -> subprocess.Complet
         env=env,
         cwd=cwd,
         timeout=300,
+        preexec_fn=None if limit is None else lambda: resource.setrlimit(limit[0], limit[1:] * 2),
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"ztensor {args} failed ({proc.returncode}):\n{proc.stderr}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import resource
 import struct
-import subprocess
-import sys
 
 import ml_dtypes
 import numpy as np
@@ -138,13 +136,7 @@ def _convert_bytes(tmp_path, data: bytes):
     src.write_bytes(data)
     out = tmp_path / "hostile.zt"
     # the address-space cap turns a regression (memory grown without bound) into a failure
-    proc = subprocess.run(
-        [sys.executable, "-m", "ztensor_array.cli", "convert", str(src), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)),
-    )
+    proc = ztensor("convert", src, "-o", out, check=False, limit=(resource.RLIMIT_AS, 6 << 30))
     assert not out.exists() and no_temp_files(tmp_path)
     return proc
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
-from test_cli import assert_one_line_error
+from test_cli import assert_one_line_error, ztensor
 
 import ztensor_array as zt
 from ztensor_array.errors import (
@@ -99,12 +99,8 @@ def test_a_refused_write_names_the_file(tmp_path):
     src = tmp_path / "big.zt"
     zt.save_file({"a": np.ones(1 << 18)}, src)  # 2 MiB
     out = tmp_path / "out.zt"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ztensor_array.cli", "decompress", str(src), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)),
+    proc = ztensor(
+        "decompress", src, "-o", out, check=False, limit=(resource.RLIMIT_FSIZE, 1 << 20)
     )
     assert_one_line_error(proc, "out.zt", "File too large")
     assert not out.exists()
