@@ -354,3 +354,16 @@ def test_deflated_storage_with_a_bad_crc_is_refused(tmp_path):
     assert_one_line_error(
         ztensor("convert", src, "-o", tmp_path / "bad.zt", check=False), "deflated.pt", "CRC"
     )
+
+
+def test_numpy_scalars_come_only_from_their_pickled_bytes(tmp_path):
+    """``scalar(dtype)`` without bytes allocates a zero value of the dtype's size: 2 GB from
+    a pickle of a few dozen bytes. Scalars as numpy pickles them still convert."""
+    scalar = np.float64(0).__reduce__()[0]
+    proc = _convert_pickled(tmp_path, _Reduce(scalar, (np.dtype("V2000000000"),)))
+    assert_one_line_error(proc, "hostile.pkl", "scalar")
+    src = tmp_path / "scalars.pkl"
+    src.write_bytes(pickle.dumps({"w": np.ones(2), "lr": np.float32(0.5), "n": np.int64(7)}))
+    ztensor("convert", src, "-o", tmp_path / "scalars.zt")
+    with zt.Reader(tmp_path / "scalars.zt") as r:
+        assert r.attributes == {"lr": 0.5, "n": 7}

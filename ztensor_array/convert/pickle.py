@@ -212,6 +212,19 @@ def _reconstruct(subtype, shape, dtype):
     return _NUMPY_RECONSTRUCT(np.ndarray, shape, dtype)
 
 
+_NUMPY_SCALAR = np.float64(0).__reduce__()[0]
+
+
+def _scalar(dtype, obj=None):
+    """numpy's ``scalar`` from the bytes numpy pickles with it; without them it would build
+    a zero-filled value of any size the dtype names (gigabytes from a few bytes)."""
+    if not isinstance(dtype, np.dtype) or (
+        not dtype.hasobject and not (isinstance(obj, bytes) and len(obj) == dtype.itemsize)
+    ):
+        raise FormatError("refusing numpy scalar without its bytes")
+    return _NUMPY_SCALAR(dtype, obj)
+
+
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     out: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): _NDARRAY,
@@ -219,7 +232,7 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     }
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         out[(mod, "_reconstruct")] = _reconstruct
-        out[(mod, "scalar")] = np.float64(0).__reduce__()[0]
+        out[(mod, "scalar")] = _scalar
     for mod in ("numpy.core.numeric", "numpy._core.numeric"):
         out[(mod, "_frombuffer")] = _frombuffer
     for name in (
