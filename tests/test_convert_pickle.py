@@ -367,3 +367,37 @@ def test_numpy_scalars_come_only_from_their_pickled_bytes(tmp_path):
     ztensor("convert", src, "-o", tmp_path / "scalars.zt")
     with zt.Reader(tmp_path / "scalars.zt") as r:
         assert r.attributes == {"lr": 0.5, "n": 7}
+
+
+class _Numel:
+    """A storage reference of ``n`` elements, for a pickle built by hand."""
+
+    def __init__(self, n):
+        self.n = n
+
+
+def test_a_deflated_storage_larger_than_deflate_can_make_is_refused(tmp_path):
+    """The central directory and the pickle both say 2 GiB, the stored bytes are 12: no
+    DEFLATE stream inflates that far, so nothing of that size is allocated."""
+    n = 1 << 29
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Numel):
+                return ("storage", torch.FloatStorage, "0", "cpu", obj.n)
+            return None
+
+    rebuild = _Reduce(torch._utils._rebuild_tensor_v2, (_Numel(n), 0, (n,), (1,), False, {}))
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump({"w": rebuild})
+    src = tmp_path / "claims.pt"
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr(zipfile.ZipInfo("archive/data/0"), bytes(4), zipfile.ZIP_DEFLATED)
+    data = bytearray(src.read_bytes())
+    central = data.index(b"archive/data/0", data.index(b"PK\x01\x02")) - 46
+    data[central + 24 : central + 28] = (4 * n).to_bytes(4, "little")  # uncompressed size
+    src.write_bytes(bytes(data))
+    assert_one_line_error(
+        ztensor("convert", src, "-o", tmp_path / "c.zt", check=False), "claims.pt", "DEFLATE"
+    )

@@ -40,6 +40,7 @@ _INT64 = 8
 MAX_EXPANSION = 256 << 20  # a stride-0 view may not materialise to more than this
 _INFLATE_BLOCK = 4 << 20  # a compressed zip entry is inflated into its array this much at a time
 _BYTEORDER_MAX = 16  # the zip's "byteorder" entry is "little" or "big"
+_DEFLATE_RATIO = 1032  # DEFLATE never inflates one byte into more than this many
 
 
 def _check_expansion(nbytes: int, stored: int, what: str, path: str | None = None) -> None:
@@ -515,7 +516,17 @@ class PickleSource(Source):
 
     def _inflated_entry(self, info: zipfile.ZipInfo) -> np.ndarray:
         """A compressed zip entry inflated straight into one array of its declared size, a
-        block at a time (``ZipFile.read`` would hold it twice); zipfile checks its CRC."""
+        block at a time (``ZipFile.read`` would hold it twice); zipfile checks its CRC.
+        A size DEFLATE cannot reach from the stored bytes is refused before allocating."""
+        if (
+            info.compress_type == zipfile.ZIP_DEFLATED
+            and info.file_size > _DEFLATE_RATIO * info.compress_size + 1024
+        ):
+            raise FormatError(
+                f"zip entry {info.filename!r} declares {info.file_size} bytes, more than "
+                f"DEFLATE can make of its {info.compress_size}",
+                path=self.path,
+            )
         out = np.empty(info.file_size, dtype=np.uint8)
         view = memoryview(out)
         done = 0
