@@ -8,6 +8,7 @@ import collections
 import io
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import zipfile
@@ -401,3 +402,19 @@ def test_a_deflated_storage_larger_than_deflate_can_make_is_refused(tmp_path):
     assert_one_line_error(
         ztensor("convert", src, "-o", tmp_path / "c.zt", check=False), "claims.pt", "DEFLATE"
     )
+
+
+def test_a_huge_memo_index_costs_no_memory(tmp_path):
+    """LONG_BINPUT may name any index; C's unpickler sizes its memo table to it (2^30
+    entries: 8 GiB, cleared), the restricted one keeps a dict. A valid pickle, so it
+    converts, within a 3 GiB address space."""
+    body = pickle.dumps({"w": np.arange(3.0)}, protocol=2)
+    assert body[-1:] == b"."
+    # after the dict is built, store it at memo index 2^30 (LONG_BINPUT) and stop
+    data = body[:-1] + b"r" + (1 << 30).to_bytes(4, "little") + b"."
+    src = tmp_path / "memo.pkl"
+    src.write_bytes(data)
+    assert pickle._Unpickler(io.BytesIO(data)).load()["w"].tolist() == [0.0, 1.0, 2.0]
+    ztensor("convert", src, "-o", tmp_path / "memo.zt", limit=(resource.RLIMIT_AS, 3 << 30))
+    with zt.Reader(tmp_path / "memo.zt") as r:
+        np.testing.assert_array_equal(r.read_tensor("w"), np.arange(3.0))

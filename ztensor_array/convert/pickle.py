@@ -23,6 +23,7 @@ import math
 import mmap
 import os
 import pickle
+import struct
 import zipfile
 import zlib
 from collections import deque
@@ -293,7 +294,10 @@ def _allowed() -> dict[tuple[str, str], Any]:
 _ALLOWED: dict[tuple[str, str], Any] | None = None
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+# The base is the standard library's pure-Python unpickler, not the C one: the C unpickler
+# sizes its memo as a table up to the largest index a PUT names, so 10 bytes of pickle
+# (LONG_BINPUT 2^30) allocate and clear gigabytes; this one keeps the memo in a dict.
+class RestrictedUnpickler(pickle._Unpickler):
     """An Unpickler that resolves only tensor-rebuilding globals; nothing else can run."""
 
     def __init__(self, file, *, path: str, storages: dict[str, _Storage] | None) -> None:
@@ -333,6 +337,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 _READ_ERRORS = (
     pickle.UnpicklingError,
     EOFError,
+    struct.error,
     ValueError,
     TypeError,
     AttributeError,
