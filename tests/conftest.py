@@ -231,6 +231,24 @@ def anon_growth_in_subprocess(setup: str, action: str, *args: str) -> int:
     return int(out.stdout.split()[-1])
 
 
+def peak_rss_in_subprocess(code: str, *args: str) -> int:
+    """Peak resident memory (VmHWM), in bytes, of a fresh interpreter that runs ``code``
+    (``sys.argv[1:]`` are ``args``). Unlike a sampling thread it also sees peaks reached
+    while C code holds the GIL (a zlib output buffer joined into one bytes object); it
+    counts mapped file pages too, so compare runs that map alike."""
+    import subprocess
+    import sys
+
+    peak = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{code}\n{peak}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[-1]) * 1024
+
+
 def write_dense_zstd_dataset(ds, path: str) -> None:
     """A Dataset as other zTensor writers store it: dense zstd tensors with crc32c digests,
     dimension names in the reserved attribute (to_ztensor itself writes compressed variables

@@ -32,8 +32,13 @@ COMMANDS = (
 )
 
 
-def ztensor(*args, check: bool = True, env=None, cwd=None) -> subprocess.CompletedProcess:
-    """Run the command line in a child process (stderr is a pipe: no progress bars)."""
+def ztensor(
+    *args, check: bool = True, env=None, cwd=None, limit: tuple[int, int] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the command line in a child process (stderr is a pipe: no progress bars);
+    ``limit``: (resource.RLIMIT_*, value) set in the child first."""
+    import resource
+
     proc = subprocess.run(
         [sys.executable, "-m", "ztensor_array.cli", *map(str, args)],
         capture_output=True,
@@ -41,6 +46,7 @@ def ztensor(*args, check: bool = True, env=None, cwd=None) -> subprocess.Complet
         env=env,
         cwd=cwd,
         timeout=300,
+        preexec_fn=None if limit is None else lambda: resource.setrlimit(limit[0], limit[1:] * 2),
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"ztensor {args} failed ({proc.returncode}):\n{proc.stderr}")
@@ -694,3 +700,86 @@ def test_seed_readme_cli_section_works_as_written(tmp_path):
     assert (tmp_path / "models" / "gpt2" / "model.zt.index.json").exists()
     with zt.Reader(tmp_path / "highly_compressed.zt") as r:
         assert r.manifest.objects["a"].components["data"].encoding == "zstd"
+
+
+# --------------------------------------------------------------------------- file content in output
+
+HOSTILE_NAMES = [
+    "[/]",
+    "[bold red]boom[/bold red]",
+    "[link=http://evil.example]click[/link]",
+    "esc\x1b[31mred\x1b[0m",
+    "title\x1b]0;owned\x07",
+    "line\nforged: OK",
+    "rtl\u202eabc",
+]
+
+
+def _escaped(name: str) -> str:
+    """How the CLI shows a name: each control character as Python's ascii() spells it."""
+    return "".join(ascii(c)[1:-1] if (c < " " or c == "\x7f" or c == "\u202e") else c for c in name)
+
+
+def _assert_inert(text: str) -> None:
+    """Nothing from the file reaches the terminal as a control sequence."""
+    for bad in ("\x1b[31m", "\x1b]0;", "\x1b]8;", "\x07", "\u202e", "\nforged"):
+        assert bad not in text, repr(text)
+
+
+@pytest.fixture
+def hostile_file(tmp_path):
+    path = tmp_path / "hostile.zt"
+    with zt.Writer(path) as w:
+        w.attributes = {"[bold]key": "value\x1b[31m[/]"}
+        for name in HOSTILE_NAMES:
+            w.add_tensor(
+                name, np.arange(4, dtype=np.float32), checksum="crc32c", attributes={"a": "\x1b[2J"}
+            )
+    return path
+
+
+@pytest.mark.parametrize("color", [False, True], ids=["pipe", "forced-color"])
+@pytest.mark.parametrize("full", [False, True], ids=["table", "summary"])
+def test_info_shows_names_literally(hostile_file, color, full, monkeypatch):
+    """Names and attributes are text, never rich markup (``[/]`` used to crash info,
+    ``[bold red]`` and ``[link=...]`` were obeyed) and never terminal control sequences."""
+    env = dict(os.environ, FORCE_COLOR="1") if color else None
+    if full:  # the summary of a file with many objects lists the largest by name
+        monkeypatch.setattr("ztensor_array.cli.LARGE", 0)
+        from click.testing import CliRunner
+
+        from ztensor_array.cli import cli
+
+        result = CliRunner().invoke(cli, ["info", str(hostile_file)], env=env)
+        assert result.exit_code == 0, result.output
+        out = result.output
+    else:
+        proc = ztensor("info", hostile_file, env=env)
+        assert proc.stderr == ""
+        out = proc.stdout
+    _assert_inert(out)
+    assert "[bold]key = value\\x1b[31m[/]" in out
+    for name in HOSTILE_NAMES if not full else HOSTILE_NAMES[:3]:
+        assert _escaped(name) in out, (name, out)
+
+
+def test_verify_and_errors_escape_names(hostile_file, tmp_path):
+    with zt.Reader(hostile_file) as r:
+        offset = r.manifest.objects[HOSTILE_NAMES[3]].components["data"].offset
+    _corrupt(hostile_file, offset + 1)
+    proc = ztensor("verify", hostile_file, check=False)
+    assert proc.returncode == 1 and "1 problem(s)" in proc.stderr
+    _assert_inert(proc.stderr)
+    # a path given by the user is shown the same way in a one-line error
+    weird = tmp_path / "x\x1b[31m.zt"
+    assert_one_line_error(ztensor("info", weird, check=False), "x\\x1b[31m.zt", "no such file")
+
+
+def test_convert_notes_escape_names(tmp_path):
+    import pickle
+
+    src = tmp_path / "notes.pkl"
+    src.write_bytes(pickle.dumps({"w": np.ones(2), "skip\x1b[2J\nforged": {1, 2}}))
+    proc = ztensor("convert", src, "-o", tmp_path / "notes.zt")
+    assert "skip\\x1b[2J\\nforged" in proc.stderr
+    _assert_inert(proc.stderr)

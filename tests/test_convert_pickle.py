@@ -8,12 +8,14 @@ import collections
 import io
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import peak_rss_in_subprocess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import assert_one_line_error, no_temp_files, ztensor
@@ -181,6 +183,21 @@ def test_whole_module_pickle_is_refused_naming_the_class(tmp_path):
     assert_one_line_error(proc, "torch.nn.modules.linear.Linear")
 
 
+@pytest.mark.parametrize("container", [b"]", b"(t"], ids=["lists", "tuples"])
+def test_a_100k_deep_pickle_is_refused_naming_the_file(tmp_path, container):
+    """Unpickling nests without recursion; walking the result used to raise a bare
+    RecursionError."""
+    depth = 100_000
+    if container == b"]":  # EMPTY_LIST, then APPEND each into the one before
+        body = b"]" * depth + b"a" * (depth - 1)
+    else:  # MARK ... TUPLE, nested
+        body = b"(" * depth + b")" + b"t" * depth
+    src = tmp_path / "deep.pkl"
+    src.write_bytes(b"\x80\x02}X\x01\x00\x00\x00k" + body + b"s.")
+    proc = ztensor("convert", src, "-o", tmp_path / "deep.zt", check=False)
+    assert_one_line_error(proc, "deep.pkl", "too deeply")
+
+
 def test_garbage_and_truncated_pickles(tmp_path):
     src = tmp_path / "model.pt"
     buf = io.BytesIO()
@@ -233,3 +250,173 @@ def test_mutated_pickles_load_or_fail_cleanly(tmp_path, which, edits, cut):
                 item.write(w, item.name, 0, None)
     except ZTensorError:
         pass
+
+
+# --------------------------------------------------------------------------- numpy globals
+
+
+class _Reduce:
+    """Pickles as ``func(*args)``: what a hostile pickle can ask the allow-list to call."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _convert_pickled(tmp_path, obj):
+    src = tmp_path / "hostile.pkl"
+    src.write_bytes(pickle.dumps({"a": obj}, protocol=2))
+    return ztensor("convert", src, "-o", tmp_path / "hostile.zt", check=False)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        (np.ndarray, ((4096,), np.dtype("u1"))),  # uninitialized process memory
+        (np.ndarray.__reduce__(np.zeros(0))[0], (np.ndarray, (4096,), b"b")),  # same, no BUILD
+    ],
+    ids=["ndarray", "_reconstruct"],
+)
+def test_numpy_globals_never_hand_out_uninitialized_memory(tmp_path, call):
+    proc = _convert_pickled(tmp_path, _Reduce(*call))
+    assert_one_line_error(proc, "hostile.pkl", "uninitialized" if call[0] is np.ndarray else "")
+    assert not (tmp_path / "hostile.zt").exists() and no_temp_files(tmp_path)
+
+
+def test_zero_strides_cannot_expand_a_small_buffer(tmp_path):
+    """161 bytes of pickle that would become 1 GiB of memory and output: the torch path's
+    expansion cap applies to numpy.ndarray views too."""
+    obj = _Reduce(np.ndarray, ((1 << 27,), np.dtype("<u8"), b"12345678", 0, (0,)))
+    assert len(pickle.dumps({"a": obj}, protocol=2)) < 200
+    proc = _convert_pickled(tmp_path, obj)
+    assert_one_line_error(proc, "hostile.pkl", "expanding")
+    assert not (tmp_path / "hostile.zt").exists()
+
+
+def test_numpy_ndarray_over_a_pickled_buffer_still_converts(tmp_path):
+    """A view of a buffer from the pickle within the cap stays readable (stride 0 too)."""
+    obj = _Reduce(np.ndarray, ((3, 4), np.dtype("<i2"), bytes(range(8)), 0, (0, 2)))
+    ztensor("convert", _write(tmp_path, obj), "-o", tmp_path / "ok.zt")
+    want = np.ndarray((3, 4), np.dtype("<i2"), bytes(range(8)), 0, (0, 2))
+    with zt.Reader(tmp_path / "ok.zt") as r:
+        np.testing.assert_array_equal(r.read_tensor("a"), want)
+
+
+def _write(tmp_path, obj):
+    src = tmp_path / "ok.pkl"
+    src.write_bytes(pickle.dumps({"a": obj}, protocol=2))
+    return src
+
+
+def _deflated_checkpoint(path, tensor):
+    """torch.save's zip with the storage entries DEFLATE-compressed (as a zip tool would
+    leave them); torch itself loads it."""
+    buf = io.BytesIO()
+    torch.save({"w": tensor}, buf)
+    buf.seek(0)
+    with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(path, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if "/data/" in item.filename:
+                item.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(item, data)
+
+
+def test_deflated_storage_is_inflated_once(tmp_path):
+    """A 64 MiB DEFLATE-compressed storage costs its own size in memory, not twice that
+    (``ZipFile.read`` has zlib inflate into blocks that are then joined into a copy)."""
+    n = 16 << 20
+    src, tiny = tmp_path / "deflated.pt", tmp_path / "tiny.pt"
+    _deflated_checkpoint(src, torch.arange(n, dtype=torch.float32) % 1000)
+    _deflated_checkpoint(tiny, torch.arange(16, dtype=torch.float32))
+    with zipfile.ZipFile(src) as z:
+        assert any(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist())
+    code = "from ztensor_array.convert import convert\nconvert(sys.argv[1:2], sys.argv[2])"
+    # the same conversion of a tiny checkpoint is the baseline (imports, buffers)
+    grown = peak_rss_in_subprocess(code, str(src), str(tmp_path / "d.zt"))
+    grown -= peak_rss_in_subprocess(code, str(tiny), str(tmp_path / "t.zt"))
+    assert grown < 1.3 * 4 * n, f"peak memory grew by {grown >> 20} MiB for 64 MiB"
+    with zt.Reader(tmp_path / "d.zt") as r:
+        np.testing.assert_array_equal(
+            r.read_tensor("w"), torch.load(src, weights_only=True)["w"].numpy()
+        )
+
+
+def test_deflated_storage_with_a_bad_crc_is_refused(tmp_path):
+    src = tmp_path / "deflated.pt"
+    _deflated_checkpoint(src, torch.arange(1000, dtype=torch.float32))
+    with zipfile.ZipFile(src) as z:
+        info = next(i for i in z.infolist() if "/data/" in i.filename)
+    data = bytearray(src.read_bytes())
+    # zipfile checks the CRC of the central directory entry (46 bytes, then the name)
+    pos = data.index(info.filename.encode(), data.index(b"PK\x01\x02")) - 46 + 16
+    data[pos : pos + 4] = (info.CRC ^ 1).to_bytes(4, "little")
+    src.write_bytes(bytes(data))
+    assert_one_line_error(
+        ztensor("convert", src, "-o", tmp_path / "bad.zt", check=False), "deflated.pt", "CRC"
+    )
+
+
+def test_numpy_scalars_come_only_from_their_pickled_bytes(tmp_path):
+    """``scalar(dtype)`` without bytes allocates a zero value of the dtype's size: 2 GB from
+    a pickle of a few dozen bytes. Scalars as numpy pickles them still convert."""
+    scalar = np.float64(0).__reduce__()[0]
+    proc = _convert_pickled(tmp_path, _Reduce(scalar, (np.dtype("V2000000000"),)))
+    assert_one_line_error(proc, "hostile.pkl", "scalar")
+    src = tmp_path / "scalars.pkl"
+    src.write_bytes(pickle.dumps({"w": np.ones(2), "lr": np.float32(0.5), "n": np.int64(7)}))
+    ztensor("convert", src, "-o", tmp_path / "scalars.zt")
+    with zt.Reader(tmp_path / "scalars.zt") as r:
+        assert r.attributes == {"lr": 0.5, "n": 7}
+
+
+class _Numel:
+    """A storage reference of ``n`` elements, for a pickle built by hand."""
+
+    def __init__(self, n):
+        self.n = n
+
+
+def test_a_deflated_storage_larger_than_deflate_can_make_is_refused(tmp_path):
+    """The central directory and the pickle both say 2 GiB, the stored bytes are 12: no
+    DEFLATE stream inflates that far, so nothing of that size is allocated."""
+    n = 1 << 29
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Numel):
+                return ("storage", torch.FloatStorage, "0", "cpu", obj.n)
+            return None
+
+    rebuild = _Reduce(torch._utils._rebuild_tensor_v2, (_Numel(n), 0, (n,), (1,), False, {}))
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump({"w": rebuild})
+    src = tmp_path / "claims.pt"
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr(zipfile.ZipInfo("archive/data/0"), bytes(4), zipfile.ZIP_DEFLATED)
+    data = bytearray(src.read_bytes())
+    central = data.index(b"archive/data/0", data.index(b"PK\x01\x02")) - 46
+    data[central + 24 : central + 28] = (4 * n).to_bytes(4, "little")  # uncompressed size
+    src.write_bytes(bytes(data))
+    assert_one_line_error(
+        ztensor("convert", src, "-o", tmp_path / "c.zt", check=False), "claims.pt", "DEFLATE"
+    )
+
+
+def test_a_huge_memo_index_costs_no_memory(tmp_path):
+    """LONG_BINPUT may name any index; C's unpickler sizes its memo table to it (2^30
+    entries: 8 GiB, cleared), the restricted one keeps a dict. A valid pickle, so it
+    converts, within a 3 GiB address space."""
+    body = pickle.dumps({"w": np.arange(3.0)}, protocol=2)
+    assert body[-1:] == b"."
+    # after the dict is built, store it at memo index 2^30 (LONG_BINPUT) and stop
+    data = body[:-1] + b"r" + (1 << 30).to_bytes(4, "little") + b"."
+    src = tmp_path / "memo.pkl"
+    src.write_bytes(data)
+    assert pickle._Unpickler(io.BytesIO(data)).load()["w"].tolist() == [0.0, 1.0, 2.0]
+    ztensor("convert", src, "-o", tmp_path / "memo.zt", limit=(resource.RLIMIT_AS, 3 << 30))
+    with zt.Reader(tmp_path / "memo.zt") as r:
+        np.testing.assert_array_equal(r.read_tensor("w"), np.arange(3.0))

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import peak_rss_in_subprocess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
@@ -243,6 +242,26 @@ HOSTILE = {
         None,
         "shape",
     ),
+    # the sizes multiply to 0 bytes, but numpy holds no such array (a ValueError from
+    # np.zeros used to escape, naming nothing)
+    "shape_2_to_the_64_by_0": (
+        {"x": {"dtype": "F32", "shape": [1 << 64, 0], "data_offsets": [0, 0]}},
+        b"",
+        None,
+        "object 'x': shape [18446744073709551616, 0] is too large",
+    ),
+    "100_dimensions": (
+        {"x": {"dtype": "F32", "shape": [1] * 100, "data_offsets": [0, 4]}},
+        bytes(4),
+        None,
+        "object 'x': 100 dimensions (numpy arrays have at most 64)",
+    ),
+    "100_empty_dimensions": (
+        {"x": {"dtype": "F32", "shape": [0] * 100, "data_offsets": [0, 0]}},
+        b"",
+        None,
+        "object 'x': 100 dimensions",
+    ),
 }
 
 
@@ -256,6 +275,15 @@ def test_hostile_headers_are_refused(tmp_path, case):
         ztensor("convert", src, "-o", out, check=False), "bad.safetensors", needle
     )
     assert not out.exists() and no_temp_files(tmp_path)
+
+
+def test_deeply_nested_json_header(tmp_path):
+    """json.loads recurses: 100k nested arrays raised a RecursionError naming no file."""
+    src = tmp_path / "deep.safetensors"
+    text = b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    src.write_bytes(struct.pack("<Q", len(text)) + text)
+    proc = ztensor("convert", src, "-o", tmp_path / "deep.zt", check=False)
+    assert_one_line_error(proc, "deep.safetensors", "too deeply")
 
 
 def test_header_that_is_not_json(tmp_path):
@@ -276,25 +304,17 @@ def test_conversion_memory_is_flat(tmp_path, flags):
     save_file(tensors, src)
     del tensors
     out = tmp_path / "big.zt"
-    # VmHWM is the peak RSS of the child's own address space (ru_maxrss survives exec)
-    peak = "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     level = 3 if flags else 0
     tiny = tmp_path / "tiny.safetensors"
     save_file({"t": np.ones(256, np.float32)}, tiny)
 
     def peak_of(path, dst):
-        code = (
-            f"from ztensor_array.convert import convert\n"
-            f"convert([{str(path)!r}], {str(dst)!r}, compress={level})\n{peak}"
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
-        return int(proc.stdout.strip())
+        code = "from ztensor_array.convert import convert\nconvert(sys.argv[1:2], sys.argv[2], "
+        return peak_rss_in_subprocess(code + f"compress={level})", str(path), str(dst))
 
     # the same conversion of a 1 KiB file is the baseline: imports, pools, zstd contexts
-    grown_kib = peak_of(src, out) - peak_of(tiny, tmp_path / "tiny.zt")
-    assert grown_kib < 48 * 1024, f"peak RSS grew by {grown_kib} KiB for a 96 MiB file"
+    grown = peak_of(src, out) - peak_of(tiny, tmp_path / "tiny.zt")
+    assert grown < 48 << 20, f"peak RSS grew by {grown >> 10} KiB for a 96 MiB file"
     with zt.Reader(out) as r:
         assert len(r) == 23
         np.testing.assert_array_equal(r.read_tensor("big")[:5], load_file(src)["big"][:5])

@@ -29,6 +29,7 @@ from ztensor_array.errors import (
 )
 from ztensor_array.layouts.base import Layout
 from ztensor_array.manifest import Component, Manifest, Object
+from ztensor_array.ops.repair import last_complete_state
 
 
 def _dense(dtype, offset, length, shape, **extra):
@@ -247,6 +248,36 @@ def test_wrong_root_types(tmp_path, root):
     p = tmp_path / "a.zt"
     build_file(p, {}, {}, manifest_bytes=cbor2.dumps(root))
     _open_fails(p, FormatError)
+
+
+_DENSE = {"a": {"shape": [4], "format": "dense", "components": {"data": component("f32", 64, 16)}}}
+
+
+@pytest.mark.parametrize(
+    "root, missing",
+    [
+        ({"objects": _DENSE}, "version"),
+        ({"version": "1.1.0"}, "objects"),
+        ({"version": "1.1.0", "attributes": {"k": "v"}}, "objects"),
+        ({}, "version"),
+    ],
+)
+def test_version_and_objects_are_required_as_the_reference_requires(tmp_path, zref, root, missing):
+    """A manifest without `version` or `objects` is not an empty or default file: 1.1.1
+    refuses it ("missing field"), and so do we, naming what is missing."""
+    p = tmp_path / "a.zt"
+    build_file(p, {}, {64: np.arange(4, dtype="<f4").tobytes()}, manifest_bytes=cbor2.dumps(root))
+    with pytest.raises(Exception, match=f"missing field `{missing}`"):
+        zref.Reader(str(p))
+    with pytest.raises(FormatError, match=f"no {missing}"):
+        Reader(p)
+    # and repair does not take such a manifest for a complete state
+    assert last_complete_state(p) is None
+    # with both present (objects empty or not) both implementations open the file
+    for objects in ({}, _DENSE):
+        build_file(p, objects, {64: np.arange(4, dtype="<f4").tobytes()})
+        with Reader(p) as r:
+            assert r.tensor_names == zref.Reader(str(p)).tensor_names == list(objects)
 
 
 def test_unsupported_major_version(tmp_path):

@@ -694,3 +694,46 @@ def test_compressed_save_keeps_a_bounded_queue(tmp_path, monkeypatch):
     with za.Reader(tmp_path / "q.zt") as r:
         for name, a in arrays.items():
             assert_same(r.read_tensor(name), a)
+
+
+# ------------------------------------------------------------------- objects without components
+
+
+def test_an_object_without_components_is_kept(tmp_path, zref):
+    """A chunked object with no chunk written (SPEC §4.3 allows it) is written, lists in the
+    manifest and reads as its fill value everywhere; the reference opens the file."""
+    p = tmp_path / "empty.zt"
+    grid = {"chunk_shape": [2, 3], "dtype": "f32", "fill_value": 1.5}
+    with za.Writer(p) as w:
+        w.add_object("c", "chunked", (4, 6), {}, attributes={"chunk_grid": grid})
+        w.add_tensor("d", np.arange(3, dtype=np.int16))
+    with za.Reader(p) as r:
+        assert r.tensor_names == ["c", "d"]
+        assert r.metadata("c").object.components == {}
+        assert_same(r.read_tensor("c"), np.full((4, 6), 1.5, np.float32))
+    with open(p, "rb") as f:  # an independent look at the manifest: both objects are there
+        data = f.read()
+    size = int.from_bytes(data[-16:-8], "little")
+    assert set(cbor2.loads(data[-16 - size : -16])["objects"]) == {"c", "d"}
+    ref = zref.Reader(str(p))  # kept: its arrays are views of its map
+    assert_same(ref.read_tensor("d"), np.arange(3, dtype=np.int16))
+
+
+@pytest.mark.parametrize(
+    "fmt, attributes, message",
+    [
+        ("chunked", None, "chunk_grid"),
+        ("chunked", {"chunk_grid": {"chunk_shape": [0, 3], "dtype": "f32"}}, "chunk_shape"),
+        ("dense", None, "data"),
+    ],
+)
+def test_an_object_without_components_is_checked_first(tmp_path, fmt, attributes, message):
+    """Kept, an invalid one would make every reader refuse the whole file: it is refused at
+    add_object, naming the object, and the file keeps its previous state."""
+    p = tmp_path / "bad.zt"
+    za.save_file({"x": np.ones(2)}, p)
+    with pytest.raises(ZTensorError, match=message) as info, za.Writer(p, "a") as w:
+        w.add_object("c", fmt, (4, 6), {}, attributes=attributes)
+    assert info.value.obj == "c" and info.value.path == str(p)
+    with za.Reader(p) as r:
+        assert r.tensor_names == ["x"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import cbor2
 
-from .errors import FormatError, ZTensorError
+from .errors import ArgumentTypeError, FormatError, ZTensorError
 
 RESERVED_KEY = "__ztensor_array_cbor__"
 
@@ -32,10 +32,20 @@ def private_copy(value: Any) -> Any:
     return value
 
 
+def as_mapping(attributes: Any, path=None, obj=None) -> dict[str, Any]:
+    """A copy of user attributes, which must be a mapping (of text to values)."""
+    if not isinstance(attributes, Mapping):
+        raise ArgumentTypeError(
+            f"attributes must be a mapping, not {type(attributes).__name__}", path=path, obj=obj
+        )
+    return dict(attributes)
+
+
 def encode_root(attributes: Mapping[str, Any] | None, path=None) -> dict[str, str] | None:
     """Root attributes in a form every 1.x reader accepts (text -> text)."""
     if not attributes:
         return None
+    attributes = as_mapping(attributes, path)
     text: dict[str, str] = {}
     other: dict[str, Any] = {}
     for key, value in attributes.items():
@@ -61,7 +71,7 @@ def check_object(attributes: Mapping[str, Any] | None, path=None, obj=None) -> d
     and CBOR-encodable values, checked when the object is added rather than at finalize."""
     if not attributes:
         return None
-    out = dict(attributes)
+    out = as_mapping(attributes, path, obj)
     for key in out:
         if not isinstance(key, str):
             raise ZTensorError(f"attribute names must be text, got {key!r}", path=path, obj=obj)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,6 +28,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as Bar
 from rich.table import Table
+from rich.text import Text
 
 from . import convert as converters
 from .codecs.policy import CHECKSUMS, DEFAULT_LEVEL, MAX_LEVEL, MIN_LEVEL
@@ -43,6 +46,28 @@ LARGE = 50  # objects above which `info` prints a summary instead of one row per
 
 
 # --------------------------------------------------------------------------- plumbing
+
+# What file content must not bring to a terminal: C0/C1 controls (escape sequences, line
+# breaks that forge output lines), line separators and bidirectional overrides
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def printable(text: Any) -> str:
+    """``text`` with every control character shown as its escape (``\\x1b``), as Python's
+    ``ascii()`` spells it: names and attributes come from files, not from the user."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], str(text))
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    """One line to stdout or stderr, control characters escaped."""
+    click.echo(printable(text), err=err)
+
+
+def _text(value: Any, style: str = "") -> Text:
+    """File content for rich output: never parsed as markup, controls escaped."""
+    return Text(printable(value), style=style)
 
 
 def _stderr():
@@ -76,8 +101,8 @@ class RichProgress(Progress):
             self._bar.stop()
 
     def start(self, description: str, total: int | None) -> None:
-        if self._bar is not None:
-            self._task = self._bar.add_task(description, total=total)
+        if self._bar is not None:  # the description column renders markup
+            self._task = self._bar.add_task(escape(printable(description)), total=total)
 
     def advance(self, n: int) -> None:
         if self._bar is not None and self._task is not None:
@@ -85,7 +110,7 @@ class RichProgress(Progress):
 
     def message(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(text)
+            self._bar.console.print(_text(text))
 
 
 class Group(click.Group):
@@ -102,7 +127,7 @@ class Group(click.Group):
         except Exception as exc:  # the last line of defence: never a traceback
             if os.environ.get("ZTENSOR_DEBUG"):
                 raise
-            click.echo(f"error: {_one_line(exc)}", err=True)
+            _echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(1)
 
 
@@ -179,7 +204,7 @@ def checksum_option(*, keep: bool) -> Callable:
 
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
-        click.echo(text)
+        _echo(text)
 
 
 def _size(n: int | None) -> str:
@@ -217,13 +242,17 @@ def info(file: str, as_json: bool, full: bool) -> None:
     objs = d["objects"]
     stored, raw = inspection.totals(objs)
     console.print(
-        f"[bold]{d['path']}[/]: zTensor {d['version']}, {counted(len(objs), 'object')}, "
-        f"{_size(d['file_bytes'])} on disk ({_size(stored)} stored, {_size(raw)} raw)"
+        _text(d["path"], "bold"),
+        _text(
+            f": zTensor {d['version']}, {counted(len(objs), 'object')}, "
+            f"{_size(d['file_bytes'])} on disk ({_size(stored)} stored, {_size(raw)} raw)"
+        ),
+        sep="",
     )
     if d["attributes"]:
         console.print("global attributes:")
         for k, v in d["attributes"].items():
-            console.print(f"  {k} = {_short(v)}", markup=False)
+            console.print(_text(f"  {k} = {_short(v)}"))
     if len(objs) > LARGE and not full:
         _summary(console, objs)
         return
@@ -241,17 +270,18 @@ def info(file: str, as_json: bool, full: bool) -> None:
     ):
         table.add_column(col, overflow="fold")
     for o in objs:
-        table.add_row(
+        cells = (
             o["name"],
             o["format"],
-            str(o["dtype"]),
-            str(o["shape"]),
-            str(o["encoding"]),
+            o["dtype"],
+            o["shape"],
+            o["encoding"],
             _size(o["stored_bytes"]),
             _size(o["raw_bytes"]),
             o["digest"] or "",
             _short(o["attributes"], 60) if o["attributes"] else "",
         )
+        table.add_row(*map(_text, cells))
     console.print(table)
 
 
@@ -265,22 +295,23 @@ def _summary(console, objs: list[dict]) -> None:
     for col in ("format", "dtype", "encoding", "objects", "elements", "stored", "raw"):
         table.add_column(col)
     for row in inspection.summarize(objs):
-        table.add_row(
+        cells = (
             row["format"],
-            str(row["dtype"]),
-            str(row["encoding"]),
-            str(row["objects"]),
+            row["dtype"],
+            row["encoding"],
+            row["objects"],
             f"{row['elements']:,}",
             _size(row["stored_bytes"]),
             _size(row["raw_bytes"]),
         )
+        table.add_row(*map(_text, cells))
     console.print(table)
+    largest = inspection.largest(objs)
     console.print(
-        "largest: "
-        + ", ".join(
-            f"{o['name']} {o['shape']} {_size(o['stored_bytes'])}" for o in inspection.largest(objs)
-        ),
-        markup=False,
+        _text(
+            "largest: "
+            + ", ".join(f"{o['name']} {o['shape']} {_size(o['stored_bytes'])}" for o in largest)
+        )
     )
 
 
@@ -295,8 +326,8 @@ def verify(file: str, deep: bool, quiet: bool) -> None:
         problems = verification.verify(file, deep=deep, progress=bar)
     if problems:
         for p in problems:
-            click.echo(f"{file}: {p}", err=True)
-        click.echo(f"{file}: {len(problems)} problem(s)", err=True)
+            _echo(f"{file}: {p}", err=True)
+        _echo(f"{file}: {len(problems)} problem(s)", err=True)
         sys.exit(1)
     _say(quiet, f"{file}: OK{' (deep)' if deep else ''}")
 
@@ -380,7 +411,7 @@ def convert(
             progress=bar,
         )
     for note in report.notes:
-        click.echo(f"note: {note}", err=True)
+        _echo(f"note: {note}", err=True)
     _say(
         quiet,
         f"{out}: {counted(report.tensors, 'tensor')}, "
@@ -497,7 +528,7 @@ def migrate(src, out, compress, level, checksum, force, quiet) -> None:
 def repair(file, out, force, quiet) -> None:
     """Cut a torn tail back to the last complete state and report what was cut."""
 
-    click.echo(str(repairing.repair(file, out, overwrite=force)))
+    _echo(str(repairing.repair(file, out, overwrite=force)))
 
 
 # --------------------------------------------------------------------------- hub
@@ -555,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        click.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        _echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)

@@ -77,8 +77,33 @@ class TensorNotFoundError(ZTensorError, KeyError):
         return Exception.__str__(self)
 
 
+class ObjectIndexError(TensorNotFoundError, IndexError):
+    """An integer index beyond the objects of a file (``reader[-4]`` of three objects); an
+    IndexError too, as a sequence index must be."""
+
+
 class MissingFileError(ZTensorError, FileNotFoundError):
     """The file to read does not exist."""
+
+
+class SystemIOError(ZTensorError, OSError):
+    """The system refused a read or write (disk full, file size limit, I/O error); an
+    OSError too, with the system's ``errno`` and ``strerror``."""
+
+    def __init__(self, message: str, *, errno: int | None = None, **where) -> None:
+        super().__init__(message, **where)
+        self.errno = errno
+        self.strerror = os.strerror(errno) if errno is not None else None
+
+    def __str__(self) -> str:  # OSError's would be "[Errno n] text", without the file
+        return Exception.__str__(self)
+
+    def __reduce__(self):
+        return (_rebuild_io, (self.reason, self.errno, self.path, self.obj, self.component))
+
+
+def _rebuild_io(reason, errno, path, obj, component):
+    return SystemIOError(reason, errno=errno, path=path, obj=obj, component=component)
 
 
 class FileExistsZTError(ZTensorError, FileExistsError):

@@ -17,11 +17,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from .errors import FileExistsZTError, MissingFileError, ZTensorError
+from .errors import (
+    ArgumentTypeError,
+    FileExistsZTError,
+    InvalidArgumentError,
+    MissingFileError,
+    SystemIOError,
+    ZTensorError,
+)
 
 # O_NONBLOCK: opening a FIFO must not wait for a writer (it is then refused as not regular)
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 _BUSY = "another writer is appending to this file"
+_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def fspath(path) -> str:
+    """A path argument as text: str, bytes or os.PathLike (anything else, or a NUL in it,
+    is an argument error rather than a TypeError or ValueError from deep inside)."""
+    try:
+        text = os.fsdecode(path)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"a file path must be str or os.PathLike, not {type(path).__name__}"
+        ) from None
+    if "\x00" in text:
+        raise InvalidArgumentError("a file path must not contain U+0000", path=ascii(text))
+    return text
 
 
 def token(nbytes: int = 6) -> str:
@@ -30,9 +57,29 @@ def token(nbytes: int = 6) -> str:
 
 
 def temp_name(path: str) -> str:
-    """A hidden temporary name beside ``path`` (same folder, so a rename onto it is atomic)."""
-    folder, base = os.path.split(os.path.abspath(path))
+    """A hidden temporary name beside the file a write to ``path`` replaces (``target``:
+    same folder, so a rename onto it is atomic)."""
+    folder, base = os.path.split(target(path))
     return os.path.join(folder, f".{base}.tmp-{token()}")
+
+
+def target(path: str) -> str:
+    """The file a write to ``path`` replaces: a symlink is followed to its target (dangling
+    or not), as ``open(path, "w")`` follows it. The one rule for every writer (SPEC §9)."""
+    return os.path.realpath(path)
+
+
+def check_replaceable(path: str) -> os.stat_result | None:
+    """The status of the regular file that a write to ``path`` would replace (None if there
+    is none); a folder, device, FIFO or socket there is refused, never replaced."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ZTensorError(f"cannot inspect: {exc.strerror}", path=path) from None
+    _refuse_special(st, path, ": refusing to replace it")
+    return st
 
 
 # --------------------------------------------------------------------------- opening
@@ -60,14 +107,20 @@ def identity(path: str) -> FileIdentity | None:
         return None
 
 
+def _refuse_special(st: os.stat_result, path: str, doing: str = "") -> None:
+    """Refuse anything but a regular file, naming what it is (``doing``: what is refused)."""
+    if stat.S_ISDIR(st.st_mode):
+        raise ZTensorError(f"is a folder, not a file{doing}", path=path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "special")
+        raise ZTensorError(f"is {kind}, not a regular file{doing}", path=path)
+
+
 def _check_regular(fd: int, path: str) -> FileIdentity:
     """The identity of the open file, which must be a regular file (closes ``fd`` if not)."""
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            if stat.S_ISDIR(st.st_mode):
-                raise ZTensorError("is a folder, not a file", path=path)
-            raise ZTensorError("is not a regular file (cannot be mapped)", path=path)
+        _refuse_special(st, path)
     except BaseException:
         os.close(fd)
         raise
@@ -160,6 +213,12 @@ def same_file(fd: int, path: str) -> bool:
 # --------------------------------------------------------------------------- reading, writing
 
 
+def system_error(exc: OSError, path: str, doing: str) -> SystemIOError:
+    """An OSError of a read or write on ``path`` (which the system does not name: it
+    only knows the fd) as the error that names it and keeps the errno."""
+    return SystemIOError(f"cannot {doing}: {exc.strerror or exc}", errno=exc.errno, path=path)
+
+
 def read_at(fd: int, n: int, offset: int) -> bytes:
     """Up to ``n`` bytes at ``offset``: fewer only where the file ends."""
     first = os.pread(fd, n, offset)
@@ -186,13 +245,19 @@ def readinto_at(fd: int, buf: memoryview, offset: int) -> int:
     return done
 
 
-def write_at(fd: int, data, offset: int) -> int:
-    """Write all of ``data`` (any buffer) at ``offset``; returns the offset after it."""
+def write_at(fd: int, data, offset: int, *, path: str | None = None) -> int:
+    """Write all of ``data`` (any buffer) at ``offset``; returns the offset after it. With
+    ``path``, a refused write (disk full, file size limit) is a SystemIOError naming it."""
     view = memoryview(data).cast("B")
-    while view.nbytes:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
+    try:
+        while view.nbytes:
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+    except OSError as exc:
+        if path is None:
+            raise
+        raise system_error(exc, path, "write") from None
     return offset
 
 
@@ -210,14 +275,14 @@ def truncate_file(path: str, size: int) -> None:
 
 
 def create_temp(path: str, *, exclusive: bool = False) -> tuple[int, str | None]:
-    """(fd, temporary name or None) of a new empty file in ``path``'s folder that nobody sees
-    until ``commit``: unnamed (Linux O_TMPFILE) where the filesystem allows, else under a
-    hidden temporary name. ``exclusive``: refuse a path that exists already."""
+    """(fd, temporary name or None) of a new empty file in the folder of ``target(path)``
+    that nobody sees until ``commit``: unnamed (Linux O_TMPFILE) where the filesystem
+    allows, else under a hidden temporary name. ``exclusive``: refuse a path that exists
+    already (a dangling symlink too); otherwise what is there must be a regular file."""
     if exclusive and os.path.lexists(path):
         raise FileExistsZTError("path exists (mode='x')", path=path)
-    if os.path.isdir(path):
-        raise ZTensorError("is a folder, not a file path", path=path)
-    folder = os.path.dirname(os.path.abspath(path))
+    check_replaceable(path)
+    folder = os.path.dirname(target(path))
     try:
         return os.open(folder, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666), None
     except (AttributeError, OSError):
@@ -232,8 +297,12 @@ def commit(fd: int, tmp: str | None, path: str, *, exclusive: bool, durable: boo
     """Make the file open as ``fd`` (from ``create_temp``; ``tmp`` its temporary name, if
     any) appear at ``path`` in one step, replacing what is there or, with ``exclusive``,
     failing if anything is. The temporary name is gone afterwards, whatever happens.
-    ``durable``: fsync the folder too (the caller fsyncs the file)."""
-    folder = os.path.dirname(os.path.abspath(path))
+    A replaced file is ``target(path)`` (a symlink stays and points at the new file) and
+    must be a regular file; the new file takes its permission bits, as a file rewritten
+    through ``open(path, "w")`` keeps them. ``durable``: fsync the folder too (the caller
+    fsyncs the file)."""
+    dest = path if exclusive else target(path)
+    folder = os.path.dirname(os.path.abspath(dest))
     if tmp is None:  # unnamed: give it a hidden name first
         base = os.path.basename(temp_name(path))
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -250,7 +319,10 @@ def commit(fd: int, tmp: str | None, path: str, *, exclusive: bool, durable: boo
                 raise FileExistsZTError("path exists (mode='x')", path=path) from None
             os.unlink(tmp)
         else:
-            os.replace(tmp, path)
+            old = check_replaceable(path)
+            if old is not None:
+                os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
+            os.replace(tmp, dest)
     except OSError as exc:
         unlink_quietly(tmp)
         if isinstance(exc, ZTensorError):

@@ -6,6 +6,7 @@ so the core never imports it by itself.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,10 @@ def as_array(value: Any) -> np.ndarray:
         return value
     if is_torch(value):
         return torch_to_numpy(value)
-    return np.asarray(value)
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists, objects numpy refuses
+        raise ArgumentTypeError(f"cannot be turned into an array ({exc})") from None
 
 
 def torch_to_numpy(tensor: Any) -> np.ndarray:
@@ -87,3 +91,17 @@ def to_torch(value: Any) -> Any:
             torch.from_numpy(coords), to_torch(value.data), size=value.shape
         )
     raise ArgumentTypeError(f"cannot convert {type(value).__name__} to torch")
+
+
+MAX_NDIM = 64  # numpy's NPY_MAXDIMS
+
+
+def shape_problem(shape, itemsize: int) -> str | None:
+    """Why numpy cannot hold an array of ``shape`` with items of ``itemsize`` bytes (None
+    when it can): more than 64 dimensions, or more bytes than a signed 64-bit size counts
+    (numpy checks the product of the non-zero sizes, so an empty array is no exception)."""
+    if len(shape) > MAX_NDIM:
+        return f"{len(shape)} dimensions (numpy arrays have at most {MAX_NDIM})"
+    if math.prod(max(int(d), 1) for d in shape) * itemsize > np.iinfo(np.intp).max:
+        return f"shape {list(shape)} is too large for a numpy array"
+    return None

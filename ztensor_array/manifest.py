@@ -595,14 +595,17 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     ``validation.validate`` checks them all, so call it before handing the manifest out."""
     root = load_cbor(data, path)
     expect(isinstance(root, Mapping), "manifest root is not a map", path)
-    version = root.get("version", WRITE_VERSION)
+    # both keys are required, as the reference requires them (an empty file has "objects": {})
+    expect("version" in root, "manifest has no version", path)
+    version = root["version"]
     expect(isinstance(version, str), f"version {version!r} is not text", path)
     major = version.split(".", 1)[0]
     if major != "1":
         raise UnsupportedError(f"manifest version {version!r} is not 1.x", path=path)
     attrs = root.get("attributes")
     expect(attrs is None or isinstance(attrs, Mapping), "attributes is not a map", path)
-    raw_objects = root.get("objects", {})
+    expect("objects" in root, "manifest has no objects map", path)
+    raw_objects = root["objects"]
     expect(isinstance(raw_objects, Mapping), "objects is not a map", path)
     for name in raw_objects:
         if not isinstance(name, str):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import attributes as attrs_codec
 from . import files
 from .reader import Reader
 from .writer import Writer
@@ -33,7 +34,7 @@ def save_file(
     # The arrays stay untouched until we return, so compression can read them in place.
     with Writer(path, copy_inputs=False) as w:
         if metadata:
-            w.attributes.update(metadata)
+            w.attributes.update(attrs_codec.as_mapping(metadata, w.path))
         for name, value in tensors.items():
             if hasattr(value, "tocsr") and hasattr(value, "nnz"):  # scipy.sparse
                 w.add_sparse(name, value, compress=compress, checksum=checksum)

@@ -117,6 +117,7 @@ def plan(path: str | os.PathLike, mode: str = "w", *, durable: bool = False) -> 
     if mode != "a":
         if mode == "x" and os.path.lexists(path):
             raise FileExistsZTError("path exists (mode='x')", path=path)
+        files.check_replaceable(path)  # a device or FIFO is refused before any work
         return ParallelPlan(path, files.temp_name(path), mode, 0, {}, durable)
     fd = files.open_locked(path, missing="no such file to append to")
     try:
@@ -213,7 +214,7 @@ def pwrite_block(
         for i, lead in enumerate(np.ndindex(*ext[:k])):
             elem = sum((start[a] + lead[a]) * strides[a] for a in range(k))
             elem += (start[k] * strides[k]) if shape else 0
-            files.write_at(fd, flat[i * run : (i + 1) * run], offset + elem * itemsize)
+            files.write_at(fd, flat[i * run : (i + 1) * run], offset + elem * itemsize, path=target)
     finally:
         os.close(fd)
 

@@ -19,11 +19,13 @@ import numpy as np
 from . import attributes as attrs_codec
 from . import codecs, constants, dtypes, files, layouts, manifest, validation
 from .errors import (
+    ArgumentTypeError,
     ChecksumError,
     DecodeError,
     FormatError,
     InvalidArgumentError,
     InvalidIndexError,
+    ObjectIndexError,
     TensorNotFoundError,
     UnsupportedError,
     ZTensorError,
@@ -153,7 +155,7 @@ class Reader:
     def __init__(
         self, path: str | os.PathLike, *, verify: bool = False, end: int | None = None
     ) -> None:
-        self.path = os.fspath(path)
+        self.path = files.fspath(path)
         self.verify = verify
         self._lock = threading.Lock()
         self._map_read: mmap.mmap | None = None
@@ -295,8 +297,16 @@ class Reader:
         if isinstance(key, str):
             return self.read_tensor(key)
         if isinstance(key, int):
-            return self.metadata(self._names[key])
-        raise TypeError(f"reader indices must be str or int, not {type(key).__name__}")
+            try:
+                name = self._names[key]
+            except IndexError:
+                raise ObjectIndexError(
+                    f"index {key} is out of range for {len(self._names)} objects", path=self.path
+                ) from None
+            return self.metadata(name)
+        raise ArgumentTypeError(
+            f"reader indices must be str or int, not {type(key).__name__}", path=self.path
+        )
 
     def _object(self, name: str) -> Object:
         try:

@@ -32,12 +32,13 @@ from . import codecs, constants, dtypes, files, manifest, validation
 from .codecs import byte_view, digests
 from .codecs.policy import normalize_checksum, normalize_compress
 from .errors import (
+    ArgumentTypeError,
     InvalidArgumentError,
     UnsupportedError,
     ZTensorError,
 )
 from .interop import as_array
-from .layouts import dense, ggml, quantized, sparse
+from .layouts import dense, ggml, layout_for, quantized, sparse
 from .manifest import Component, Manifest, Object
 from .reader import Parts, Reader
 
@@ -121,7 +122,7 @@ class Writer:
     ) -> None:
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
-        self.path = os.fspath(path)
+        self.path = files.fspath(path)
         self.mode = mode
         self.durable = durable
         self.attributes: dict[str, Any] = {}
@@ -252,7 +253,10 @@ class Writer:
         self._gathered_bytes = 0
         first = 0
         while first < len(views):
-            n = os.pwritev(self._fd, views[first:] if first else views, pos)
+            try:
+                n = os.pwritev(self._fd, views[first:] if first else views, pos)
+            except OSError as exc:  # EFBIG, ENOSPC, EIO: the system names no file
+                raise files.system_error(exc, self.path, "write") from None
             pos += n
             while first < len(views) and n >= views[first].nbytes:  # skip what was written
                 n -= views[first].nbytes
@@ -273,7 +277,9 @@ class Writer:
         if self._streaming is not None:
             raise ZTensorError(f"stream of {self._streaming!r} is still open", path=self.path)
         if not isinstance(name, str):
-            raise TypeError(f"tensor names must be str, not {type(name).__name__}")
+            raise ArgumentTypeError(
+                f"tensor names must be str, not {type(name).__name__}", path=self.path
+            )
         if "\x00" in name:  # C readers (ztensor 1.1.1) cut the name there: wrong tensor
             raise ZTensorError("tensor names must not contain U+0000", path=self.path, obj=name)
         if not name.isascii():
@@ -305,7 +311,8 @@ class Writer:
         """Add a dense tensor (numpy, torch or array-like; any dtype of the table).
         ``compress`` may be positional, as in the reference's ``add_tensor``."""
         self._check_name(name)
-        arr = as_array(array)
+        with self._naming(name):
+            arr = as_array(array)
         try:
             storage, type_, data = dense.encode(arr)
         except ZTensorError as exc:
@@ -493,6 +500,9 @@ class Writer:
         level = normalize_compress(compress)
         checksum = normalize_checksum(checksum)
         attrs = attrs_codec.check_object(attributes, path=self.path, obj=name)
+        if not parts:  # complete as it is (a chunked object with no chunk written, §4.3)
+            self._put_empty(name, Object(tuple(int(s) for s in shape), fmt, {}, attrs))
+            return
         with self._lock:
             self._incoming[name] = {}
             self._planned[name] = (tuple(int(s) for s in shape), fmt, attrs, list(parts))
@@ -500,6 +510,15 @@ class Writer:
                 self._queue_component(
                     name, role, storage, type_, data, level, checksum, borrowed=borrowed
                 )
+
+    def _put_empty(self, name: str, obj: Object) -> None:
+        """Record an object without components after its layout's check (nothing else
+        would check it before a reader refuses the whole file)."""
+        layout = layout_for(obj.format)
+        if layout is not None:
+            layout.check(name, obj, self.path)
+        with self._lock:
+            self._objects[name] = obj
 
     def _encode_later(self, data: np.ndarray, codec: StoredCodec, checksum: str | None) -> Future:
         """Encode (and digest) ``data`` on the writer's thread pool."""
@@ -853,12 +872,12 @@ class Writer:
                     path=self.path,
                 )
             if self.durable:
-                os.fsync(self._fd)
+                self._fsync()
             start = self._pos
             self._write_all(mbytes + manifest.footer(mbytes))
             size = self._pos
             if self.durable:
-                os.fsync(self._fd)
+                self._fsync()
             self._commit()
         except BaseException:
             self.abort()
@@ -896,6 +915,12 @@ class Writer:
         )
         validation.validate_appended(kept, table, added, gone, self._pos, self.path)
         return mbytes, kept
+
+    def _fsync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise files.system_error(exc, self.path, "sync") from None
 
     def _commit(self) -> None:
         if self.mode == "a":

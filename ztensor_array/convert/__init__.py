@@ -105,9 +105,12 @@ def open_source(
     """Open one input as a Source of tensors (``compress``/``checksum``: for inputs such as
     xarray datasets that are encoded while they are opened; a compress of None keeps a
     dataset's own compression)."""
-    path = os.fspath(path)
+    path = files.fspath(path)
     if fmt == "auto":
         fmt = detect_format(path)
+    elif not os.path.isdir(path):
+        # what a converter then opens by path (xarray's engines) must not block on a FIFO
+        os.close(files.open_read(path)[0])
     entry = _SOURCES.get(fmt)
     if entry is None:
         raise UnsupportedError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
@@ -162,8 +165,8 @@ def convert(
     default): raw, but datasets keep their own compression. Originals are deleted only
     after the output is finalized and verified.
     """
-    inputs = [os.fspath(p) for p in inputs]
-    out = os.fspath(out)
+    inputs = [files.fspath(p) for p in inputs]
+    out = files.fspath(out)
     if not inputs:
         raise ZTensorError("no input files given")
     level = normalize_compress(compress)

@@ -23,6 +23,7 @@ import math
 import mmap
 import os
 import pickle
+import struct
 import zipfile
 import zlib
 from collections import deque
@@ -38,6 +39,18 @@ from .source import Item, Source, add_array
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _INT64 = 8
 MAX_EXPANSION = 256 << 20  # a stride-0 view may not materialise to more than this
+_INFLATE_BLOCK = 4 << 20  # a compressed zip entry is inflated into its array this much at a time
+_BYTEORDER_MAX = 16  # the zip's "byteorder" entry is "little" or "big"
+_DEFLATE_RATIO = 1032  # DEFLATE never inflates one byte into more than this many
+
+
+def _check_expansion(nbytes: int, stored: int, what: str, path: str | None = None) -> None:
+    """Refuse a view that would materialise to far more bytes than back it (zero strides
+    turn a few bytes into gigabytes): more than 4x its buffer and more than MAX_EXPANSION."""
+    if nbytes > max(4 * stored, MAX_EXPANSION):
+        raise FormatError(
+            f"{what} of {nbytes} bytes is a view expanding a {stored}-byte buffer", path=path
+        )
 
 
 class _StorageType:
@@ -170,14 +183,58 @@ _TORCH_DTYPE_ALIASES = {
 }
 
 
+class _NDArrayType:
+    """Stand-in for ``numpy.ndarray``. numpy's own pickles name it only as the class that
+    ``_reconstruct`` builds; called, it only views a buffer that came with the pickle: a
+    shape and dtype alone would hand out uninitialized process memory, and zero strides
+    may not expand the buffer beyond the cap the torch path applies."""
+
+    __slots__ = ()
+
+    def __call__(self, shape, dtype=float, buffer=None, offset=0, strides=None, order=None):
+        if buffer is None:
+            raise FormatError("refusing numpy.ndarray without a buffer (uninitialized memory)")
+        array = np.ndarray(shape, dtype, buffer, offset, strides, order)
+        _check_expansion(array.nbytes, memoryview(buffer).nbytes, "numpy.ndarray")
+        return array
+
+    def __setstate__(self, state) -> None:
+        raise FormatError("pickle tries to modify numpy.ndarray")
+
+
+_NDARRAY = _NDArrayType()
+_NUMPY_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's ``_reconstruct`` for the empty array its pickles start from (``__setstate__``
+    then gives it shape and bytes); a non-empty one would be uninitialized memory."""
+    if subtype is not _NDARRAY or math.prod(shape) != 0:
+        raise FormatError("refusing numpy _reconstruct of anything but an empty ndarray")
+    return _NUMPY_RECONSTRUCT(np.ndarray, shape, dtype)
+
+
+_NUMPY_SCALAR = np.float64(0).__reduce__()[0]
+
+
+def _scalar(dtype, obj=None):
+    """numpy's ``scalar`` from the bytes numpy pickles with it; without them it would build
+    a zero-filled value of any size the dtype names (gigabytes from a few bytes)."""
+    if not isinstance(dtype, np.dtype) or (
+        not dtype.hasobject and not (isinstance(obj, bytes) and len(obj) == dtype.itemsize)
+    ):
+        raise FormatError("refusing numpy scalar without its bytes")
+    return _NUMPY_SCALAR(dtype, obj)
+
+
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     out: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _NDARRAY,
         ("numpy", "dtype"): np.dtype,
     }
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out[(mod, "_reconstruct")] = np.ndarray.__reduce__(np.zeros(0))[0]
-        out[(mod, "scalar")] = np.float64(0).__reduce__()[0]
+        out[(mod, "_reconstruct")] = _reconstruct
+        out[(mod, "scalar")] = _scalar
     for mod in ("numpy.core.numeric", "numpy._core.numeric"):
         out[(mod, "_frombuffer")] = _frombuffer
     for name in (
@@ -237,7 +294,10 @@ def _allowed() -> dict[tuple[str, str], Any]:
 _ALLOWED: dict[tuple[str, str], Any] | None = None
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+# The base is the standard library's pure-Python unpickler, not the C one: the C unpickler
+# sizes its memo as a table up to the largest index a PUT names, so 10 bytes of pickle
+# (LONG_BINPUT 2^30) allocate and clear gigabytes; this one keeps the memo in a dict.
+class RestrictedUnpickler(pickle._Unpickler):
     """An Unpickler that resolves only tensor-rebuilding globals; nothing else can run."""
 
     def __init__(self, file, *, path: str, storages: dict[str, _Storage] | None) -> None:
@@ -277,6 +337,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 _READ_ERRORS = (
     pickle.UnpicklingError,
     EOFError,
+    struct.error,
     ValueError,
     TypeError,
     AttributeError,
@@ -295,8 +356,10 @@ _READ_ERRORS = (
 def _load(data, path: str, storages) -> Any:
     try:
         return RestrictedUnpickler(data, path=path, storages=storages).load()
-    except ZTensorError:
-        raise
+    except ZTensorError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(exc.reason, path=path, obj=exc.obj, component=exc.component) from None
     except RecursionError:
         raise FormatError("pickle is nested too deeply", path=path) from None
     except _READ_ERRORS as exc:
@@ -352,7 +415,10 @@ class PickleSource(Source):
             )
         self._prefix = pkls[0][: -len("data.pkl")]
         if self._prefix + "byteorder" in names:
-            order = self._zip.read(self._prefix + "byteorder").decode("ascii", "replace")
+            info = self._zip.getinfo(self._prefix + "byteorder")
+            if info.file_size > _BYTEORDER_MAX:
+                raise FormatError("zip entry 'byteorder' is not a byte order", path=self.path)
+            order = self._zip.read(info).decode("ascii", "replace")
             self._big_endian = order.strip() == "big"
         with self._zip.open(pkls[0]) as f:
             return _load(io.BufferedReader(f), self.path, self._storages)
@@ -413,7 +479,9 @@ class PickleSource(Source):
             try:
                 raw = self._stored_entry(info)
                 if raw is None:
-                    raw = np.frombuffer(self._zip.read(entry), dtype=np.uint8)
+                    raw = self._inflated_entry(info)
+            except ZTensorError:
+                raise
             except _READ_ERRORS as exc:
                 raise FormatError(
                     f"storage {st.key!r} is unreadable ({exc})", path=self.path
@@ -451,6 +519,34 @@ class PickleSource(Source):
         self._regions.append((start, info.file_size))
         return raw
 
+    def _inflated_entry(self, info: zipfile.ZipInfo) -> np.ndarray:
+        """A compressed zip entry inflated straight into one array of its declared size, a
+        block at a time (``ZipFile.read`` would hold it twice); zipfile checks its CRC.
+        A size DEFLATE cannot reach from the stored bytes is refused before allocating."""
+        if (
+            info.compress_type == zipfile.ZIP_DEFLATED
+            and info.file_size > _DEFLATE_RATIO * info.compress_size + 1024
+        ):
+            raise FormatError(
+                f"zip entry {info.filename!r} declares {info.file_size} bytes, more than "
+                f"DEFLATE can make of its {info.compress_size}",
+                path=self.path,
+            )
+        out = np.empty(info.file_size, dtype=np.uint8)
+        view = memoryview(out)
+        done = 0
+        with self._zip.open(info) as f:
+            while done < info.file_size:
+                n = f.readinto(view[done : done + _INFLATE_BLOCK])
+                if not n:
+                    raise FormatError(f"zip entry {info.filename!r} is truncated", path=self.path)
+                done += n
+            if f.read(1):
+                raise FormatError(
+                    f"zip entry {info.filename!r} is longer than declared", path=self.path
+                )
+        return out
+
     def _release(self) -> None:
         """Drop pages of recently written storages (the writer's pool may still re-read)."""
         if self._map is not None:
@@ -470,12 +566,7 @@ class PickleSource(Source):
             raise FormatError(
                 f"tensor view reaches element {last} of a storage of {n}", path=self.path
             )
-        limit = max(4 * raw.size, MAX_EXPANSION)
-        if t.nbytes > limit:
-            raise FormatError(
-                f"tensor of {t.nbytes} bytes is a view expanding a {raw.size}-byte storage",
-                path=self.path,
-            )
+        _check_expansion(t.nbytes, raw.size, "tensor", self.path)
         base = raw[: n * dt.itemsize].view(dt)
         view = np.lib.stride_tricks.as_strided(
             base[t.offset :], t.shape, tuple(s * dt.itemsize for s in t.stride), writeable=False
@@ -485,7 +576,11 @@ class PickleSource(Source):
     # ------------------------------------------------------------------ items
 
     def items(self) -> Iterator[Item]:
-        for name, value in _flatten(self._root, ""):
+        try:  # unpickling is iterative, so containers may nest deeper than Python recurses
+            leaves = list(_flatten(self._root, ""))
+        except RecursionError:
+            raise FormatError("pickle nests its containers too deeply", path=self.path) from None
+        for name, value in leaves:
             if isinstance(value, _Tensor):
                 yield Item(name or "tensor", value.nbytes, self._tensor_writer(value))
             elif isinstance(value, np.ndarray):

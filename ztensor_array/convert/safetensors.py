@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import dtypes, files
 from ..errors import FormatError, UnsupportedError
+from ..interop import shape_problem
 from .source import Item, Source, add_array
 
 # The safetensors library refuses headers above 100 MB; so do we (a header is JSON text).
@@ -38,6 +39,8 @@ def parse_header(raw: bytes, data_len: int, path: str) -> tuple[dict[str, Any], 
     """Validated {name: (dtype, shape, begin, end)} and the __metadata__ map."""
     try:
         header = json.loads(raw)
+    except RecursionError:
+        raise FormatError("safetensors header nests JSON too deeply", path=path) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"safetensors header is not valid JSON ({exc})", path=path) from None
     if not isinstance(header, dict):
@@ -58,6 +61,9 @@ def parse_header(raw: bytes, data_len: int, path: str) -> tuple[dict[str, Any], 
             raise UnsupportedError(exc.reason, path=path, obj=name) from None
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise FormatError(f"shape {shape!r} is not a list of sizes", path=path, obj=name)
+        problem = shape_problem(shape, dtypes.itemsize(zname))
+        if problem is not None:
+            raise UnsupportedError(problem, path=path, obj=name)
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 
+from .. import files
 from ..reader import Reader
 from ..writer import Writer
 
 
 def compact(path: str | os.PathLike, *, durable: bool = False) -> int:
     """Rewrite ``path`` without orphaned bytes (atomically); returns the bytes saved."""
-    path = os.fspath(path)
+    path = files.fspath(path)
     before = os.stat(path).st_size
     with Reader(path) as r, Writer(path, mode="w", durable=durable) as w:
         w.attributes = r.attributes

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from .. import files
 from ..codecs import RAW, digests
 from ..codecs.policy import normalize_compress
 from ..errors import ChecksumError
@@ -137,7 +138,7 @@ def rewrite(
     ``checksum``: KEEP (each object keeps its digest algorithm), None/"none", or an
     algorithm for every component.
     """
-    src, dst = os.fspath(src), os.fspath(dst)
+    src, dst = files.fspath(src), files.fspath(dst)
     level = normalize_compress(compress)
     checksum = checksum_policy(checksum)
     progress = progress or Progress()

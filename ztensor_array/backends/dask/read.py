@@ -20,7 +20,7 @@ import numpy as np
 from dask.base import tokenize
 
 from ... import codecs, dtypes
-from ...errors import ArgumentTypeError, ZTensorError
+from ...errors import ArgumentTypeError, InvalidArgumentError, ZTensorError
 from ...layouts import chunked, sparse
 from ...layouts.base import require_known_types
 from ...reader import Reader, TensorRef
@@ -107,9 +107,24 @@ def from_ztensor(
         return _array(r, tensor, chunks, name, inline_array, verify_checksum)
 
 
+def checked_chunks(chunks, shape, dtype, *, path, name, limit=None):
+    """``chunks`` as dask normalizes them for an array of ``shape``; what dask refuses (or
+    divides by zero on: a size of 0) is an InvalidArgumentError naming file and object."""
+    try:
+        return da.core.normalize_chunks(chunks, tuple(shape), limit=limit, dtype=dtype)
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+        why = "a chunk size of 0 on a non-empty axis" if isinstance(exc, ZeroDivisionError) else exc
+        raise InvalidArgumentError(
+            f"chunks {chunks!r} do not fit shape {tuple(shape)} ({why})", path=path, obj=name
+        ) from None
+
+
 def _array(r: Reader, tensor: str, chunks, name, inline_array: bool, verify: bool):
-    obj = r.metadata(tensor).object
+    meta = r.metadata(tensor)
+    obj = meta.object
     require_known_types(obj, r.path, tensor)
+    if not (isinstance(chunks, str) and chunks == "auto"):
+        chunks = checked_chunks(chunks, obj.shape, meta.dtype, path=r.path, name=tensor)
     source = TensorSource(r, tensor, verify)
     read_as = _read_chunks(r, tensor, obj, chunks, verify)
     key = name or "from-ztensor-" + tokenize(source, read_as)

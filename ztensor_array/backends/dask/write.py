@@ -33,6 +33,7 @@ from ...manifest import Component, Object
 from ...reader import Parts, Reader
 from ...writer import writer_mode
 from . import deferred
+from .read import checked_chunks
 
 DEFAULT_CHUNK_BYTES = 16 << 20  # chunk target for new chunked objects from numpy input
 ENCODING_KEYS = frozenset({"compress", "chunks", "checksum", "layout", "fill_value", "attributes"})
@@ -199,7 +200,7 @@ def _plan_array(
             obj=name,
         )
     want_chunks = enc.get("chunks", chunks)
-    arr, from_np = _as_dask(value, "auto" if want_chunks is None else want_chunks)
+    arr, from_np = _as_dask(value, "auto" if want_chunks is None else want_chunks, path, name)
     if any(math.isnan(n) for n in arr.shape):
         raise ZTensorError(
             "the dask array has unknown chunk sizes; call compute_chunk_sizes() first",
@@ -296,10 +297,11 @@ def _axis(axis, ndim: int, path, name) -> int:
     return int(axis) % ndim
 
 
-def _as_dask(value, chunks) -> tuple[Any, bool]:
+def _as_dask(value, chunks, path, name) -> tuple[Any, bool]:
     if isinstance(value, da.Array):
         return value, False
     arr = as_array(value)
+    chunks = checked_chunks(chunks, arr.shape, arr.dtype, path=path, name=name)
     return da.from_array(arr, chunks=chunks, name=False, asarray=True), True
 
 
@@ -321,11 +323,13 @@ def _chunk_shape_for(arr, chunks, from_numpy: bool, path, name) -> tuple[int, ..
                 f"chunk sizes must be positive, got {chunks!r}", path=path, obj=name
             )
         return out
-    norm = da.core.normalize_chunks(
+    norm = checked_chunks(
         "auto" if chunks is None else chunks,
         arr.shape,
+        arr.dtype,
+        path=path,
+        name=name,
         limit=DEFAULT_CHUNK_BYTES,
-        dtype=arr.dtype,
     )
     return tuple(max(max(c) if c else 1, 1) for c in norm)
 
