@@ -36,17 +36,7 @@ def is_basic(selection) -> bool:
 def normalize(selection, shape) -> tuple[list[Axis], list[bool]]:
     """Per axis: the selected indices (a range, or an int array), and whether the axis is
     kept in the output (an integer index drops it). IndexError for anything else."""
-    if not isinstance(selection, tuple):
-        selection = (selection,)
-    if sum(s is Ellipsis for s in selection) > 1:
-        raise IndexError("an index can only have a single ellipsis")
-    if any(s is Ellipsis for s in selection):
-        i = next(k for k, s in enumerate(selection) if s is Ellipsis)
-        fill = len(shape) - (len(selection) - 1)
-        selection = selection[:i] + (slice(None),) * fill + selection[i + 1 :]
-    if len(selection) > len(shape):
-        raise IndexError(f"too many indices: {len(selection)} for {len(shape)} dimensions")
-    selection = selection + (slice(None),) * (len(shape) - len(selection))
+    selection = _per_axis(selection, shape)
     axes: list[Axis] = []
     keep: list[bool] = []
     for axis, (sel, n) in enumerate(zip(selection, shape)):
@@ -63,6 +53,21 @@ def normalize(selection, shape) -> tuple[list[Axis], list[bool]]:
             axes.append(_index_array(sel, n, axis))
             keep.append(True)
     return axes, keep
+
+
+def _per_axis(selection, shape) -> tuple:
+    """The selection as one entry per axis: ``...`` expanded, missing axes whole."""
+    if not isinstance(selection, tuple):
+        selection = (selection,)
+    if sum(s is Ellipsis for s in selection) > 1:
+        raise IndexError("an index can only have a single ellipsis")
+    if any(s is Ellipsis for s in selection):
+        i = next(k for k, s in enumerate(selection) if s is Ellipsis)
+        fill = len(shape) - (len(selection) - 1)
+        selection = selection[:i] + (slice(None),) * fill + selection[i + 1 :]
+    if len(selection) > len(shape):
+        raise IndexError(f"too many indices: {len(selection)} for {len(shape)} dimensions")
+    return selection + (slice(None),) * (len(shape) - len(selection))
 
 
 def _index_array(sel, n: int, axis: int) -> np.ndarray:
@@ -173,17 +178,7 @@ def normalize_points(selection, shape) -> tuple[list[Axis], tuple[int, ...]]:
     """A point-wise selection per axis: a range (from a slice), or the integer array
     broadcast to the common shape of all arrays (negative indices counted from the end),
     and that shape. IndexError for anything else, or for arrays that do not broadcast."""
-    if not isinstance(selection, tuple):
-        selection = (selection,)
-    if any(s is Ellipsis for s in selection):
-        if sum(s is Ellipsis for s in selection) > 1:
-            raise IndexError("an index can only have a single ellipsis")
-        i = next(k for k, s in enumerate(selection) if s is Ellipsis)
-        fill = len(shape) - (len(selection) - 1)
-        selection = selection[:i] + (slice(None),) * fill + selection[i + 1 :]
-    if len(selection) > len(shape):
-        raise IndexError(f"too many indices: {len(selection)} for {len(shape)} dimensions")
-    selection = selection + (slice(None),) * (len(shape) - len(selection))
+    selection = _per_axis(selection, shape)
     arrays = {}
     for axis, (sel, n) in enumerate(zip(selection, shape)):
         if isinstance(sel, slice):
