@@ -81,6 +81,11 @@ def _index_array(sel, n: int, axis: int) -> np.ndarray:
             "only integers, slices, ..., and 1-D integer or boolean arrays are supported, "
             f"got {type(sel).__name__}"
         )
+    return _in_bounds(arr, n, axis)
+
+
+def _in_bounds(arr: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Integer indices along an axis of ``n`` as int64, negative ones counted from the end."""
     arr = arr.astype(np.int64, copy=False)
     arr = np.where(arr < 0, arr + n, arr)
     if arr.size and (arr.min() < 0 or arr.max() >= n):
@@ -189,11 +194,7 @@ def normalize_points(selection, shape) -> tuple[list[Axis], tuple[int, ...]]:
                 "point-wise selections take integer arrays and slices, got "
                 f"{type(sel).__name__} of {arr.dtype} for axis {axis}"
             )
-        arr = arr.astype(np.int64, copy=False)
-        arr = np.where(arr < 0, arr + n, arr)
-        if arr.size and (arr.min() < 0 or arr.max() >= n):
-            raise IndexError(f"index out of bounds for axis {axis} with size {n}")
-        arrays[axis] = arr
+        arrays[axis] = _in_bounds(arr, n, axis)
     try:
         broadcast = np.broadcast_arrays(*arrays.values()) if arrays else []
     except ValueError:
