@@ -34,6 +34,7 @@ RANKS = {
     "validation": 5,
     "legacy": 6,  # v0.1 manifests, read by the reader
     "files": 6,
+    "sources": 6,  # bytes of files that are no local path (URLs, buffers, file objects)
     "reader": 7,
     "writer": 8,  # appends read the manifest through the reader
     "parallel": 9,

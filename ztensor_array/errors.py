@@ -106,6 +106,20 @@ def _rebuild_io(reason, errno, path, obj, component):
     return SystemIOError(reason, errno=errno, path=path, obj=obj, component=component)
 
 
+class RemoteError(ZTensorError, OSError):
+    """A remote file could not be read as one consistent object: the server failed, sent
+    fewer or other bytes than asked for, or ignored a range request for a file too large to
+    fetch whole; an OSError too, as a failed read is."""
+
+    def __str__(self) -> str:  # OSError's would drop the file
+        return Exception.__str__(self)
+
+
+class ObjectChangedError(RemoteError):
+    """The remote object changed (another size, ETag or version) since it was opened: the
+    bytes already read and the ones asked for now would mix two files. Open it again."""
+
+
 class FileExistsZTError(ZTensorError, FileExistsError):
     """``mode="x"`` (or a command without ``--force``) met an existing path."""
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import codecs, constants, dtypes, files, layouts, manifest, validation
+from . import codecs, constants, dtypes, files, layouts, manifest, sources, validation
 from .errors import (
     ArgumentTypeError,
     ChecksumError,
@@ -25,6 +25,7 @@ from .errors import (
     FormatError,
     InvalidArgumentError,
     InvalidIndexError,
+    ObjectChangedError,
     ObjectIndexError,
     TensorNotFoundError,
     UnsupportedError,
@@ -147,14 +148,32 @@ class TensorMetadata:
 class Reader:
     """Read a .zt file (v1.x, and legacy v0.1). Use as a context manager.
 
-    ``verify=True`` makes every read check component digests by default. ``end``: read the
-    state of the file that ended at that byte (a finalized state that later appends grew
-    past; appends never change the bytes before it) instead of its current end.
+    ``path``: a local path (mapped), or anything ``sources.target`` takes: an fsspec URL
+    (with ``storage_options``), bytes-like file contents, an open binary file object; those
+    give a ``SourceReader``, the same surface over fetched bytes. ``verify=True`` makes every
+    read check component digests by default. ``end`` (local files): read the state of the
+    file that ended at that byte (a finalized state that later appends grew past; appends
+    never change the bytes before it) instead of its current end.
     """
 
+    target: sources.Target | None = None  # how a SourceReader reaches its file
+
+    def __new__(cls, path=None, *args, storage_options=None, **kwargs):
+        if cls is Reader and not (type(path) is str and not sources.is_url(path)):
+            if not isinstance(sources.target(path, storage_options), str):
+                cls = SourceReader
+        return super().__new__(cls)
+
     def __init__(
-        self, path: str | os.PathLike, *, verify: bool = False, end: int | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        verify: bool = False,
+        end: int | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
+        if type(path) is not str or storage_options or path.startswith(("file:", "local:")):
+            path = sources.target(path, storage_options)  # a local path: file:// stripped
         self.path = files.fspath(path)
         self.verify = verify
         self._lock = threading.Lock()
@@ -405,11 +424,13 @@ class Reader:
         verify: bool | None = None,
         copy: bool = False,
         writable_view: bool = False,
+        stored: memoryview | None = None,
     ) -> np.ndarray:
         """A component decoded to a 1-D array of its storage dtype (little-endian, native).
 
         Raw components are zero-copy read-only views unless ``copy`` is set;
         ``writable_view`` gives a writable zero-copy view over a private copy-on-write map.
+        ``stored``: its stored bytes, already fetched (``fetch``).
         """
         self._check_open()
         obj = self._object(name)
@@ -422,18 +443,22 @@ class Reader:
         verify = self.verify if verify is None else verify
         stored_dt = _stored_dtype(comp)
         if comp.encoding == codecs.RAW:  # mapped, not decoded
-            if copy and not verify:
+            if copy and not verify and stored is None:
                 out = np.empty(comp.length // stored_dt.itemsize, dtype=stored_dt)
                 self._readinto(out, comp.offset, name, role)
             else:
-                stored = self._stored(comp, private=writable_view)
+                if stored is None:
+                    stored = self._stored(comp, private=writable_view)
+                elif writable_view:
+                    stored = memoryview(bytearray(stored))
                 if verify:
                     self._verify(name, role, comp, stored)
                 out = np.frombuffer(stored, dtype=stored_dt)
                 if copy:
                     out = out.copy()
         else:
-            stored = self._stored(comp)
+            if stored is None:
+                stored = self._stored(comp)
             if verify:
                 self._verify(name, role, comp, stored)
             out = self._decode(name, role, obj, comp, stored).view(stored_dt)
@@ -474,17 +499,19 @@ class Reader:
         *,
         verify: bool | None = None,
         copy: bool = False,
+        stored: memoryview | None = None,
     ) -> np.ndarray:
         """A blob of object ``name`` that the manifest does not name itself (a chunk an
         index segment locates), after the container's checks (``validation.check_blob``),
         decoded to exactly ``nbytes``: a 1-D array of its storage dtype, a zero-copy view
-        of a raw blob unless ``copy``."""
+        of a raw blob unless ``copy``. ``stored``: its bytes, already fetched (``fetch``)."""
         self._check_open()
         objects = self.manifest.objects
         if not isinstance(objects, manifest.ObjectTable) or objects.spans is None:
             raise FormatError("located blobs need a validated v1 manifest", path=self.path)
         validation.check_blob(objects, comp, self.path, name, label, nbytes)
-        stored = self._stored(comp)
+        if stored is None:
+            stored = self._stored(comp)
         if self.verify if verify is None else verify:
             self._verify(name, label, comp, stored)
         stored_dt = _stored_dtype(comp)
@@ -697,15 +724,25 @@ class Reader:
         from .layouts import chunked  # concurrent.futures comes with it: chunked files only
 
         grid = chunked.chunk_grid(self._object(name), self.path, name)
+        chunks = self.chunks(name)
+        fetched = self.fetch(name, chunks.values()) or {}
         out = {}
-        for index, comp in self.chunks(name).items():
+        for index, comp in chunks.items():
             if comp not in self._object(name).components.values():
                 label = chunked.chunk_role(index)
                 validation.check_blob(
                     self.manifest.objects, comp, self.path, name, label, grid.nbytes(index)
                 )
-            out[index] = (comp, self._stored(comp))
+            stored = fetched.get((comp.offset, comp.length))
+            out[index] = (comp, self._stored(comp) if stored is None else stored)
         return out
+
+    def fetch(self, name: str, parts: Iterable[str | Component]) -> dict | None:
+        """The stored bytes of parts of object ``name`` about to be read (roles, or blobs an
+        index locates), keyed by role or by (offset, length): a file read through a byte
+        source fetches them in few merged, concurrent requests. A mapped file needs none:
+        None."""
+        return None
 
     def object_digest(self, name: str) -> str:
         """A digest of the object's manifest entry: two readers see the same tensor (same
@@ -765,28 +802,225 @@ class Reader:
         )
 
 
+class SourceReader(Reader):
+    """A Reader over a byte source (``sources.py``): a URL, bytes-like file contents, or an
+    open binary file object. The same surface and checks as a Reader of a local file; bytes
+    are fetched instead of mapped. Opening costs the source's tail read (footer, manifest and
+    what precedes them within ``_TAIL_READ`` bytes) plus, for a larger file, one round trip
+    for the header magic (with the rest of a manifest larger than the tail). Small stored
+    parts (up to ``KEEP_ONE`` bytes, ``KEEP_ALL`` in all) are kept once fetched: coordinates
+    and chunk index segments are read once per reader. Views are read-only, as a map's."""
+
+    KEEP_ONE = 1 << 20
+    KEEP_ALL = 16 << 20
+
+    def __init__(
+        self,
+        path,
+        *,
+        verify: bool = False,
+        end: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        where = sources.target(path, storage_options)
+        if isinstance(where, str):
+            raise ArgumentTypeError("a SourceReader needs a URL, contents or a file object")
+        if end is not None:
+            raise InvalidArgumentError("end= needs a local file", path=where.name)
+        self.target = where
+        self.path = where.name
+        self.verify = verify
+        self._lock = threading.Lock()
+        self._map_read = None
+        self._fd = -1
+        self._digests: dict[str, str] = {}
+        self._kept: OrderedDict[tuple[int, int], memoryview] = OrderedDict()
+        self._kept_bytes = 0
+        self._src = where.open(_TAIL_READ)
+        self.identity = self._src.version
+        self.size = self._src.size
+        try:
+            self.manifest, self.manifest_offset = self._load_manifest()
+        except BaseException:
+            self._src.close()
+            raise
+        self._attributes = attrs_codec.decode_root(self.manifest.attributes, self.path)
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        return bytes(self._src.read(offset, n))
+
+    def _load_manifest(self) -> tuple[Manifest, int]:
+        src, size = self._src, self.size
+        tail = src.tail
+        # the header magic comes with the tail for a small file, else with the next request
+        head = bytes(tail[:8]) if src.tail_start == 0 else None
+        try:
+            start, length = manifest.locate(size, bytes(tail[-constants.FOOTER_SIZE :]), self.path)
+        except ZTensorError:  # first say what the file is, if it is no v1 file
+            if self._is_legacy(head if head is not None else self._pread(8, 0)):
+                return self._legacy()
+            raise
+        spans = [] if head is not None else [(0, 8)]
+        if start < src.tail_start:  # a manifest larger than the tail: its first part too
+            spans.append((start, src.tail_start - start))
+        got = src.read_many(spans)  # one round trip, concurrent requests
+        if head is None:
+            head = bytes(got.pop(0))
+        if self._is_legacy(head):
+            return self._legacy()
+        first = bytes(got[0]) if got else b""
+        data = first + bytes(tail[max(0, start - src.tail_start) : size - src.tail_start])
+        data = data[:length]
+        return validation.load(data, start, path=self.path), start
+
+    def _is_legacy(self, head: bytes) -> bool:
+        """Whether the header magic is v0.1's (False: v1's); FormatError for neither."""
+        if head == constants.LEGACY_MAGIC:
+            return True
+        if head != constants.MAGIC:
+            raise FormatError(f"not a zTensor file (magic {head[:8]!r})", path=self.path)
+        return False
+
+    def _legacy(self) -> tuple[Manifest, None]:
+        from . import legacy  # v0.1 only: its parser and layouts load when met
+
+        return legacy.read_manifest(self._pread, self.size, self.path)
+
+    def close(self) -> None:
+        self._src.close()
+        self._kept.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._src.closed
+
+    def __del__(self) -> None:
+        pass  # nothing of the system's to release
+
+    def _check_open(self) -> None:
+        if self._src.closed:
+            raise ZTensorError("reader is closed", path=self.path)
+
+    def _map(self):
+        buffer = self._src.buffer
+        if buffer is None:
+            raise UnsupportedError("the file is not in memory", path=self.path)
+        return buffer
+
+    def _plain_view(self, name: str) -> np.ndarray | None:
+        return None if self._src.buffer is None else super()._plain_view(name)
+
+    def _span(self, offset: int, length: int) -> memoryview:
+        """Stored bytes: a view of a file in memory, or kept, or fetched (and kept if small)."""
+        self._check_open()
+        buffer = self._src.buffer
+        if buffer is not None:
+            return buffer[offset : offset + length]
+        key = (offset, length)
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+                return kept
+        data = self._src.read(offset, length)
+        if 0 < length <= self.KEEP_ONE and offset < self._src.tail_start:
+            self._keep([(key, data)])
+        return data
+
+    def _keep(self, items) -> None:
+        """Keep fetched (span, bytes), the least recently used leaving past KEEP_ALL."""
+        with self._lock:
+            for key, data in items:
+                if key not in self._kept:
+                    self._kept[key] = data
+                    self._kept_bytes += key[1]
+            while self._kept_bytes > self.KEEP_ALL:
+                self._kept_bytes -= self._kept.popitem(last=False)[0][1]
+
+    def _stored(self, comp: Component, private: bool = False) -> memoryview:
+        data = self._span(comp.offset, comp.length)
+        return memoryview(bytearray(data)) if private else data
+
+    def _drop_pages(self, comp: Component) -> None:
+        pass  # nothing mapped
+
+    def _readinto(self, out: np.ndarray, offset: int, name: str, role: str) -> None:
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        buf[:] = self._span(offset, buf.nbytes)
+
+    def fetch(self, name: str, parts: Iterable[str | Component]) -> dict | None:
+        if self._src.buffer is not None:
+            return None
+        self._check_open()
+        comps = self._object(name).components
+        keys, spans = [], []
+        for part in parts:
+            comp = comps.get(part) if isinstance(part, str) else part
+            if comp is None or not comp.length:
+                continue
+            span = (comp.offset, comp.length)
+            # only what lies in the blob area: a read's own checks refuse the rest
+            if comp.offset < 8 or comp.offset + comp.length > (self.manifest_offset or 0):
+                continue
+            if span in self._kept or comp.offset >= self._src.tail_start:
+                continue
+            keys.append(part if isinstance(part, str) else span)
+            spans.append(span)
+        return dict(zip(keys, self._src.read_many(spans))) if spans else None
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Fetch and keep the stored parts of these objects now, in few merged concurrent
+        requests (parts larger than ``KEEP_ONE`` are skipped): what is read next is then
+        served from memory. xarray opens fetch their index coordinates this way."""
+        if self._src.buffer is not None:
+            return
+        spans = []
+        for name in names:
+            for comp in self._object(name).components.values():
+                if 0 < comp.length <= self.KEEP_ONE and comp.offset < self._src.tail_start:
+                    spans.append((comp.offset, comp.length))
+        spans = [s for s in dict.fromkeys(spans) if s not in self._kept]
+        if spans:
+            self._keep(zip(spans, self._src.read_many(spans)))
+
+
 class Parts:
     """The stored parts of one object as a layout reads them (``layouts.base.Getter``)."""
 
-    __slots__ = ("copy", "name", "reader", "verify", "writable")
+    __slots__ = ("copy", "fetched", "name", "reader", "verify", "writable")
 
     def __init__(
         self, reader: Reader, name: str, verify: bool | None, *, copy=False, writable=False
     ) -> None:
         self.reader, self.name, self.verify = reader, name, verify
         self.copy, self.writable = copy, writable
+        self.fetched: dict | None = None  # bytes fetched ahead by ``prefetch``
 
     def __call__(self, role: str) -> np.ndarray:
+        stored = self.fetched.pop(role, None) if self.fetched else None
         return self.reader.read_component(
-            self.name, role, verify=self.verify, copy=self.copy, writable_view=self.writable
+            self.name,
+            role,
+            verify=self.verify,
+            copy=self.copy,
+            writable_view=self.writable,
+            stored=stored,
         )
+
+    def prefetch(self, parts: Iterable[str | Component]) -> None:
+        """Fetch these parts ahead of reading them (``Reader.fetch``); nothing to do for a
+        mapped file."""
+        fetched = self.reader.fetch(self.name, parts)
+        if fetched:
+            self.fetched = {**self.fetched, **fetched} if self.fetched else fetched
 
     def prefix(self, role: str, nbytes: int) -> np.ndarray:
         return self.reader.read_component_prefix(self.name, role, nbytes, verify=self.verify)
 
     def located(self, comp: Component, label: str, nbytes: int) -> np.ndarray:
+        stored = self.fetched.get((comp.offset, comp.length)) if self.fetched else None
         return self.reader.read_located(
-            self.name, comp, label, nbytes, verify=self.verify, copy=self.copy
+            self.name, comp, label, nbytes, verify=self.verify, copy=self.copy, stored=stored
         )
 
 
@@ -815,22 +1049,28 @@ def _native(values: np.ndarray, comp: Component) -> np.ndarray:
 # ------------------------------------------------------------------ shared readers
 
 _SHARED_MAX = 64
-_shared: OrderedDict[tuple[str, bool], Reader] = OrderedDict()
+_shared: OrderedDict[tuple[str | sources.Target, bool], Reader] = OrderedDict()
 _shared_lock = threading.Lock()
 
 
-def shared_reader(path: str | os.PathLike, *, verify: bool = False) -> Reader:
+def shared_reader(path: str | os.PathLike | sources.Target, *, verify: bool = False) -> Reader:
     """This process's open Reader of ``path`` (at most 64 are kept, least recently used
     first out), reopened when the path no longer names the file in the state it was opened
     in (replaced, appended to or cut). Lazy arrays (Dask tasks, xarray variables) read
     through it, so a process maps each file once however many blocks it reads. Never close
-    it: it is shared."""
-    path = os.fspath(path)
-    key = (path, verify)
-    now = files.identity(path)
+    it: it is shared. A ``sources.Target`` (a URL...) is opened once and kept as it is:
+    asking a server for its state on every block would cost a request each; a read of an
+    object that changed since raises ``ObjectChangedError``, and ``TensorRef.open`` opens
+    it anew."""
+    if isinstance(path, sources.Target):
+        key, now = (path, verify), None
+    else:
+        path = os.fspath(path)
+        key = (path, verify)
+        now = files.identity(path)
     with _shared_lock:
         reader = _shared.get(key)
-        if reader is not None and reader.identity == now:
+        if reader is not None and (now is None or reader.identity == now):
             _shared.move_to_end(key)
             return reader
     reader = Reader(path, verify=verify)
@@ -842,40 +1082,69 @@ def shared_reader(path: str | os.PathLike, *, verify: bool = False) -> Reader:
     return reader
 
 
-def forget_shared(path: str | os.PathLike | None = None) -> None:
+def forget_shared(path: str | os.PathLike | sources.Target | None = None) -> None:
     """Drop the shared Readers of ``path`` (of every file when None): their files close once
     no array uses them any more."""
+    if path is not None and not isinstance(path, sources.Target):
+        path = os.fspath(path)
     with _shared_lock:
-        for key in [k for k in _shared if path is None or k[0] == os.fspath(path)]:
+        for key in [k for k in _shared if path is None or k[0] == path]:
             del _shared[key]
 
 
 class TensorRef(NamedTuple):
-    """A tensor as a lazy array saw it when it was created: its file's path and identity,
-    and the digest of its manifest entry. Small and picklable."""
+    """A tensor as a lazy array saw it when it was created: its file's path (or URL) and
+    identity (``files.FileIdentity``; ``sources.Version`` for a target), the digest of its
+    manifest entry, and for a file that is no local path the ``sources.Target`` to reach it
+    (a URL with its storage options). Small and picklable (a file object's is not)."""
 
     path: str
     name: str
-    file: files.FileIdentity
+    file: files.FileIdentity | sources.Version
     digest: str
+    target: sources.Target | None = None
 
     @classmethod
     def of(cls, reader: Reader, name: str) -> TensorRef:
-        return cls(reader.path, name, reader.identity, reader.object_digest(name))
+        return cls(reader.path, name, reader.identity, reader.object_digest(name), reader.target)
+
+    @property
+    def token(self) -> tuple:
+        """What fixes the tensor's data, for dask keys: the same tensor of the same file
+        gives the same token, also after the file grew by appends."""
+        if self.target is None:
+            return (self.path, self.file.dev, self.file.ino, self.name, self.digest)
+        return (*self.target.token, *self.file, self.name, self.digest)
 
     def open(self, *, verify: bool = False) -> Reader:
         """This process's shared Reader of the file, after checking that it still holds the
         tensor: the file may have grown by appends (the tensor unchanged), but a path that
         names another file, a file modified other than by appending, or a tensor replaced
         or removed raises ZTensorError. Lazy arrays read through this, so every process
-        (Dask workers included) sees the data the array was made from, or an error."""
-        return self.check(shared_reader(self.path, verify=verify))
+        (Dask workers included) sees the data the array was made from, or an error. A
+        target's reader is opened once per process (its manifest fetched once), and anew
+        when it saw another state of the object than the ref."""
+        if self.target is None:
+            return self.check(shared_reader(self.path, verify=verify))
+        reader = shared_reader(self.target, verify=verify)
+        if reader.identity != self.file:
+            forget_shared(self.target)
+            reader = shared_reader(self.target, verify=verify)
+        return self.check(reader)
 
     def check(self, reader: Reader) -> Reader:
         """``reader`` (a Reader of this path, opened after the ref was made) if it still
         holds the tensor as the ref saw it, by the rule of ``open``; ZTensorError if not."""
         now = reader.identity
-        if now == self.file or _appended_to(self, now):
+        if now == self.file:
+            return reader
+        if self.target is not None:
+            raise ObjectChangedError(
+                "the object changed since the array was created; open it again",
+                path=self.path,
+                obj=self.name,
+            )
+        if _appended_to(self, now):
             return reader
         if now[:2] != self.file[:2]:
             why = "the file was replaced since the array was created"

@@ -8,6 +8,7 @@ the registry in ``layouts/__init__.py``; layouts never import ``validation``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NoReturn, Protocol
 
 import numpy as np
@@ -34,6 +35,12 @@ class Getter(Protocol):
         """A blob the manifest does not name (a chunk an index locates), checked against the
         file, decoded to exactly ``nbytes`` in its storage dtype; ``label`` names it in
         errors."""
+        ...
+
+    def prefetch(self, parts: Iterable[str | Component]) -> None:
+        """A hint that these parts (roles, or blobs an index locates) are read next: a
+        reader of a remote file fetches them now in few merged, concurrent requests, so
+        reading k chunks costs about one round trip; a mapped file ignores it."""
         ...
 
 

@@ -63,6 +63,7 @@ def read_region(
         index, role, local, where = task
         out[where] = _chunk(obj, grid, get, index, role, path, name)[local]
 
+    get.prefetch(t[1] for t in tasks)  # remote files: one round of merged requests
     _run(place, tasks, workers)
     return out.reshape(final)
 
@@ -120,6 +121,7 @@ def read_points(
         chunk = _chunk(obj, grid, get, index, stored, path, name)
         out[where] = np.moveaxis(chunk, picked, range(len(picked)))[local]
 
+    get.prefetch(t[1] for t in tasks)  # remote files: one round of merged requests
     _run(place, tasks, workers)
     return out.reshape(points_shape + shape[1:])
 
