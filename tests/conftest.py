@@ -184,13 +184,12 @@ def read_all(reader) -> dict[str, Any]:
     return {n: reader.read_tensor(n) for n in reader.tensor_names}
 
 
-_ANON_PROBE = """
+_ANON_PRELUDE = """
 import sys, threading, time
 import numpy as np, xarray as xr, dask.array as da
 from ztensor_array.backends.xarray import to_ztensor_dataset
-
-{setup}
-
+"""
+_ANON_PROBE = """
 def anon():
     with open("/proc/self/status") as f:
         for line in f:
@@ -212,21 +211,23 @@ print(peak[0] - base)
 """
 
 
-def anon_growth_in_subprocess(setup: str, action: str, *args: str) -> int:
+def anon_growth_in_subprocess(create: str, action: str, *args: str) -> int:
     """Peak growth of anonymous memory (RssAnon, which leaves out the file page cache), in
-    bytes, while a fresh interpreter runs ``action`` after ``setup`` (``sys.argv[1:]`` are
-    ``args``): what a write really holds in memory, not what it caches."""
+    bytes, while a fresh interpreter runs ``action`` (``sys.argv[1:]`` are ``args``): what
+    a write really holds in memory, not what it caches. ``create`` (making the file) runs
+    in an interpreter of its own first, so memory its allocator keeps after freeing cannot
+    hide or inflate the growth of ``action``."""
     import subprocess
     import sys
     import textwrap
 
-    code = _ANON_PROBE.format(setup=textwrap.dedent(setup), action=textwrap.dedent(action))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    prelude = textwrap.dedent(_ANON_PRELUDE)
+    create_code = prelude + textwrap.dedent(create)
+    subprocess.run([sys.executable, "-c", create_code, *args], check=True, env=env)
+    code = prelude + _ANON_PROBE.format(action=textwrap.dedent(action))
     out = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env
     )
     return int(out.stdout.split()[-1])
 

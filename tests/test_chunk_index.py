@@ -188,3 +188,48 @@ def test_the_manifest_grows_with_segments_not_chunks(tmp_path):
         assert len(b.chunks("x")) == 6400
     assert mb - ma < 64, (ma, mb)
     assert os.path.getsize(big) > 6400 * 100
+
+
+def test_an_append_writes_what_it_adds_not_the_old_index(tmp_path):
+    """Appending rows of 100 chunks to an object of 10,000 writes the new chunks, index
+    entries for them (the newest small segments merge, a binary counter) and the manifest:
+    never the old index (160 KB) again, and the manifest keeps its size (issue 14)."""
+    p = tmp_path / "big.zt"
+    zt.to_ztensor(np.zeros((800, 800), "f4"), p, "x", chunks=(8, 8), compress=True)
+    with zt.Reader(p) as r:
+        obj = r.metadata("x").object
+        (first,) = chunked.chunk_grid(obj).segments
+        old_index = obj.components[first.role].length
+        manifest = r.size - r.manifest_offset
+    assert old_index == 10_000 * 16  # offset and length per chunk
+    for k in range(8):
+        before = os.path.getsize(p)
+        row = da.full((8, 800), k + 1, dtype="f4", chunks=(8, 40))
+        zt.to_ztensor(row, p, "x", mode="a", append_dim=0)
+        assert os.path.getsize(p) - before < old_index // 8
+        with zt.Reader(p) as r:
+            obj = r.metadata("x").object
+            assert chunked.chunk_grid(obj).segments[0] == first  # never rewritten
+            assert r.size - r.manifest_offset < 2 * manifest
+    with zt.Reader(p) as r:
+        got = r.read_slice("x", (slice(800, None),))
+    np.testing.assert_array_equal(got[::8, 0], np.arange(1, 9, dtype="f4"))
+
+
+def test_dask_writes_one_task_per_block_of_chunks(tmp_path):
+    """A numpy array of 10,000 chunks is written by a few tasks, each writing a band of
+    whole chunks; a dask array whose blocks are smaller than a chunk gets blocks merged up
+    to whole chunks, never one task per element block."""
+    p = tmp_path / "w.zt"
+    x = np.arange(800 * 800, dtype="f4").reshape(800, 800)
+    graph = zt.to_ztensor(x, p, "x", chunks=(8, 8), compress=True, compute=False)
+    assert len(graph.__dask_graph__()) < 64
+    graph.compute()
+    small_blocks = da.from_array(x, chunks=(4, 200))  # 800 blocks, each half a chunk row
+    graph = zt.to_ztensor(small_blocks, p, "y", mode="a", chunks=(8, 800), compute=False)
+    writes = [k for k in graph.__dask_graph__() if "ztensor-write" in str(k)]
+    assert len(writes) == 100  # one per chunk of 8 rows
+    graph.compute()
+    with zt.Reader(p) as r:
+        np.testing.assert_array_equal(r.read_tensor("x"), x)
+        np.testing.assert_array_equal(r.read_tensor("y"), x)

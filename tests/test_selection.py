@@ -11,6 +11,7 @@ own indexing of the in-memory Dataset (``assert_identical``).
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -212,3 +213,42 @@ def test_xarray_vectorised_indexing_decodes_only_chunks_with_points(tmp_path, de
             got.t.isel(time=[1, 19], y=[0, 29]).load(), ds.t.isel(time=[1, 19], y=[0, 29])
         )
         assert sorted(decoded) == [(0, 0, 0), (0, 2, 0), (3, 0, 0), (3, 2, 0)]
+
+
+def _storage_reads() -> int:
+    """Bytes this process has made the kernel fetch from storage (page-cache misses)."""
+    with open("/proc/self/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["read_bytes"])
+
+
+def _uncache(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_a_cold_small_window_reads_only_its_pages(tmp_path):
+    """A 50 x 50 window of a 64 MiB raw matrix read cold (page cache dropped) fetches about
+    its 50 pages from storage, not megabytes of read-ahead around each (issue 14)."""
+    if not os.path.exists("/proc/self/io") or not hasattr(os, "posix_fadvise"):
+        pytest.skip("needs Linux /proc/self/io and posix_fadvise to see storage reads")
+    x = np.random.default_rng(0).normal(size=(4096, 4096)).astype("f4")
+    path = tmp_path / "m.zt"
+    zt.save_file({"m": x}, path)
+    _uncache(path)
+    before = _storage_reads()
+    with zt.Reader(path) as r:
+        r.read_slice("m", (slice(None, 256),))  # 4 MiB of whole rows: read-ahead is welcome
+    if _storage_reads() - before < 4 << 20:
+        pytest.skip("storage reads are not visible here (page cache not dropped, or tmpfs)")
+    _uncache(path)
+    before = _storage_reads()
+    with zt.Reader(path) as r:
+        got = r.read_slice("m", (slice(1000, 1050), slice(3000, 3050)))
+    fetched = _storage_reads() - before
+    np.testing.assert_array_equal(got, x[1000:1050, 3000:3050])
+    assert fetched <= 64 * 4096 + (64 << 10), fetched  # its pages (+ the header's)

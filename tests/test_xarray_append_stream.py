@@ -243,20 +243,28 @@ def test_region_into_intact_chunks_of_a_corrupt_file_still_works(tmp_path):
 # --------------------------------------------------------------------------- memory
 
 
-_APPEND_SETUP = """
+_APPEND_ARGS = """
 path, layout, axis = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows, cols = 5000, 5000  # float64: 200 MB
+"""
+_APPEND_SETUP = (
+    _APPEND_ARGS
+    + """
 big = da.zeros((rows, cols), chunks=(250, cols))
 enc = {"v": {"chunks": (480, 960), "checksum": "crc32c"}} if layout == "chunked" else {
     "v": {"checksum": "crc32c"}}
 to_ztensor_dataset(xr.Dataset({"v": (("r", "c"), big)}), path, mode="w", encoding=enc)
 """
-_APPEND = """
+)
+_APPEND = (
+    _APPEND_ARGS
+    + """
 shape = (500, cols) if axis == 0 else (rows, 500)  # 20 MB more, not grid-aligned
 src = da.ones(shape, chunks=(300, 700))
 more = xr.Dataset({"v": (("r", "c"), src)})
 to_ztensor_dataset(more, path, append_dim="rc"[axis])
 """
+)
 
 
 @pytest.mark.parametrize(

@@ -168,27 +168,37 @@ def test_region_property(tmp_path_factory, shape, chunks, cut, layout, dask):
         np.testing.assert_array_equal(r.read_tensor("v"), expect)
 
 
-_REGION_SETUP = """
+_REGION_ARGS = """
 path, layout = sys.argv[1], sys.argv[2]
 rows, cols = 5000, 5000  # float64: 200 MB
+"""
+_REGION_SETUP = (
+    _REGION_ARGS
+    + """
 big = da.zeros((rows, cols), chunks=(250, cols))
 enc = {"v": {"chunks": (500, 1000)}} if layout == "chunked" else {}
 to_ztensor_dataset(xr.Dataset({"v": (("r", "c"), big)}), path, mode="w", encoding=enc)
 """
-_REGION_WRITE = """
+)
+_REGION_WRITE = (
+    _REGION_ARGS
+    + """
 src = da.ones((rows - 100, cols - 10), chunks=(300, 1000))  # not aligned to the grid
 patch = xr.Dataset({"v": (("r", "c"), src)})
 to_ztensor_dataset(patch, path, region={"r": slice(50, rows - 50), "c": slice(5, cols - 5)})
 """
+)
 
 
 @pytest.mark.parametrize("layout", ["dense", "chunked"])  # ~4 s each: not slow
 def test_region_write_memory_is_bounded(tmp_path, layout):
-    """A dask region write into a 200 MB variable: anonymous memory grows by a small
-    fraction of the variable (block-sized buffers), never by the variable or the region."""
+    """A dask region write into a 200 MB variable: anonymous memory grows by band-sized
+    buffers (dask's rechunk to the chunk grid holds the pieces of one band of rows across
+    the width, the dense rewrite one band of old rows; measured 55-80 MB with two threads),
+    never by the variable or the region (~200 MB each)."""
     path = str(tmp_path / "big.zt")
     growth = anon_growth_in_subprocess(_REGION_SETUP, _REGION_WRITE, path, layout)
-    assert growth < 50 << 20, f"RssAnon grew by {growth / 2**20:.0f} MiB"
+    assert growth < 100 << 20, f"RssAnon grew by {growth / 2**20:.0f} MiB"
     with Reader(path) as r:
         v = r.read_tensor("v")
         assert v.shape == (5000, 5000)

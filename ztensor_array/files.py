@@ -399,11 +399,15 @@ def map_read(fd: int) -> mmap.mmap:
     return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
 
 
-def map_private(fd: int, offset: int, length: int) -> memoryview:
+def map_private(fd: int, offset: int, length: int, *, scattered: bool = False) -> memoryview:
     """A writable copy-on-write view of ``length`` bytes at ``offset``: writes through it
-    reach neither the file nor any other map."""
+    reach neither the file nor any other map. ``scattered``: the view will be read in a few
+    scattered places (a small selection of a large tensor), so the kernel is told to read
+    only the pages touched, not megabytes of read-ahead around each."""
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
     mm = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_COPY, offset=start)
+    if scattered and hasattr(mmap, "MADV_RANDOM"):
+        mm.madvise(mmap.MADV_RANDOM)
     return memoryview(mm)[offset - start :]
 
 

@@ -373,15 +373,19 @@ class Reader:
 
     # ------------------------------------------------------------------ components
 
-    def _stored(self, comp: Component, private: bool = False) -> memoryview:
+    def _stored(
+        self, comp: Component, private: bool = False, scattered: bool = False
+    ) -> memoryview:
         """Zero-copy view of a component's stored bytes.
 
         ``private``: a writable copy-on-write map of its own, so writes through the view
         (torch tensors are always writable) reach neither the file nor any other view.
+        ``scattered`` (with ``private``): that map reads only the pages touched (no
+        read-ahead), for a few scattered elements of a large component.
         """
         if private and comp.length:
             try:
-                return files.map_private(self._fd, comp.offset, comp.length)
+                return files.map_private(self._fd, comp.offset, comp.length, scattered=scattered)
             except (OSError, ValueError):
                 raise ZTensorError("reader is closed", path=self.path) from None
         # close() only drops its map, so a map in hand is never closed under us
@@ -424,13 +428,15 @@ class Reader:
         verify: bool | None = None,
         copy: bool = False,
         writable_view: bool = False,
+        scattered: bool = False,
         stored: memoryview | None = None,
     ) -> np.ndarray:
         """A component decoded to a 1-D array of its storage dtype (little-endian, native).
 
         Raw components are zero-copy read-only views unless ``copy`` is set;
-        ``writable_view`` gives a writable zero-copy view over a private copy-on-write map.
-        ``stored``: its stored bytes, already fetched (``fetch``).
+        ``writable_view`` gives a writable zero-copy view over a private copy-on-write map,
+        which reads only the pages touched when ``scattered``. ``stored``: its stored bytes,
+        already fetched (``fetch``).
         """
         self._check_open()
         obj = self._object(name)
@@ -448,7 +454,7 @@ class Reader:
                 self._readinto(out, comp.offset, name, role)
             else:
                 if stored is None:
-                    stored = self._stored(comp, private=writable_view)
+                    stored = self._stored(comp, private=writable_view, scattered=scattered)
                 elif writable_view:
                     stored = memoryview(bytearray(stored))
                 if verify:
@@ -525,10 +531,11 @@ class Reader:
         self._drop_pages(comp)
         return data.view(stored_dt)
 
-    def private_view(self, name: str, role: str = "data") -> np.ndarray:
+    def private_view(self, name: str, role: str = "data", *, scattered: bool = False) -> np.ndarray:
         """A component as a writable array whose writes stay private to it (zero-copy for
-        raw little-endian components, an owned decoded copy otherwise)."""
-        return self.read_component(name, role, writable_view=True)
+        raw little-endian components, an owned decoded copy otherwise). ``scattered``: it
+        will be read in a few scattered places, so only the pages touched are read."""
+        return self.read_component(name, role, writable_view=True, scattered=scattered)
 
     def _readinto(self, out: np.ndarray, offset: int, name: str, role: str) -> None:
         buf = memoryview(out.reshape(-1).view(np.uint8))
@@ -937,7 +944,9 @@ class SourceReader(Reader):
             while self._kept_bytes > self.KEEP_ALL:
                 self._kept_bytes -= self._kept.popitem(last=False)[0][1]
 
-    def _stored(self, comp: Component, private: bool = False) -> memoryview:
+    def _stored(
+        self, comp: Component, private: bool = False, scattered: bool = False
+    ) -> memoryview:
         data = self._span(comp.offset, comp.length)
         return memoryview(bytearray(data)) if private else data
 
@@ -1021,6 +1030,11 @@ class Parts:
         stored = self.fetched.get((comp.offset, comp.length)) if self.fetched else None
         return self.reader.read_located(
             self.name, comp, label, nbytes, verify=self.verify, copy=self.copy, stored=stored
+        )
+
+    def scattered(self, role: str) -> np.ndarray:
+        return self.reader.read_component(
+            self.name, role, verify=self.verify, writable_view=True, scattered=True
         )
 
 

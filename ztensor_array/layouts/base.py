@@ -43,6 +43,12 @@ class Getter(Protocol):
         reading k chunks costs about one round trip; a mapped file ignores it."""
         ...
 
+    def scattered(self, role: str) -> np.ndarray:
+        """Like ``get(role)`` for a raw component to be read in a few scattered places (a
+        small selection of a large tensor): a view of its own that reads only the pages
+        touched, not the read-ahead around each."""
+        ...
+
 
 # roles that hold the values of a tensor, in the order 1.1.1 looks for them
 _PRIMARY_ROLES = ("data", "values", "packed_weight")

@@ -75,10 +75,14 @@ class Dense(Layout):
                 head = as_logical(get.prefix("data", rows * row_bytes), comp)
                 out = select.take(head.reshape((rows, *obj.shape[1:])), axes, keep)
                 return np.array(out) if out.base is not None else out
-        value = read(obj, get)
         if is_whole(key, obj.shape):
+            value = read(obj, get)
             return np.array(value) if copy else value
-        out = select.take(value, *select.normalize(key, obj.shape))
+        axes, keep = select.normalize(key, obj.shape)
+        if comp.encoding == RAW and select.scattered(axes, obj.shape, logical_dtype(comp).itemsize):
+            value = as_logical(get.scattered("data"), comp).reshape(obj.shape)
+            return np.array(select.take(value, axes, keep))  # never a view of that map
+        out = select.take(read(obj, get), axes, keep)
         return np.array(out) if copy and out.base is not None else out
 
 

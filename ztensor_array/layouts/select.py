@@ -14,6 +14,7 @@ Two kinds, as zarr and xarray have them:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -232,6 +233,27 @@ def take_points(value: np.ndarray, axes: list[Axis]) -> np.ndarray:
     key = [axes[i] for i in picked]
     key += [as_slice(a) for a in axes if isinstance(a, range)]
     return np.asarray(moved[tuple(key)])
+
+
+SCATTERED_RUN = 32 << 10  # contiguous runs shorter than this make a read "scattered"
+SCATTERED_MIN = 4 << 20  # ... of a tensor at least this large
+
+
+def scattered(axes: list[Axis], shape, itemsize: int) -> bool:
+    """Whether reading this selection from a C-order tensor touches only short runs of
+    bytes far apart (a 50 x 50 window of a wide matrix, a column), so read-ahead around
+    each would read far more than the selection: the longest contiguous run it reads is
+    the trailing whole axes times the step-1 range before them."""
+    if math.prod(shape) * itemsize < SCATTERED_MIN:
+        return False
+    run = itemsize
+    for sel, n in zip(reversed(axes), reversed(shape)):
+        if isinstance(sel, range) and sel.step == 1:
+            run *= len(sel)
+            if len(sel) == n:
+                continue
+        break
+    return run < SCATTERED_RUN
 
 
 def last_index(sel: Axis) -> int:

@@ -36,6 +36,7 @@ from . import deferred
 from .read import checked_chunks
 
 DEFAULT_CHUNK_BYTES = 16 << 20  # chunk target for new chunked objects from numpy input
+BLOCK_BYTES = 64 << 20  # most bytes of chunks a task holds encoded before appending them
 ENCODING_KEYS = frozenset({"compress", "chunks", "checksum", "layout", "fill_value", "attributes"})
 
 DENSE, DENSE_FRAME, CHUNKED = "dense", "dense-frame", "chunked"
@@ -139,9 +140,9 @@ def write_arrays(
     if wmode == "a" and not os.path.exists(path):
         wmode = "x"
     existing: dict[str, Object] = {}
-    if wmode == "a":
+    if wmode == "a":  # only the objects written to: a file may hold 100,000 others
         with Reader(path) as r:
-            existing = {n: r.metadata(n).object for n in r.tensor_names}
+            existing = {n: r.metadata(n).object for n in arrays if n in r}
     encoding = dict(encoding or {})
     writes = [
         _plan_array(
@@ -301,8 +302,10 @@ def _as_dask(value, chunks, path, name) -> tuple[Any, bool]:
     if isinstance(value, da.Array):
         return value, False
     arr = as_array(value)
-    chunks = checked_chunks(chunks, arr.shape, arr.dtype, path=path, name=name)
-    return da.from_array(arr, chunks=chunks, name=False, asarray=True), True
+    checked_chunks(chunks, arr.shape, arr.dtype, path=path, name=name)
+    # one block: in memory already, it is cut into blocks of whole chunks when written
+    whole = tuple(max(n, 1) for n in arr.shape)
+    return da.from_array(arr, chunks=whole, name=False, asarray=True), True
 
 
 def _chunk_shape_for(arr, chunks, from_numpy: bool, path, name) -> tuple[int, ...]:
@@ -435,47 +438,86 @@ def _chunk_tasks(plan, w: ArrayWrite, begin):
         plan.fence,
     )
     data = w.data
-    wanted = chunked.source_chunks(w.grid, w.box)
-    if data.ndim and tuple(data.chunks) != wanted:
-        data = data.rechunk(wanted)
+    if data.ndim:  # blocks of whole chunks: each task writes every chunk its block makes
+        if w.from_numpy:
+            nbytes = math.prod(w.shape) * w.dtype.itemsize
+            target = min(max(nbytes // (4 * (os.cpu_count() or 1)), 1 << 20), BLOCK_BYTES)
+            wanted = chunked.write.band_chunks(w.grid, w.box, w.dtype.itemsize, target)
+        else:
+            wanted = chunked.write.aligned_chunks(w.grid, w.box, data.chunks)
+        if tuple(data.chunks) != wanted:
+            data = data.rechunk(wanted)
     blocks = _per_block(data, _chunk_block, begin, spec)
     return dask.delayed(_collect, pure=False)(w.name, *blocks)
 
 
-def _chunk_block(block, _begun, spec: ChunkTask, block_id=None):
-    """map_blocks body of a chunked write: build one chunk (patching the stored one where
-    the box covers it in part), encode it and append it."""
-    if any(a == b for a, b in spec.box):
-        return _cell(None, block.ndim)  # an empty box touches no chunk
-    first = chunked.write.grid_box(spec.grid, spec.box)
-    index = tuple(lo + i for (lo, _), i in zip(first, block_id or ()))
-    write = chunked.chunk_write(spec.grid, spec.box, index)
-    old = _old_chunk(spec, index) if write.patch else None
+def _chunk_block(block, _begun, spec: ChunkTask, block_info=None):
+    """map_blocks body of a chunked write: build every chunk this block (whole chunks of the
+    box, or the box's edges) makes, patching stored chunks the box covers in part, encode
+    them and append them, a few system calls for all."""
+    if any(a == b for a, b in spec.box) or not block.size:
+        return _cell([], block.ndim)  # an empty box touches no chunk
+    where = block_info[0]["array-location"] if block.ndim else []
+    sub = tuple((a + lo, a + hi) for (a, _), (lo, hi) in zip(spec.box, where))
+    writes = chunked.plan_write(spec.grid, sub)
+    old_state = None
+    if spec.base_end >= 0 and any(w.patch for w in writes):
+        old_state = Reader(spec.path, verify=True, end=spec.base_end)
+    try:
+        done: list[tuple] = []
+        pending: list[tuple] = []
+        held = 0
+        for write in writes:
+            data = chunked.assemble(
+                write,
+                _storage(block[write.source], spec.dtype),
+                _old_chunk(old_state, spec, write.index) if write.patch else None,
+                lambda write=write: chunked.fill_array(
+                    spec.grid, write.extent, path=spec.path, name=spec.name
+                ),
+            )
+            blob, comp = chunked.encode_chunk(_storage(data, spec.dtype), spec.level, spec.checksum)
+            pending.append((write.index, blob, comp))
+            held += len(blob)
+            if held >= BLOCK_BYTES:
+                done += _append_chunks(spec, pending)
+                pending, held = [], 0
+        done += _append_chunks(spec, pending)
+    finally:
+        if old_state is not None:
+            old_state.close()
+    return _cell(done, block.ndim)
 
-    def empty() -> np.ndarray:
-        return chunked.fill_array(spec.grid, write.extent, path=spec.path, name=spec.name)
 
-    data = chunked.assemble(write, _storage(block, spec.dtype), old, empty)
-    blob, comp = chunked.encode_chunk(_storage(data, spec.dtype), spec.level, spec.checksum)
+def _append_chunks(spec: ChunkTask, pending: list[tuple]) -> list[tuple]:
+    """Append encoded chunks; (grid index, component where it landed) of each."""
+    if not pending:
+        return []
     with parallel.held(spec.fence):
-        offset = parallel.append_blob(spec.target, blob)
-    return _cell((index, comp.moved(offset)), block.ndim)
+        offsets = parallel.append_blobs(spec.target, [blob for _, blob, _ in pending])
+    return [(index, comp.moved(off)) for (index, _, comp), off in zip(pending, offsets)]
 
 
-def _old_chunk(spec: ChunkTask, index) -> np.ndarray | None:
+def _old_chunk(state: Reader | None, spec: ChunkTask, index) -> np.ndarray | None:
     """The stored chunk at ``index`` of the finalized state, an owned array (digest checked,
     so corruption is never carried into the new chunk; the fill value where there is none)."""
-    if spec.base_end < 0:
+    if state is None:
         return None
-    with Reader(spec.path, verify=True, end=spec.base_end) as r:
-        obj = r.metadata(spec.name).object
-        parts = Parts(r, spec.name, True, copy=True)
-        return chunked.read_chunk(obj, parts, index, path=spec.path, name=spec.name)
+    obj = state.metadata(spec.name).object
+    parts = Parts(state, spec.name, True, copy=True)
+    return chunked.read_chunk(obj, parts, index, path=spec.path, name=spec.name)
 
 
 def _collect(name: str, *items) -> tuple[str, list]:
-    cells = (i.flat[0] if isinstance(i, np.ndarray) else i for i in items)
-    return name, [c for c in cells if c is not None]
+    """(name, every (grid index, component) or (role, component) its tasks wrote)."""
+    out: list = []
+    for item in items:
+        cell = item.flat[0] if isinstance(item, np.ndarray) else item
+        if isinstance(cell, list):
+            out += cell
+        elif cell is not None:
+            out.append(cell)
+    return name, out
 
 
 def _commit(plan: parallel.ParallelPlan, writes: list[CommitSpec], offsets, results) -> int:

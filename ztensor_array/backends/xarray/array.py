@@ -18,7 +18,7 @@ from xarray.backends import BackendArray, CachingFileManager
 from xarray.core import indexing
 
 from ... import files as zfiles
-from ...layouts import dense
+from ...layouts import dense, select
 from ...reader import Reader, TensorRef
 
 
@@ -170,7 +170,10 @@ class ZTensorBackendArray(BackendArray):
         elif obj.format == "dense" and not self.files.verify:
             # zero-copy and still writable: each read gets its own copy-on-write map, so
             # in-place edits (``ds["v"] += 1``) never reach the file or other reads
-            value = dense.read(obj, lambda role: reader.private_view(name, role))
+            # a small window of a large tensor: only the pages it touches are read
+            axes, _ = select.normalize(key, self.shape)
+            few = select.scattered(axes, self.shape, self.dtype.itemsize)
+            value = dense.read(obj, lambda role: reader.private_view(name, role, scattered=few))
             out = np.asarray(outer_index(value, key))
         else:
             value = reader.read_tensor(name)

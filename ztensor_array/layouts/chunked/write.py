@@ -101,6 +101,47 @@ def source_chunks(grid: ChunkGrid, box: Box) -> tuple[tuple[int, ...], ...]:
     return tuple(out)
 
 
+def aligned_chunks(
+    grid: ChunkGrid, box: Box, chunks: Sequence[Sequence[int]]
+) -> tuple[tuple[int, ...], ...]:
+    """Dask-style chunks of the new data (shaped like the box) close to ``chunks`` whose
+    block edges all lie on chunk edges, so each chunk a write touches takes its new part
+    from exactly one block: every edge of ``chunks`` moves up to the next chunk edge (blocks
+    smaller than a chunk merge)."""
+    out = []
+    for (a, b), c, sizes in zip(box, grid.chunk_shape, chunks):
+        edges = {0, b - a}
+        pos = 0
+        for size in sizes[:-1]:
+            pos += size
+            edges.add(min(-(-(a + pos) // c) * c - a, b - a))  # next chunk edge, box coords
+        edges = sorted(edges)
+        out.append(tuple(hi - lo for lo, hi in itertools.pairwise(edges)) or (0,))
+    return tuple(out)
+
+
+def band_chunks(grid: ChunkGrid, box: Box, itemsize: int, target: int) -> tuple:
+    """Dask-style chunks of in-memory data shaped like the box: blocks of whole chunks of
+    about ``target`` bytes (bands along axis 0, split along the next axes too when a band
+    one chunk thick is larger), their edges on chunk edges."""
+    shape = [b - a for a, b in box]
+    steps = list(shape)
+    budget = max(target // max(itemsize, 1), 1)  # elements per block
+    for axis, c in enumerate(grid.chunk_shape):
+        rest = math.prod(shape[axis + 1 :])
+        if c * rest <= budget or axis == len(shape) - 1:
+            steps[axis] = max(budget // max(rest, 1) // c, 1) * c
+            break
+        steps[axis] = c
+        budget = max(budget // c, 1)
+    return aligned_chunks(grid, box, [_regular(n, step) for n, step in zip(shape, steps)])
+
+
+def _regular(n: int, step: int) -> tuple[int, ...]:
+    step = max(step, 1)
+    return tuple(min(step, n - i) for i in range(0, n, step)) or (0,)
+
+
 def assemble(
     write: ChunkWrite, part: np.ndarray, old: np.ndarray | None, empty: Callable[[], np.ndarray]
 ) -> np.ndarray:
