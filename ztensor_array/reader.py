@@ -744,6 +744,11 @@ class Reader:
             out[index] = (comp, self._stored(comp) if stored is None else stored)
         return out
 
+    def read_window(self, name: str, role: str, start: int, stop: int) -> np.ndarray | None:
+        """Bytes ``[start, stop)`` of a raw component fetched alone (``Getter.window``); a
+        mapped file has the whole component at hand: None."""
+        return None
+
     def fetch(self, name: str, parts: Iterable[str | Component]) -> dict | None:
         """The stored bytes of parts of object ``name`` about to be read (roles, or blobs an
         index locates), keyed by role or by (offset, length): a file read through a byte
@@ -957,6 +962,17 @@ class SourceReader(Reader):
         buf = memoryview(out.reshape(-1).view(np.uint8))
         buf[:] = self._span(offset, buf.nbytes)
 
+    def read_window(self, name: str, role: str, start: int, stop: int) -> np.ndarray | None:
+        if self._src.buffer is not None:
+            return None
+        self._check_open()
+        comp = self._object(name).components[role]
+        if comp.encoding != codecs.RAW or comp.byte_order != "little":
+            return None
+        if not 0 <= start <= stop <= comp.length:
+            return None
+        return np.frombuffer(self._span(comp.offset + start, stop - start), dtype=np.uint8)
+
     def fetch(self, name: str, parts: Iterable[str | Component]) -> dict | None:
         if self._src.buffer is not None:
             return None
@@ -1032,6 +1048,10 @@ class Parts:
             self.name, comp, label, nbytes, verify=self.verify, copy=self.copy, stored=stored
         )
 
+    def window(self, role: str, start: int, stop: int) -> np.ndarray | None:
+        verify = self.reader.verify if self.verify is None else self.verify
+        return None if verify else self.reader.read_window(self.name, role, start, stop)
+
     def scattered(self, role: str) -> np.ndarray:
         return self.reader.read_component(
             self.name, role, verify=self.verify, writable_view=True, scattered=True
@@ -1094,6 +1114,19 @@ def shared_reader(path: str | os.PathLike | sources.Target, *, verify: bool = Fa
         while len(_shared) > _SHARED_MAX:
             _shared.popitem(last=False)  # closes when its last user lets go
     return reader
+
+
+def share(reader: Reader) -> None:
+    """Make ``reader`` (of a ``sources.Target``, just opened) this process's shared reader of
+    its file, so lazy arrays built from it read without opening the file again."""
+    if reader.target is None:
+        raise ArgumentTypeError("only readers of URLs, contents or file objects are shared")
+    key = (reader.target, reader.verify)
+    with _shared_lock:
+        _shared[key] = reader
+        _shared.move_to_end(key)
+        while len(_shared) > _SHARED_MAX:
+            _shared.popitem(last=False)
 
 
 def forget_shared(path: str | os.PathLike | sources.Target | None = None) -> None:

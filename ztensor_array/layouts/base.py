@@ -43,6 +43,14 @@ class Getter(Protocol):
         reading k chunks costs about one round trip; a mapped file ignores it."""
         ...
 
+    def window(self, role: str, start: int, stop: int) -> np.ndarray | None:
+        """Bytes ``[start, stop)`` of a raw component as uint8, fetched alone, when the
+        file is read through a byte source (a URL): a small selection of a large tensor
+        then costs one range request of its bounding bytes. None for a mapped file (a view
+        of the whole component is as cheap) or when digests are checked (they cover the
+        whole component)."""
+        ...
+
     def scattered(self, role: str) -> np.ndarray:
         """Like ``get(role)`` for a raw component to be read in a few scattered places (a
         small selection of a large tensor): a view of its own that reads only the pages

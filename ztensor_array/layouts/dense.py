@@ -79,11 +79,38 @@ class Dense(Layout):
             value = read(obj, get)
             return np.array(value) if copy else value
         axes, keep = select.normalize(key, obj.shape)
+        if comp.encoding == RAW:
+            out = _read_window(obj, comp, get, axes, keep)
+            if out is not None:
+                return out
         if comp.encoding == RAW and select.scattered(axes, obj.shape, logical_dtype(comp).itemsize):
             value = as_logical(get.scattered("data"), comp).reshape(obj.shape)
             return np.array(select.take(value, axes, keep))  # never a view of that map
         out = select.take(read(obj, get), axes, keep)
         return np.array(out) if copy and out.base is not None else out
+
+
+def _read_window(obj: Object, comp: Component, get, axes, keep) -> np.ndarray | None:
+    """The selection read from only its bounding bytes (``get.window``: a remote file), an
+    owned array; None when the getter maps the file (or nothing is selected)."""
+    window = getattr(get, "window", None)
+    if window is None:
+        return None
+    dt = logical_dtype(comp)
+    bounds = select.bounding_box(axes, obj.shape)
+    if bounds is None:
+        part = window("data", 0, 0)
+        shape = tuple(len(a) for a, k in zip(axes, keep) if k)
+        return None if part is None else np.empty(shape, dt)
+    lo, hi, box, moved = bounds
+    part = window("data", lo * dt.itemsize, hi * dt.itemsize)
+    if part is None:
+        return None
+    flat = part.view(dt)
+    strides = [dt.itemsize * math.prod(obj.shape[i + 1 :]) for i in range(len(obj.shape))]
+    # every element of the box lies in [lo, hi): a strided view of the fetched bytes
+    boxed = np.lib.stride_tricks.as_strided(flat, box, strides, writeable=False)
+    return np.array(select.take(boxed, moved, keep))
 
 
 def encode(array: np.ndarray) -> tuple[str, str | None, np.ndarray]:

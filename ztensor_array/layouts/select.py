@@ -261,3 +261,22 @@ def last_index(sel: Axis) -> int:
     if len(sel) == 0:
         return -1
     return max(sel[0], sel[-1]) if isinstance(sel, range) else int(sel.max())
+
+
+def bounding_box(axes: list[Axis], shape) -> tuple[int, int, tuple, list[Axis]] | None:
+    """For a non-empty selection of a C-order array: the flat indices ``[lo, hi)`` that
+    hold every selected element, the shape of the selection's bounding box, and the axes
+    relative to the box's corner (element ``lo``). None when nothing is selected."""
+    if any(len(a) == 0 for a in axes):
+        return None
+    low = [min(a[0], a[-1]) if isinstance(a, range) else int(a.min()) for a in axes]
+    high = [last_index(a) for a in axes]
+    strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    lo = sum(i * s for i, s in zip(low, strides))
+    hi = sum(i * s for i, s in zip(high, strides)) + 1
+    box = tuple(h - m + 1 for m, h in zip(low, high))
+    moved: list[Axis] = [
+        range(a.start - m, a.stop - m, a.step) if isinstance(a, range) else a - m
+        for a, m in zip(axes, low)
+    ]
+    return lo, hi, box, moved

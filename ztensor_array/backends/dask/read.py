@@ -19,11 +19,11 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ... import codecs, dtypes
+from ... import codecs, dtypes, sources
 from ...errors import ArgumentTypeError, InvalidArgumentError, ZTensorError
 from ...layouts import chunked, sparse
 from ...layouts.base import require_known_types
-from ...reader import Reader, TensorRef
+from ...reader import Reader, TensorRef, share
 
 SPARSE_BLOCK_BYTES = 64 << 20  # target bytes of values + indices per CSR row block
 
@@ -59,8 +59,7 @@ class TensorSource:
     def __dask_tokenize__(self):
         # what fixes the data: the same tensor of the same file gives the same key, also
         # after the file grew by appends
-        ref = self.ref
-        return ("ztensor", ref.path, ref.file.dev, ref.file.ino, ref.name, ref.digest, self.verify)
+        return ("ztensor", *self.ref.token, self.verify)
 
     def __getitem__(self, key):
         reader = self.ref.open(verify=self.verify)
@@ -75,6 +74,7 @@ def from_ztensor(
     name: str | None = None,
     inline_array: bool = False,
     verify_checksum: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ):
     """A lazy dask array of one tensor of a .zt file (a dict of every tensor when ``tensor``
     is None), built like ``da.from_zarr``.
@@ -87,6 +87,11 @@ def from_ztensor(
     (``name=`` alone used to name the tensor: that spelling still works, with a
     DeprecationWarning). ``verify_checksum`` checks the digests of what each block reads (a
     non-chunked tensor is then read as one block, its digest checked once).
+
+    ``path`` may be anything ``Reader`` opens: a local path, an fsspec URL (with
+    ``storage_options``: tasks carry the URL and open the file on the worker, its manifest
+    fetched once per process), bytes-like contents or an open binary file object (the
+    latter only for schedulers in this process).
     """
     if tensor is None and name is not None:
         warnings.warn(
@@ -96,15 +101,23 @@ def from_ztensor(
             stacklevel=2,
         )
         tensor, name = name, None
-    path = os.path.abspath(os.fspath(path))
-    with Reader(path) as r:
+    where = sources.target(path, storage_options)
+    if isinstance(where, str):
+        where = os.path.abspath(where)
+    r = Reader(where)
+    try:
         if tensor is None:
             return {
                 t: _array(r, t, chunks, None, inline_array, verify_checksum) for t in r.tensor_names
             }
         if not isinstance(tensor, str):
-            raise ArgumentTypeError(f"tensor names are text, got {tensor!r}", path=path)
+            raise ArgumentTypeError(f"tensor names are text, got {tensor!r}", path=r.path)
         return _array(r, tensor, chunks, name, inline_array, verify_checksum)
+    finally:
+        if r.target is None:
+            r.close()
+        else:  # this process's tasks read through it: the manifest is not fetched again
+            share(r)
 
 
 def checked_chunks(chunks, shape, dtype, *, path, name, limit=None):

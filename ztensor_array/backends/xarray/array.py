@@ -18,6 +18,7 @@ from xarray.backends import BackendArray, CachingFileManager
 from xarray.core import indexing
 
 from ... import files as zfiles
+from ... import sources
 from ...layouts import dense, select
 from ...reader import Reader, TensorRef
 
@@ -45,8 +46,8 @@ class ReaderFiles:
 
     __slots__ = ("_manager", "path", "verify")
 
-    def __init__(self, path: str, verify: bool = False) -> None:
-        self.path = path
+    def __init__(self, path: str | sources.Target, verify: bool = False) -> None:
+        self.path = path  # a local path, or a sources.Target (a URL...): pickles by value
         self.verify = verify
         self._manager = CachingFileManager(_OpenedReader, path, mode="r", kwargs={"verify": verify})
 
@@ -58,6 +59,10 @@ class ReaderFiles:
 
     def acquire(self) -> Reader:
         reader = self._manager.acquire().reader
+        if isinstance(self.path, sources.Target):
+            # asking a server for the state on every read would cost a request each: a
+            # changed object is caught by the reads themselves (ObjectChangedError)
+            return reader
         if reader.identity != zfiles.identity(self.path):
             self._manager.close()
             reader = self._manager.acquire().reader
@@ -72,7 +77,11 @@ class ReaderFiles:
 
 
 def _rebuild_array(files: ReaderFiles, name, file, digest, shape, dtype, char):
-    ref = TensorRef(files.path, name, zfiles.FileIdentity(*file), digest)
+    if isinstance(files.path, sources.Target):
+        target = files.path
+        ref = TensorRef(target.name, name, sources.Version(*file), digest, target)
+    else:
+        ref = TensorRef(files.path, name, zfiles.FileIdentity(*file), digest)
     return ZTensorBackendArray(files, ref, shape, dtype, char)
 
 
@@ -133,8 +142,7 @@ class ZTensorBackendArray(BackendArray):
     def __dask_tokenize__(self):
         # what fixes the data, as for from_ztensor's arrays: the same object of the same file
         # gives the same key, also after the file grew by appends of other objects
-        ref = self.ref
-        return ("ztensor", ref.path, ref.file.dev, ref.file.ino, ref.name, ref.digest)
+        return ("ztensor", *self.ref.token)
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         if isinstance(key, indexing.VectorizedIndexer):  # point-wise: only chunks with points
@@ -167,6 +175,8 @@ class ZTensorBackendArray(BackendArray):
         name = self.ref.name
         if obj.format == "chunked":  # only the chunks holding selected elements are decoded
             out = reader.read_slice(name, key)
+        elif obj.format == "dense" and reader.target is not None:
+            out = reader.read_slice(name, key)  # a remote file: only the selection's bytes
         elif obj.format == "dense" and not self.files.verify:
             # zero-copy and still writable: each read gets its own copy-on-write map, so
             # in-place edits (``ds["v"] += 1``) never reach the file or other reads

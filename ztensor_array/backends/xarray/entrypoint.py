@@ -3,20 +3,30 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterable
 
 import xarray as xr
 from xarray.backends import AbstractDataStore, BackendEntrypoint, StoreBackendEntrypoint
 
+from ... import sources
 from ...constants import MAGICS
-from .store import ZTensorStore, local_path, norm_group
+from .store import ZTensorStore, norm_group, read_target
 
 
 def _sniff(filename_or_obj) -> bool:
+    """Whether this is something the engine opens: a local .zt file (by its magic, or its
+    name), a URL ending in .zt when fsspec is installed (no request is made to find out),
+    zTensor bytes, or a binary file object positioned anywhere whose first bytes are a
+    zTensor magic (its position is kept)."""
     try:
         if isinstance(filename_or_obj, str | os.PathLike):
             path = os.fspath(filename_or_obj)
+            if isinstance(path, str) and sources.is_url(path):
+                url = path.split("::", 1)[-1] if "::" in path else path
+                tail = url.split("?", 1)[0].rstrip("/").lower()
+                return tail.endswith(".zt") and importlib.util.find_spec("fsspec") is not None
             try:
                 with open(path, "rb") as f:
                     head = f.read(8)
@@ -25,8 +35,17 @@ def _sniff(filename_or_obj) -> bool:
             except OSError:
                 pass
             return os.path.splitext(path)[1].lower() == ".zt"
-        if isinstance(filename_or_obj, bytes | memoryview):
-            return bytes(filename_or_obj[:8]) in MAGICS
+        if isinstance(filename_or_obj, bytes | bytearray | memoryview):
+            return bytes(memoryview(filename_or_obj).cast("B")[:8]) in MAGICS
+        if callable(getattr(filename_or_obj, "seek", None)) and callable(
+            getattr(filename_or_obj, "read", None)
+        ):
+            where = filename_or_obj.tell()
+            try:
+                filename_or_obj.seek(0)
+                return bytes(filename_or_obj.read(8)) in MAGICS
+            finally:
+                filename_or_obj.seek(where)
         return False
     except Exception:  # guess_can_open must never raise
         return False
@@ -64,6 +83,7 @@ class ZTensorBackendEntrypoint(BackendEntrypoint):
         "decode_timedelta",
         "group",
         "verify_checksums",
+        "storage_options",
     )
 
     def guess_can_open(self, filename_or_obj) -> bool:
@@ -82,12 +102,15 @@ class ZTensorBackendEntrypoint(BackendEntrypoint):
         decode_timedelta=None,
         group: str | None = None,
         verify_checksums: bool = False,
+        storage_options: dict | None = None,
     ):
-        """``verify_checksums=True`` checks each component's digest when it is read."""
+        """``verify_checksums=True`` checks each component's digest when it is read.
+        ``filename_or_obj``: a local path, an fsspec URL (with ``storage_options``, as
+        zarr takes them), bytes-like contents or an open binary file object."""
         if isinstance(filename_or_obj, AbstractDataStore):
             store = filename_or_obj
         else:
-            path = local_path(filename_or_obj)
+            path = read_target(filename_or_obj, storage_options)
             store = ZTensorStore.open(path, "r", group=group, verify=verify_checksums)
         try:
             return _decoded(
@@ -111,10 +134,12 @@ class ZTensorBackendEntrypoint(BackendEntrypoint):
         drop_variables: str | Iterable[str] | None = None,
         group: str | None = None,
         verify_checksums: bool = False,
+        storage_options: dict | None = None,
         **decoders,
     ) -> dict:
         """Every group at or below ``group``, by path; ``decoders`` as for open_dataset."""
-        root = ZTensorStore.open(local_path(filename_or_obj), "r", verify=verify_checksums)
+        path = read_target(filename_or_obj, storage_options)
+        root = ZTensorStore.open(path, "r", verify=verify_checksums)
         parent = norm_group(group)
         out = {}
         for g in root.groups():

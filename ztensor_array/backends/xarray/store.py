@@ -15,6 +15,7 @@ import numpy as np
 from xarray import Variable, conventions
 from xarray.core import indexing
 
+from ... import sources
 from ...attributes import private_copy
 from ...errors import (
     ArgumentTypeError,
@@ -90,7 +91,15 @@ class ZTensorStore(WritableCFDataStore):
     ) -> None:
         if mode != "r" and mode not in WRITE_MODES:
             raise InvalidArgumentError(f"mode must be 'r' or one of {WRITE_MODES}, got {mode!r}")
-        self.path = os.fspath(path)
+        # a URL, contents or a file object (reading only): what lazy variables reopen
+        self.target = path if isinstance(path, sources.Target) else None
+        if self.target is not None and mode != "r":
+            raise InvalidArgumentError(
+                f"mode {mode!r} needs a local file: a remote object cannot be modified in "
+                "place (write it whole with mode 'w' or 'w-')",
+                path=self.target.name,
+            )
+        self.path = self.target.name if self.target is not None else os.fspath(path)
         self.mode = mode
         self.group = norm_group(group)
         self.append_dim = append_dim
@@ -104,9 +113,9 @@ class ZTensorStore(WritableCFDataStore):
             self._state = root._state
             return
         self._state = _FileState()
-        exists = os.path.exists(self.path)
+        exists = self.target is not None or os.path.exists(self.path)
         if mode == "r" or (mode in ("a", "a-", "r+") and exists):
-            files = ReaderFiles(self.path, verify)
+            files = ReaderFiles(self.target or self.path, verify)
             reader = files.acquire()
             # reading needs no reader of its own: lazy variables go through ``files``
             kept = None if mode == "r" else reader
@@ -121,7 +130,8 @@ class ZTensorStore(WritableCFDataStore):
     def __getstate__(self):
         if self.mode != "r":
             raise ArgumentTypeError("a ZTensorStore open for writing cannot be pickled")
-        return {"path": self.path, "group": self.group, "verify": self.verify}
+        path = self.path if self.target is None else self.target
+        return {"path": path, "group": self.group, "verify": self.verify}
 
     def __setstate__(self, state) -> None:
         self.__init__(state["path"], "r", group=state["group"], verify=state["verify"])
@@ -134,7 +144,7 @@ class ZTensorStore(WritableCFDataStore):
 
     def get_child_store(self, group: str) -> ZTensorStore:
         return type(self)(
-            self.path,
+            self.target or self.path,
             self.mode,
             group=join_group(self.group, group),
             append_dim=self.append_dim,
@@ -462,6 +472,13 @@ class ZTensorStore(WritableCFDataStore):
 def local_path(path: str | os.PathLike) -> str:
     """A path as text, absolute, with ``~`` expanded (as xarray's backends take paths)."""
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def read_target(obj, storage_options: dict | None = None) -> str | sources.Target:
+    """What a read opens: a local path (as ``local_path``), or a ``sources.Target`` for an
+    fsspec URL (with ``storage_options``), bytes-like contents or a binary file object."""
+    where = sources.target(obj, storage_options)
+    return local_path(where) if isinstance(where, str) else where
 
 
 def norm_group(group: str | None) -> str:
