@@ -21,8 +21,9 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 class RangeServer:
     """Serve ``root`` on 127.0.0.1 (a free port). Knobs, changeable while it runs:
     ``ignore_range``, ``truncate`` (send half of each body), ``shift`` (answer a range
-    request with the bytes that many further on, labelled as asked), ``delay`` (seconds
-    before each answer)."""
+    request with the bytes that many further on, labelled as asked), ``misplace`` (answer
+    with the range that many bytes further on, labelled as what it is), ``delay`` (seconds
+    before each answer). ``headers`` holds each request's headers."""
 
     def __init__(self, root: str, *, delay: float = 0.0) -> None:
         self.root = os.path.abspath(root)
@@ -30,7 +31,9 @@ class RangeServer:
         self.ignore_range = False
         self.truncate = False
         self.shift = 0
+        self.misplace = 0
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         server = self
 
@@ -62,6 +65,7 @@ class RangeServer:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.headers.clear()
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -80,6 +84,7 @@ class RangeServer:
         rng = h.headers.get("Range")
         with self._lock:
             self.requests.append(("HEAD" if head else "GET", h.path, rng))
+            self.headers.append(dict(h.headers))
         if self.delay:
             time.sleep(self.delay)
         path = os.path.join(self.root, h.path.split("?", 1)[0].lstrip("/"))
@@ -109,6 +114,9 @@ class RangeServer:
                 end = min(size, int(last) + 1) if last else size
             if start >= size:
                 return self._status(h, 416, size)
+            if self.misplace and first:
+                start = min(start + self.misplace, size - 1)
+                end = min(end + self.misplace, size)
             status = 206
         h.send_response(status)
         h.send_header("Content-Length", str(end - start))

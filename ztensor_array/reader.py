@@ -596,7 +596,8 @@ class Reader:
         obj = self._object(name)
         require_known_types(obj, self.path, name)
         get = Parts(self, name, verify_checksum, copy=copy, writable=to == "torch" and not copy)
-
+        if self.target is not None and len(obj.components) > 1 and obj.format != "chunked":
+            get.prefetch(obj.components)  # a remote file: all parts in one round of requests
         if obj.format == "dense":  # the hot path skips the registry
             value = dense.read(obj, get)
         else:
@@ -847,6 +848,7 @@ class SourceReader(Reader):
         self._fd = -1
         self._digests: dict[str, str] = {}
         self._kept: OrderedDict[tuple[int, int], memoryview] = OrderedDict()
+        self._inflight: dict[tuple[int, int], threading.Event] = {}  # small spans being fetched
         self._kept_bytes = 0
         self._src = where.open(_TAIL_READ)
         self.identity = self._src.version
@@ -929,14 +931,27 @@ class SourceReader(Reader):
         if buffer is not None:
             return buffer[offset : offset + length]
         key = (offset, length)
-        with self._lock:
-            kept = self._kept.get(key)
-            if kept is not None:
-                self._kept.move_to_end(key)
-                return kept
-        data = self._src.read(offset, length)
-        if 0 < length <= self.KEEP_ONE and offset < self._src.tail_start:
-            self._keep([(key, data)])
+        keep = 0 < length <= self.KEEP_ONE and offset < self._src.tail_start
+        while True:
+            with self._lock:
+                kept = self._kept.get(key)
+                if kept is not None:
+                    self._kept.move_to_end(key)
+                    return kept
+                busy = self._inflight.get(key) if keep else None
+                if busy is None:
+                    if keep:  # threads asking for it meanwhile wait for this fetch
+                        self._inflight[key] = threading.Event()
+                    break
+            busy.wait()  # kept when that fetch succeeded; else fetched here
+        try:
+            data = self._src.read(offset, length)
+            if keep:
+                self._keep([(key, data)])
+        finally:
+            if keep:
+                with self._lock:
+                    self._inflight.pop(key).set()
         return data
 
     def _keep(self, items) -> None:

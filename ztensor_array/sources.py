@@ -23,6 +23,7 @@ fsspec (the ``remote`` extra: fsspec, aiohttp, s3fs) is imported only for URLs.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
@@ -379,19 +380,30 @@ class StreamSource(Source):
         with self._lock:
             for start, end in ranges:
                 self._file.seek(start)
-                buf = bytearray(end - start)
-                readinto = getattr(self._file, "readinto", None)
-                if callable(readinto):
-                    got, view = 0, memoryview(buf)
-                    while got < len(buf):
-                        n = readinto(view[got:])
-                        if not n:
-                            break
-                        got += n
-                    out.append(buf if got == len(buf) else buf[:got])
-                else:
-                    out.append(self._file.read(end - start))
+                out.append(self._read(end - start))
         return out
+
+    def _read(self, n: int) -> bytearray:
+        """Up to ``n`` bytes from the position (fewer only at the end): ``readinto`` where
+        the object has it, else ``read``, each called until done (raw streams may return
+        less than asked)."""
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        readinto = getattr(self._file, "readinto", None)
+        while got < n:
+            try:
+                if not callable(readinto):
+                    raise NotImplementedError
+                k = readinto(view[got:])
+            except (NotImplementedError, io.UnsupportedOperation):
+                readinto = None
+                chunk = self._file.read(n - got)
+                k = len(chunk) if chunk else 0
+                view[got : got + k] = chunk or b""
+            if not k:
+                break
+            got += k
+        return buf if got == n else buf[:got]
 
 
 class FsspecSource(Source):
@@ -579,12 +591,18 @@ async def _body(r, n: int, name: str) -> bytes:
     not the range asked for (never more than n + 1 bytes are read)."""
     import asyncio  # aiohttp's stream errors
 
+    import aiohttp  # HTTP(S) only
+
     try:
         data = await r.content.readexactly(n)
         extra = await r.content.read(1)
     except asyncio.IncompleteReadError as exc:
         raise RemoteError(
             f"the server sent {len(exc.partial)} of {n} bytes (truncated)", path=name
+        ) from None
+    except aiohttp.ClientPayloadError as exc:  # fewer bytes than its Content-Length
+        raise RemoteError(
+            f"the server sent fewer than the {n} bytes asked for (truncated): {exc}", path=name
         ) from None
     if extra:
         raise RemoteError(f"the server sent more than the {n} bytes asked for", path=name)
