@@ -233,8 +233,9 @@ def test_open_is_one_request_for_a_small_file_two_for_a_large_one(tmp_path, serv
 
 
 def test_a_manifest_larger_than_the_tail_costs_one_more_round(tmp_path, server):
-    names = {f"t{i:05d}": np.arange(i % 5 + 1, dtype="u1") for i in range(3000)}
-    zt.to_ztensor(names, tmp_path / "many.zt")
+    with zt.Writer(tmp_path / "many.zt") as w:
+        for i in range(3000):
+            w.add_tensor(f"t{i:05d}", np.arange(i % 5 + 1, dtype="u1"))
     with zt.Reader(tmp_path / "many.zt") as local:
         assert local.size - local.manifest_offset > 64 * KiB
     with zt.Reader(server.url("many.zt")) as r:
