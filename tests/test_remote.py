@@ -450,11 +450,7 @@ def s3():
     srv = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     srv.start()
     endpoint = f"http://127.0.0.1:{srv._server.port}"
-    opts = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
+    opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
     fs = fsspec.filesystem("s3", **opts)
     fs.mkdir("ztensor-test")
     try:
