@@ -15,6 +15,7 @@ import pickle
 import subprocess
 import sys
 
+import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse
@@ -519,6 +520,11 @@ def test_distributed_workers_open_the_url_themselves(tmp_path, server):
         distributed.Client(cluster),
     ):
         lazy = xr.open_dataset(url, engine="ztensor", chunks={})
-        xr.testing.assert_identical(lazy.t.mean("time").compute(), ds.t.mean("time"))
+        server.reset()
+        want = ds.t.chunk({"time": 6}).mean("time").compute(scheduler="threads")
+        xr.testing.assert_identical(lazy.t.mean("time").compute(), want)
+        # the worker opened the URL itself (tail and magic), then one request per chunk
+        worker = _gets(server)
+        assert worker[:2] == [(-1, 64 * KiB), (0, 7)] and len(worker) <= 2 + 4
         arr = from_ztensor(url, "t")
-        _same(arr.sum(axis=0).compute(), ds.t.values.sum(axis=0))
+        _same(arr.sum(axis=0).compute(), da.from_array(ds.t.values, (6, 30, 40)).sum(0).compute())
