@@ -11,6 +11,7 @@ is compared with what the same file reads as from a local path.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from ztensor_array import sources
 from ztensor_array.backends.dask import from_ztensor
 from ztensor_array.backends.xarray.entrypoint import ZTensorBackendEntrypoint
 from ztensor_array.errors import ObjectChangedError, RemoteError, ZTensorError
-from ztensor_array.numpy import load_file
+from ztensor_array.numpy import load_file, save_file
 from ztensor_array.reader import SourceReader, forget_shared
 
 fsspec = pytest.importorskip("fsspec")
@@ -440,6 +441,43 @@ def test_a_remote_store_refuses_modes_that_modify_in_place(tmp_path, server):
         zt.to_ztensor(ds.isel(time=slice(0, 2)), server.url("a.zt"), mode="a", append_dim="time")
 
 
+# --------------------------------------------------------------------------- writing to URLs
+
+
+def _upload_dirs() -> set[str]:
+    import tempfile
+
+    root = tempfile.gettempdir()
+    return {d for d in os.listdir(root) if d.startswith("ztensor-upload-")}
+
+
+def test_writes_to_a_url_upload_the_finished_file(tmp_path):
+    fs = fsspec.filesystem("memory")
+    before = _upload_dirs()
+    ds = _dataset()
+    try:
+        zt.to_ztensor(ds, "memory://ztensor-w/ds.zt", encoding={"t": {"compress": True}})
+        xr.testing.assert_identical(
+            xr.open_dataset("memory://ztensor-w/ds.zt", engine="ztensor").load(), ds
+        )
+        zt.to_ztensor(np.arange(5), "memory://ztensor-w/a.zt", "a")
+        save_file({"b": np.ones(3)}, "memory://ztensor-w/b.zt")
+        _same(load_file("memory://ztensor-w/b.zt")["b"], np.ones(3))
+        with pytest.raises(ZTensorError, match="exists"):
+            zt.to_ztensor(np.arange(5), "memory://ztensor-w/a.zt", "a", mode="w-")
+        with pytest.raises(RuntimeError, match="boom"), zt.Writer("memory://ztensor-w/c.zt") as w:
+            w.add_tensor("c", np.ones(3))
+            raise RuntimeError("boom")
+        assert not fs.exists("/ztensor-w/c.zt")  # a failed write leaves no object
+        with pytest.raises(ZTensorError, match="cannot be modified in place"):
+            zt.Writer("memory://ztensor-w/a.zt", "a")
+        with pytest.raises(ZTensorError, match="cannot be modified in place"):
+            zt.to_ztensor(np.arange(5), "memory://ztensor-w/a.zt", "a", mode="a")
+    finally:
+        fs.rm("/ztensor-w", recursive=True)
+    assert _upload_dirs() == before  # and no temporary file
+
+
 # --------------------------------------------------------------------------- S3 (moto)
 
 
@@ -492,6 +530,17 @@ def test_s3_xarray_and_open_mfdataset(tmp_path, s3):
     xr.testing.assert_identical(one.load(), ds.isel(time=slice(0, 12)))
     both = xr.open_mfdataset(urls, engine="ztensor", backend_kwargs={"storage_options": opts})
     xr.testing.assert_identical(both.compute(), ds)
+
+
+def test_s3_writes_and_reads_back(tmp_path, s3):
+    fs, opts = s3
+    ds = _dataset()
+    url = "s3://ztensor-test/written.zt"
+    zt.to_ztensor(ds, url, encoding={"t": {"compress": True}}, storage_options=opts)
+    got = xr.open_dataset(url, engine="ztensor", storage_options=opts)
+    xr.testing.assert_identical(got.load(), ds)
+    save_file({"x": np.arange(7)}, "s3://ztensor-test/saved.zt", storage_options=opts)
+    _same(load_file("s3://ztensor-test/saved.zt", storage_options=opts)["x"], np.arange(7))
 
 
 def test_s3_object_changed_between_requests(tmp_path, s3):

@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ArgumentTypeError
+from . import sources
+from .errors import ArgumentTypeError, UnsupportedError
 
 
 def _is_xarray(obj: Any) -> bool:
@@ -33,6 +34,7 @@ def to_ztensor(
     region: Any = None,
     group: str | None = None,
     compute: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ):
     """Write ``obj`` to ``path``. Returns None once the file is written, finalized and
     closed, or a dask Delayed that writes it when ``compute=False`` (``to_zarr`` returns its
@@ -51,7 +53,35 @@ def to_ztensor(
     overwrites; only the chunks it touches are rewritten.
     group: xarray objects only: the group the Dataset (or the DataTree's root) is written
     as, e.g. "/run1"; with mode "a" it adds to or replaces that group of an existing file.
+    path may be an fsspec URL (with ``storage_options``): the file is written to a local
+    temporary file, then uploaded whole, so the object appears only complete. Mode "a",
+    ``region`` and ``append_dim`` modify a file in place and need a local path.
     """
+    dest = sources.remote_destination(path, dict(storage_options or {}))
+    if dest is not None:
+        if mode not in ("w", "w-") or region is not None or append_dim is not None:
+            raise UnsupportedError(
+                f"mode {mode!r} (or region=/append_dim=) needs a local file: a remote object "
+                "cannot be modified in place (write a local copy, then upload it whole)",
+                path=dest.name,
+            )
+        if not compute:
+            raise UnsupportedError(
+                "compute=False writes need a local path: the upload of a URL follows the "
+                "write at once",
+                path=dest.name,
+            )
+        upload = sources.Upload(dest, exclusive=mode == "w-")
+        try:
+            to_ztensor(
+                obj, upload.local, name, mode="w", compress=compress, chunks=chunks,
+                checksum=checksum, encoding=encoding, group=group,
+            )  # fmt: skip
+        except BaseException:
+            upload.discard()
+            raise
+        upload.commit()
+        return None
     if _is_xarray(obj):
         from .backends.xarray import to_ztensor_dataset
 

@@ -23,8 +23,10 @@ def save_file(
     *,
     checksum: str | None = None,
     compression: bool | int | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> None:
-    """Write a dict of arrays (numpy, torch, scipy.sparse or array-like) to ``path``.
+    """Write a dict of arrays (numpy, torch, scipy.sparse or array-like) to ``path`` (a
+    local path, or an fsspec URL with ``storage_options``: uploaded once complete).
 
     ``metadata`` becomes the file's global attributes. ``compression`` is the reference's
     spelling of ``compress``.
@@ -32,7 +34,7 @@ def save_file(
     if compression is not None:
         compress = compression
     # The arrays stay untouched until we return, so compression can read them in place.
-    with Writer(path, copy_inputs=False) as w:
+    with Writer(path, copy_inputs=False, storage_options=storage_options) as w:
         if metadata:
             w.attributes.update(attrs_codec.as_mapping(metadata, w.path))
         for name, value in tensors.items():
@@ -42,13 +44,19 @@ def save_file(
                 w.add_tensor(name, value, compress=compress, checksum=checksum)
 
 
-def load_file(path: str | os.PathLike, *, verify_checksum: bool = False) -> dict[str, Any]:
+def load_file(
+    path: str | os.PathLike,
+    *,
+    verify_checksum: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every tensor of the file as an owned, writable numpy array (or scipy.sparse matrix).
 
     Raw tensors are read with ``preadv`` straight into fresh arrays (no page-cache mapping
-    is kept), compressed ones are decoded in parallel.
+    is kept), compressed ones are decoded in parallel. ``path`` may also be anything
+    ``Reader`` opens: an fsspec URL (with ``storage_options``), bytes, a file object.
     """
-    with Reader(path) as r:
+    with Reader(path, storage_options=storage_options) as r:
         return r.to_dict(copy=True, verify_checksum=verify_checksum)
 
 

@@ -674,11 +674,12 @@ class Upload:
     def __init__(self, dest: URLTarget, *, exclusive: bool = False) -> None:
         import tempfile  # writing to URLs only
 
+        self._dir: str | None = None
         self.target = dest
         self.fs, self.path = dest.filesystem()
         if exclusive and self._exists():
             raise FileExistsZTError("path exists (mode='x')", path=dest.name)
-        self._dir: str | None = tempfile.mkdtemp(prefix="ztensor-upload-")
+        self._dir = tempfile.mkdtemp(prefix="ztensor-upload-")
         base = self.path.rstrip("/").rsplit("/", 1)[-1] or "upload.zt"
         self.local = os.path.join(self._dir, base)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import attributes as attrs_codec
-from . import codecs, constants, dtypes, files, manifest, validation
+from . import codecs, constants, dtypes, files, manifest, sources, validation
 from .codecs import byte_view, digests
 from .codecs.policy import normalize_checksum, normalize_compress
 from .errors import (
@@ -109,6 +109,9 @@ class Writer:
     durable: fsync blobs, then the manifest, then the folder (power-loss safety).
     copy_inputs: compressed tensors are encoded in the background, so by default a writable
     input is copied first; pass False if you will not modify the arrays before finalize().
+    path may be an fsspec URL (with ``storage_options``): the file is written to a local
+    temporary file and uploaded whole by ``finalize()``, so the object appears only complete
+    (an aborted write leaves no object and no temporary file); mode "a" needs a local file.
     """
 
     def __init__(
@@ -119,9 +122,21 @@ class Writer:
         durable: bool = False,
         workers: int | None = None,
         copy_inputs: bool = True,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
+        self._upload: sources.Upload | None = None
+        dest = sources.remote_destination(path, storage_options)
+        if dest is not None:
+            if mode == "a":
+                raise UnsupportedError(
+                    "mode 'a' needs a local file: a remote object cannot be modified in "
+                    "place (append to a local copy and write it whole)",
+                    path=dest.name,
+                )
+            self._upload = sources.Upload(dest, exclusive=mode == "x")
+            path = self._upload.local  # written here, uploaded by finalize()
         self.path = files.fspath(path)
         self.mode = mode
         self.durable = durable
@@ -884,6 +899,8 @@ class Writer:
             raise
         self._done = True
         self._release()
+        if self._upload is not None:  # the object appears whole, or not at all
+            self._upload.commit()
         if self.mode == "a":  # the next open of this state in this process decodes nothing
             validation.remember(self.path, start, mbytes, kept)
         return size
@@ -948,6 +965,8 @@ class Writer:
             files.unlink_quietly(self._tmp_name)
             self._tmp_name = None
         self._release()
+        if self._upload is not None:
+            self._upload.discard()
 
     def _release(self) -> None:
         if self._pool is not None:
