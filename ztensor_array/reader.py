@@ -819,8 +819,9 @@ class SourceReader(Reader):
     """A Reader over a byte source (``sources.py``): a URL, bytes-like file contents, or an
     open binary file object. The same surface and checks as a Reader of a local file; bytes
     are fetched instead of mapped. Opening costs the source's tail read (footer, manifest and
-    what precedes them within ``_TAIL_READ`` bytes) plus, for a larger file, one round trip
-    for the header magic (with the rest of a manifest larger than the tail). Small stored
+    what precedes them within ``_TAIL_READ`` bytes; HTTP and S3 sources ask for the header
+    magic in the same round trip), plus one more round trip only for a manifest larger than
+    the tail (with the magic, when it did not come along). Small stored
     parts (up to ``KEEP_ONE`` bytes, ``KEEP_ALL`` in all) are kept once fetched: coordinates
     and chunk index segments are read once per reader. Views are read-only, as a map's."""
 
@@ -866,8 +867,9 @@ class SourceReader(Reader):
     def _load_manifest(self) -> tuple[Manifest, int]:
         src, size = self._src, self.size
         tail = src.tail
-        # the header magic comes with the tail for a small file, else with the next request
-        head = bytes(tail[:8]) if src.tail_start == 0 else None
+        # the header magic: in the tail of a small file, else fetched with the tail by an
+        # HTTP or S3 source (same object), else with the next request
+        head = bytes(tail[:8]) if src.tail_start == 0 else src.head
         try:
             start, length = manifest.locate(size, bytes(tail[-constants.FOOTER_SIZE :]), self.path)
         except ZTensorError:  # first say what the file is, if it is no v1 file

@@ -246,6 +246,7 @@ class Source:
     """The bytes of one file (one state of it): its size, its tail, and ranged reads."""
 
     buffer: memoryview | None = None  # the whole file, when it is in memory
+    head: bytes | None = None  # its first 8 bytes, when they came with the open
 
     def __init__(self, name: str, size: int, tag: str, tail) -> None:
         self.name = name
@@ -440,17 +441,34 @@ _TAG_KEYS = ("ETag", "etag", "VersionId", "version_id", "generation", "mtime", "
 
 class _AsyncRangeSource(Source):
     """A store read with our own checked range requests on fsspec's event loop: the open is
-    one suffix request (tail, size and tag in one answer); reads run concurrently."""
+    one round trip of two concurrent requests, a suffix request (tail, size and tag in one
+    answer) and one for the header magic (kept when it is of the same object); reads run
+    concurrently."""
 
     def __init__(self, fs, path: str, name: str, tail: int) -> None:
         self.fs, self.path = fs, path
         super().__init__(name, 0, "", b"")
-        size, tag, data = self._run(self._open(tail))
+        size, tag, data, head = self._run(self._open_both(tail))
         self.size, self.version = size, Version(size, tag)
         self._tail = memoryview(data)
         self.tail_start = size - len(data)
         if self.tail_start == 0:
             self.buffer = self._tail  # the whole file came in the first answer
+        elif head is not None and head[1:] == (size, tag) and len(head[0]) == min(8, size):
+            self.head = head[0]
+
+    async def _open_both(self, tail: int):
+        import asyncio  # fsspec's loop is asyncio's
+
+        opened, head = await asyncio.gather(self._open(tail), self._head(), return_exceptions=True)
+        if isinstance(opened, BaseException):
+            raise opened
+        # a failed or odd head answer is no error: the reader asks for those bytes again
+        return (*opened, None if isinstance(head, BaseException) else head)
+
+    async def _head(self) -> tuple[bytes, int | None, str] | None:
+        """(first 8 bytes, object size, tag) from a range answer, or None."""
+        raise NotImplementedError
 
     def _run(self, coro):
         from fsspec.asyn import sync  # optional: URLs only
@@ -556,6 +574,16 @@ class HTTPSource(_AsyncRangeSource):
             data = await _body(r, int(length), self.name)
             return len(data), tag, data
 
+    async def _head(self):
+        async with await self._get("bytes=0-7", False) as r:
+            if r.status != 206:  # never the body of a server ignoring Range
+                return None
+            first, last, total = _content_range(r.headers.get("Content-Range"))
+            if first != 0 or last is None or last > 7:
+                return None
+            tag = r.headers.get("ETag") or r.headers.get("Last-Modified") or ""
+            return await _body(r, last + 1, self.name), total, tag
+
     async def _range(self, start: int, end: int) -> bytes:
         async with await self._get(f"bytes={start}-{end - 1}", True) as r:
             if r.status in (404, 410, 412, 416):
@@ -634,6 +662,18 @@ class S3Source(_AsyncRangeSource):
         if first is None or last != total - 1 or len(data) != last - first + 1:
             raise RemoteError("the server sent no valid tail of the object", path=self.name)
         return total, tag, data
+
+    async def _head(self):
+        resp = await self._get("bytes=0-7")
+        first, last, total = _content_range(resp.get("ContentRange"))
+        tag = str(resp.get("ETag") or "")
+        if first is None:  # the whole (tiny) object
+            length = int(resp.get("ContentLength") or 0)
+            first, last, total = 0, length - 1, length
+        if first != 0 or last > 7:
+            resp["Body"].close()
+            return None
+        return await _s3_body(resp, last + 1, self.name), total, tag
 
     async def _range(self, start: int, end: int) -> bytes:
         resp = await self._get(f"bytes={start}-{end - 1}")

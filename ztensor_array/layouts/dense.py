@@ -94,18 +94,14 @@ def _read_window(obj: Object, comp: Component, get, axes, keep) -> np.ndarray | 
     """The selection read from only its bounding bytes (``get.window``: a remote file), an
     owned array; None when the getter maps the file (or nothing is selected)."""
     window = getattr(get, "window", None)
-    if window is None:
+    if window is None or window("data", 0, 0) is None:  # a mapped file: the usual path
         return None
     dt = logical_dtype(comp)
     bounds = select.bounding_box(axes, obj.shape)
     if bounds is None:
-        part = window("data", 0, 0)
-        shape = tuple(len(a) for a, k in zip(axes, keep) if k)
-        return None if part is None else np.empty(shape, dt)
+        return np.empty(tuple(len(a) for a, k in zip(axes, keep) if k), dt)
     lo, hi, box, moved = bounds
     part = window("data", lo * dt.itemsize, hi * dt.itemsize)
-    if part is None:
-        return None
     flat = part.view(dt)
     strides = [dt.itemsize * math.prod(obj.shape[i + 1 :]) for i in range(len(obj.shape))]
     # every element of the box lies in [lo, hi): a strided view of the fetched bytes
