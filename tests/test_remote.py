@@ -171,6 +171,16 @@ def test_storage_options_reach_the_server(tmp_path, server):
         zt.Reader(tmp_path / "a.zt", storage_options=opts)
 
 
+def test_safe_open_reads_a_url(tmp_path, server):
+    from ztensor_array.safe import safe_open
+
+    zt.to_ztensor({"a": np.arange(6.0).reshape(2, 3)}, tmp_path / "m.zt")
+    with safe_open(server.url("m.zt"), "np") as f:
+        assert list(f.keys()) == ["a"]
+        _same(f.get_tensor("a"), np.arange(6.0).reshape(2, 3))
+        _same(f.get_slice("a")[1:, 1:], np.array([[4.0, 5.0]]))
+
+
 def test_without_fsspec_a_url_names_the_remote_extra(tmp_path):
     code = (
         "import sys; sys.modules['fsspec'] = None\n"
