@@ -422,19 +422,20 @@ def test_xarray_round_trips_over_http(tmp_path, server):
     ds = _dataset()
     zt.to_ztensor(ds, tmp_path / "a.zt", encoding={"t": {"chunks": (6, 30, 40), "compress": True}})
     url = server.url("a.zt")
-    opened = xr.open_dataset(url, engine="ztensor")
-    xr.testing.assert_identical(opened.load(), ds)
-    lazy = xr.open_dataset(url, engine="ztensor", chunks={})
-    assert len(pickle.dumps(lazy)) < 16 * KiB
-    xr.testing.assert_identical(lazy.compute(), ds)
-    xr.testing.assert_identical(
-        lazy.isel(time=5, x=slice(3, 9)).compute(), ds.isel(time=5, x=slice(3, 9))
-    )
-    with open(tmp_path / "a.zt", "rb") as f:
-        xr.testing.assert_identical(xr.open_dataset(f, engine="ztensor").load(), ds)
-    xr.testing.assert_identical(xr.open_dataset((tmp_path / "a.zt").read_bytes()).load(), ds)
-    tree = xr.open_datatree(url, engine="ztensor")
-    xr.testing.assert_identical(tree.to_dataset().load(), ds)
+    with xr.open_dataset(url, engine="ztensor") as opened:
+        xr.testing.assert_identical(opened.load(), ds)
+    with xr.open_dataset(url, engine="ztensor", chunks={}) as lazy:
+        assert len(pickle.dumps(lazy)) < 16 * KiB
+        xr.testing.assert_identical(lazy.compute(), ds)
+        xr.testing.assert_identical(
+            lazy.isel(time=5, x=slice(3, 9)).compute(), ds.isel(time=5, x=slice(3, 9))
+        )
+    with open(tmp_path / "a.zt", "rb") as f, xr.open_dataset(f, engine="ztensor") as got:
+        xr.testing.assert_identical(got.load(), ds)
+    with xr.open_dataset((tmp_path / "a.zt").read_bytes()) as got:  # engine guessed
+        xr.testing.assert_identical(got.load(), ds)
+    with xr.open_datatree(url, engine="ztensor") as tree:
+        xr.testing.assert_identical(tree.to_dataset().load(), ds)
 
 
 def test_open_mfdataset_over_several_urls(tmp_path, server):
@@ -444,8 +445,8 @@ def test_open_mfdataset_over_several_urls(tmp_path, server):
         part = ds.isel(time=slice(8 * i, 8 * i + 8))
         zt.to_ztensor(part, tmp_path / f"p{i}.zt")
         urls.append(server.url(f"p{i}.zt"))
-    got = xr.open_mfdataset(urls, engine="ztensor", combine="by_coords")
-    xr.testing.assert_identical(got.compute(), ds)
+    with xr.open_mfdataset(urls, engine="ztensor", combine="by_coords") as got:
+        xr.testing.assert_identical(got.compute(), ds)
 
 
 def test_a_remote_store_refuses_modes_that_modify_in_place(tmp_path, server):
@@ -471,9 +472,8 @@ def test_writes_to_a_url_upload_the_finished_file(tmp_path):
     ds = _dataset()
     try:
         zt.to_ztensor(ds, "memory://ztensor-w/ds.zt", encoding={"t": {"compress": True}})
-        xr.testing.assert_identical(
-            xr.open_dataset("memory://ztensor-w/ds.zt", engine="ztensor").load(), ds
-        )
+        with xr.open_dataset("memory://ztensor-w/ds.zt", engine="ztensor") as got:
+            xr.testing.assert_identical(got.load(), ds)
         zt.to_ztensor(np.arange(5), "memory://ztensor-w/a.zt", "a")
         save_file({"b": np.ones(3)}, "memory://ztensor-w/b.zt")
         _same(load_file("memory://ztensor-w/b.zt")["b"], np.ones(3))
@@ -540,10 +540,11 @@ def test_s3_xarray_and_open_mfdataset(tmp_path, s3):
         )
         fs.put_file(str(local), f"ztensor-test/p{i}.zt")
         urls.append(f"s3://ztensor-test/p{i}.zt")
-    one = xr.open_dataset(urls[0], engine="ztensor", storage_options=opts)
-    xr.testing.assert_identical(one.load(), ds.isel(time=slice(0, 12)))
-    both = xr.open_mfdataset(urls, engine="ztensor", backend_kwargs={"storage_options": opts})
-    xr.testing.assert_identical(both.compute(), ds)
+    with xr.open_dataset(urls[0], engine="ztensor", storage_options=opts) as one:
+        xr.testing.assert_identical(one.load(), ds.isel(time=slice(0, 12)))
+    kw = {"backend_kwargs": {"storage_options": opts}}
+    with xr.open_mfdataset(urls, engine="ztensor", **kw) as both:
+        xr.testing.assert_identical(both.compute(), ds)
 
 
 def test_s3_writes_and_reads_back(tmp_path, s3):
@@ -551,8 +552,8 @@ def test_s3_writes_and_reads_back(tmp_path, s3):
     ds = _dataset()
     url = "s3://ztensor-test/written.zt"
     zt.to_ztensor(ds, url, encoding={"t": {"compress": True}}, storage_options=opts)
-    got = xr.open_dataset(url, engine="ztensor", storage_options=opts)
-    xr.testing.assert_identical(got.load(), ds)
+    with xr.open_dataset(url, engine="ztensor", storage_options=opts) as got:
+        xr.testing.assert_identical(got.load(), ds)
     save_file({"x": np.arange(7)}, "s3://ztensor-test/saved.zt", storage_options=opts)
     _same(load_file("s3://ztensor-test/saved.zt", storage_options=opts)["x"], np.arange(7))
 
@@ -586,6 +587,7 @@ def test_distributed_workers_open_the_url_themselves(tmp_path, server):
         server.reset()
         want = ds.t.chunk({"time": 6}).mean("time").compute(scheduler="threads")
         xr.testing.assert_identical(lazy.t.mean("time").compute(), want)
+        lazy.close()
         # the worker opened the URL itself (tail and magic), then one request per chunk
         worker = _gets(server)
         assert sorted(worker[:2]) == [(-1, 64 * KiB), (0, 7)] and len(worker) <= 2 + 4
