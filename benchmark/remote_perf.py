@@ -55,9 +55,7 @@ def dataset(mb: int) -> xr.Dataset:
 
 def write_all(ds: xr.Dataset, root: str) -> str:
     """The three files (and a raw .zt of the same bytes); returns the netCDF compression."""
-    zt.to_ztensor(
-        ds, os.path.join(root, "d.zt"), encoding={"t": {"chunks": CHUNKS, "compress": 3}}
-    )
+    zt.to_ztensor(ds, os.path.join(root, "d.zt"), encoding={"t": {"chunks": CHUNKS, "compress": 3}})
     zt.to_ztensor(ds.t.values, os.path.join(root, "raw.zt"), "t")
     import zarr
 
@@ -130,7 +128,7 @@ def main() -> None:
                 for case, fn in CASES.items():
                     names = list(ops) if rep % 2 == 0 else list(reversed(ops))
                     for name in names:
-                        t, n = measure(srv, lambda: fn(ops[name]))
+                        t, n = measure(srv, lambda fn=fn, op=ops[name]: fn(op))
                         old = best.get((case, name))
                         best[(case, name)] = (min(t, old[0]) if old else t, n)
             whole = {}
@@ -139,7 +137,7 @@ def main() -> None:
             for rep in range(args.repeat):
                 fs = fsspec.filesystem("http", skip_instance_cache=True)
                 pairs = [
-                    ("fsspec cat", lambda: fs.cat(srv.url("raw.zt"))),
+                    ("fsspec cat", lambda fs=fs: fs.cat(srv.url("raw.zt"))),
                     (".zt read_tensor", lambda: zt.Reader(srv.url("raw.zt")).read_tensor("t")),
                 ]
                 for name, fn in pairs if rep % 2 == 0 else reversed(pairs):
@@ -159,7 +157,8 @@ def main() -> None:
     cat, ours = whole["fsspec cat"], whole[".zt read_tensor"]
     mbs = ds.t.nbytes / 2**20
     print(
-        f"\nwhole raw file ({mbs:.0f} MiB): fsspec cat {mbs / cat[0]:.0f} MiB/s ({cat[1]} requests),"
+        f"\nwhole raw file ({mbs:.0f} MiB): fsspec cat {mbs / cat[0]:.0f} MiB/s "
+        f"({cat[1]} requests),"
         f" .zt {mbs / ours[0]:.0f} MiB/s ({ours[1]} requests): {cat[0] / ours[0]:.2f}x cat's"
         " throughput"
     )

@@ -230,13 +230,14 @@ def test_open_is_one_request_for_a_small_file_two_for_a_large_one(tmp_path, serv
     zt.to_ztensor({"x": np.arange(100_000.0), "y": np.arange(10)}, tmp_path / "large.zt")
     with zt.Reader(server.url("small.zt")) as r:
         # one round trip: the suffix request brings it all (the magic asked for alongside)
-        assert sorted(_gets(server)) == [(-1, 64 * KiB), (0, 7)]
+        assert sorted(_gets(server)) == [(-1, 64 * KiB), (0, 64 * KiB - 1)]
         server.reset()
         _same(r.read_tensor("x"), np.arange(100))
         assert server.requests == []  # served from the tail
     server.reset()
     with zt.Reader(server.url("large.zt")) as r:
-        assert sorted(_gets(server)) == [(-1, 64 * KiB), (0, 7)]  # tail and magic at once
+        # tail and front (magic) at once
+        assert sorted(_gets(server)) == [(-1, 64 * KiB), (0, 64 * KiB - 1)]
         server.reset()
         _same(r.read_tensor("y"), np.arange(10))
         assert server.requests == []  # small tensors near the manifest come with the tail
@@ -254,8 +255,8 @@ def test_a_manifest_larger_than_the_tail_costs_one_more_round(tmp_path, server):
     with zt.Reader(server.url("many.zt")) as r:
         gets = _gets(server)
         assert len(r.tensor_names) == 3000
-    # tail and magic at once; then the manifest's first part
-    assert sorted(gets[:2]) == [(-1, 64 * KiB), (0, 7)]
+    # tail and front at once; then the manifest's first part
+    assert sorted(gets[:2]) == [(-1, 64 * KiB), (0, 64 * KiB - 1)]
     assert len(gets) == 3 and gets[2][1] == local.size - 64 * KiB - 1
 
 
@@ -272,13 +273,14 @@ def test_one_tensor_is_one_request(layouts_file, server):
 
 @pytest.mark.parametrize("form", ["index", "roles"])
 def test_adjacent_chunks_are_fetched_in_one_request(tmp_path, server, form):
-    x = np.arange(64 * 48, dtype="<f4").reshape(64, 48)
+    x = np.arange(64 * 2048, dtype="<f4").reshape(64, 2048)  # chunks of 64 KiB
     path = tmp_path / "c.zt"
     if form == "roles":  # one component per chunk (files of earlier versions)
-        chunked_file(path, x, (8, 48))
+        chunked_file(path, x, (8, 2048))
     else:
-        zt.to_ztensor(x, path, "x", chunks=(8, 48))
-    # a large tensor after it: the chunks lie outside the speculative tail
+        zt.to_ztensor(x, path, "x", chunks=(8, 2048))
+    # a large tensor after it: the chunks lie outside the speculative tail (and none
+    # inside the first 64 KiB, which an open fetches too)
     zt.to_ztensor(np.zeros(40_000), path, "pad", mode="a")
     with zt.Reader(path) as local:
         assert form == "roles" or not any(
@@ -314,8 +316,9 @@ def test_a_dense_window_fetches_only_its_bounding_bytes(tmp_path, server):
 def test_a_dask_array_reads_blocks_in_one_request_each(tmp_path, server):
     import dask
 
-    x = np.arange(64 * 48, dtype="<f4").reshape(64, 48)
-    zt.to_ztensor(x, tmp_path / "c.zt", "x", chunks=(8, 48), compress=True)
+    x = np.random.default_rng(0).random((64, 48)).astype("f4")
+    zt.to_ztensor(np.zeros(40_000), tmp_path / "c.zt", "front")  # beyond the open's reads:
+    zt.to_ztensor(x, tmp_path / "c.zt", "x", mode="a", chunks=(8, 48), compress=True)
     zt.to_ztensor(np.zeros(40_000), tmp_path / "c.zt", "pad", mode="a")
     forget_shared()
     arr = from_ztensor(server.url("c.zt"), "x")
@@ -326,6 +329,20 @@ def test_a_dask_array_reads_blocks_in_one_request_each(tmp_path, server):
     # the index segment once (threads wanting it wait for one fetch), then one request
     # per chunk; the tasks read through the reader from_ztensor opened
     assert len(server.requests) - opened == 1 + 8
+
+
+def test_a_large_range_is_fetched_in_concurrent_parts(tmp_path, server, monkeypatch):
+    x = np.random.default_rng(1).random(200_000)  # 1.6 MB
+    zt.to_ztensor({"x": x, "pad": np.zeros(10_000)}, tmp_path / "a.zt")
+    monkeypatch.setattr(sources, "SPLIT", 256 * KiB)
+    with zt.Reader(server.url("a.zt"), verify=True) as r:
+        server.reset()
+        _same(r.read_tensor("x"), x)
+        comp = r.metadata("x").object.components["data"]
+    parts = sorted(_gets(server))
+    assert len(parts) == 7  # 1.6 MB in 256 KiB parts, end to end
+    assert parts[0][0] == comp.offset and parts[-1][1] == comp.offset + comp.length - 1
+    assert all(b[0] == a[1] + 1 for a, b in zip(parts, parts[1:]))
 
 
 # --------------------------------------------------------------------------- bad servers
@@ -422,7 +439,11 @@ def test_xarray_round_trips_over_http(tmp_path, server):
     ds = _dataset()
     zt.to_ztensor(ds, tmp_path / "a.zt", encoding={"t": {"chunks": (6, 30, 40), "compress": True}})
     url = server.url("a.zt")
+    server.reset()
     with xr.open_dataset(url, engine="ztensor") as opened:
+        # one round trip: the tail brings the manifest, the front the coordinates that
+        # xarray loads at once (the writer puts them first)
+        assert sorted(_gets(server)) == [(-1, 64 * KiB), (0, 64 * KiB - 1)]
         xr.testing.assert_identical(opened.load(), ds)
     with xr.open_dataset(url, engine="ztensor", chunks={}) as lazy:
         assert len(pickle.dumps(lazy)) < 16 * KiB
@@ -590,6 +611,6 @@ def test_distributed_workers_open_the_url_themselves(tmp_path, server):
         lazy.close()
         # the worker opened the URL itself (tail and magic), then one request per chunk
         worker = _gets(server)
-        assert sorted(worker[:2]) == [(-1, 64 * KiB), (0, 7)] and len(worker) <= 2 + 4
+        assert sorted(worker[:2]) == [(-1, 64 * KiB), (0, 64 * KiB - 1)] and len(worker) <= 2 + 4
         arr = from_ztensor(url, "t")
         _same(arr.sum(axis=0).compute(), da.from_array(ds.t.values, (6, 30, 40)).sum(0).compute())

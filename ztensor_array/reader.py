@@ -933,7 +933,7 @@ class SourceReader(Reader):
         if buffer is not None:
             return buffer[offset : offset + length]
         key = (offset, length)
-        keep = 0 < length <= self.KEEP_ONE and offset < self._src.tail_start
+        keep = 0 < length <= self.KEEP_ONE and not self._src.held(offset, length)
         while True:
             with self._lock:
                 kept = self._kept.get(key)
@@ -1004,7 +1004,7 @@ class SourceReader(Reader):
             # only what lies in the blob area: a read's own checks refuse the rest
             if comp.offset < 8 or comp.offset + comp.length > (self.manifest_offset or 0):
                 continue
-            if span in self._kept or comp.offset >= self._src.tail_start:
+            if span in self._kept or self._src.held(comp.offset, comp.length):
                 continue
             keys.append(part if isinstance(part, str) else span)
             spans.append(span)
@@ -1019,7 +1019,9 @@ class SourceReader(Reader):
         spans = []
         for name in names:
             for comp in self._object(name).components.values():
-                if 0 < comp.length <= self.KEEP_ONE and comp.offset < self._src.tail_start:
+                if 0 < comp.length <= self.KEEP_ONE and not self._src.held(
+                    comp.offset, comp.length
+                ):
                     spans.append((comp.offset, comp.length))
         spans = [s for s in dict.fromkeys(spans) if s not in self._kept]
         if spans:

@@ -45,6 +45,8 @@ from .errors import (
 MAX_GAP = 256 << 10  # spans closer than this are fetched as one range
 MAX_BLOCK = 256 << 20  # merged ranges grow no larger (big reads stay concurrent)
 MAX_CONCURRENT = 16  # range requests in flight per read
+SPLIT = 16 << 20  # ranges larger than this are fetched in concurrent parts
+HEAD_READ = 64 << 10  # bytes an HTTP or S3 open asks for from the start, with the tail
 WHOLE_FILE_LIMIT = 256 << 20  # largest file fetched whole from a server that ignores Range
 _PATH_MAX = 4096  # bytes longer than any path are file contents
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
@@ -247,6 +249,7 @@ class Source:
 
     buffer: memoryview | None = None  # the whole file, when it is in memory
     head: bytes | None = None  # its first 8 bytes, when they came with the open
+    _front = memoryview(b"")  # its first bytes, when they came with the open
 
     def __init__(self, name: str, size: int, tag: str, tail) -> None:
         self.name = name
@@ -278,19 +281,52 @@ class Source:
             if offset >= self.tail_start:
                 start = offset - self.tail_start
                 out[i] = self._tail[start : start + n]
+            elif offset + n <= self._front.nbytes:
+                out[i] = self._front[offset : offset + n]
             elif n == 0:
                 out[i] = memoryview(b"")
             else:
                 todo.append(i)
         if todo:
             groups = merge([spans[i] for i in todo])
-            blobs = self._checked_fetch([(g[0], g[1]) for g in groups])
+            blobs = self._fetch_split([(g[0], g[1]) for g in groups])
             for (start, _, members), blob in zip(groups, blobs):
                 view = memoryview(blob).toreadonly()
                 for m in members:
                     offset, n = spans[todo[m]]
                     out[todo[m]] = view[offset - start : offset - start + n]
         return out  # type: ignore[return-value]
+
+    def held(self, offset: int, n: int) -> bool:
+        """Whether these bytes came with the open (the tail, or the front)."""
+        return offset >= self.tail_start or offset + n <= self._front.nbytes
+
+    def _fetch_split(self, ranges: list[tuple[int, int]]) -> list:
+        """``_checked_fetch`` with ranges over ``SPLIT`` bytes cut into concurrent parts
+        (one connection's throughput is less than several's), joined again."""
+        if all(end - start <= SPLIT for start, end in ranges):
+            return self._checked_fetch(ranges)
+        parts, owners = [], []
+        for k, (start, end) in enumerate(ranges):
+            count = -(-(end - start) // SPLIT) if end - start > SPLIT else 1
+            step = -(-(end - start) // count)
+            for lo in range(start, end, step):
+                parts.append((lo, min(end, lo + step)))
+                owners.append(k)
+        blobs = self._checked_fetch(parts)
+        out: list = [None] * len(ranges)
+        for k, (start, end) in enumerate(ranges):
+            mine = [b for b, o in zip(blobs, owners) if o == k]
+            if len(mine) == 1:
+                out[k] = mine[0]
+                continue
+            joined = bytearray(end - start)
+            pos = 0
+            for b in mine:
+                joined[pos : pos + len(b)] = b
+                pos += len(b)
+            out[k] = joined
+        return out
 
     def _checked_fetch(self, ranges: list[tuple[int, int]]) -> list:
         if self.closed:
@@ -454,8 +490,11 @@ class _AsyncRangeSource(Source):
         self.tail_start = size - len(data)
         if self.tail_start == 0:
             self.buffer = self._tail  # the whole file came in the first answer
-        elif head is not None and head[1:] == (size, tag) and len(head[0]) == min(8, size):
-            self.head = head[0]
+        elif head is not None and head[1:] == (size, tag) and len(head[0]) >= min(8, size):
+            # the first bytes too: the magic, and what a writer puts first (often the
+            # coordinates of a Dataset)
+            self.head = bytes(head[0][:8])
+            self._front = memoryview(head[0]).toreadonly()
 
     async def _open_both(self, tail: int):
         import asyncio  # fsspec's loop is asyncio's
@@ -575,11 +614,11 @@ class HTTPSource(_AsyncRangeSource):
             return len(data), tag, data
 
     async def _head(self):
-        async with await self._get("bytes=0-7", False) as r:
+        async with await self._get(f"bytes=0-{HEAD_READ - 1}", False) as r:
             if r.status != 206:  # never the body of a server ignoring Range
                 return None
             first, last, total = _content_range(r.headers.get("Content-Range"))
-            if first != 0 or last is None or last > 7:
+            if first != 0 or last is None or last >= HEAD_READ:
                 return None
             tag = r.headers.get("ETag") or r.headers.get("Last-Modified") or ""
             return await _body(r, last + 1, self.name), total, tag
@@ -664,13 +703,13 @@ class S3Source(_AsyncRangeSource):
         return total, tag, data
 
     async def _head(self):
-        resp = await self._get("bytes=0-7")
+        resp = await self._get(f"bytes=0-{HEAD_READ - 1}")
         first, last, total = _content_range(resp.get("ContentRange"))
         tag = str(resp.get("ETag") or "")
-        if first is None:  # the whole (tiny) object
+        if first is None:  # the whole (small) object
             length = int(resp.get("ContentLength") or 0)
             first, last, total = 0, length - 1, length
-        if first != 0 or last > 7:
+        if first != 0 or last >= HEAD_READ:
             resp["Body"].close()
             return None
         return await _s3_body(resp, last + 1, self.name), total, tag

@@ -120,6 +120,9 @@ class ZTensorStore(WritableCFDataStore):
             # reading needs no reader of its own: lazy variables go through ``files``
             kept = None if mode == "r" else reader
             objects = dict(reader.manifest.objects)
+            if self.target is not None:  # a remote file: what xarray loads at once (1-D
+                # coordinates, small variables) fetched now in one round of merged requests
+                reader.prefetch(n for n, o in objects.items() if len(o.shape) <= 1)
             refs = {name: TensorRef.of(reader, name) for name in objects}
             self._state = _FileState(files, kept, objects, refs, reader.attributes)
         elif mode == "r+":
