@@ -331,6 +331,26 @@ def test_a_dask_array_reads_blocks_in_one_request_each(tmp_path, server):
     assert len(server.requests) - opened == 1 + 8
 
 
+def test_chunks_of_a_remote_variable_are_blocks_of_adjacent_chunks(tmp_path, server):
+    from ztensor_array.backends.xarray.variables import adjacent_block
+
+    # trailing axes whole while the block holds at most `limit` bytes, then whole chunks
+    assert adjacent_block((1035, 180, 360), (24, 90, 90), 4, 32 << 20) == (120, 180, 360)
+    assert adjacent_block((1035, 180, 360), (24, 90, 90), 4, 1 << 20) == (24, 90, 90)
+    assert adjacent_block((5000, 5000), (100, 100), 8, 32 << 20) == (800, 5000)
+    assert adjacent_block((10, 7), (3, 3), 8, 10**9) == (10, 7)
+    x = np.random.default_rng(0).random((64, 2048)).astype("f4")
+    ds = xr.Dataset({"x": (("a", "b"), x)})
+    zt.to_ztensor(ds, tmp_path / "c.zt", encoding={"x": {"chunks": (8, 512)}})
+    with xr.open_dataset(tmp_path / "c.zt", engine="ztensor", chunks={}) as local:
+        assert local.x.chunks == ((8,) * 8, (512,) * 4)  # local files: the stored chunks
+    with xr.open_dataset(server.url("c.zt"), engine="ztensor", chunks={}) as remote:
+        assert remote.x.chunks == ((64,), (2048,))  # 512 KiB: one block, one request
+        server.reset()
+        _same(remote.x.values, x)
+        assert len(server.requests) == 1
+
+
 def test_a_large_range_is_fetched_in_concurrent_parts(tmp_path, server, monkeypatch):
     x = np.random.default_rng(1).random(200_000)  # 1.6 MB
     zt.to_ztensor({"x": x, "pad": np.zeros(10_000)}, tmp_path / "a.zt")
@@ -604,13 +624,13 @@ def test_distributed_workers_open_the_url_themselves(tmp_path, server):
         ) as cluster,
         distributed.Client(cluster),
     ):
-        lazy = xr.open_dataset(url, engine="ztensor", chunks={})
+        lazy = xr.open_dataset(url, engine="ztensor", chunks={"time": 12})
         server.reset()
-        want = ds.t.chunk({"time": 6}).mean("time").compute(scheduler="threads")
+        want = ds.t.chunk({"time": 12}).mean("time").compute(scheduler="threads")
         xr.testing.assert_identical(lazy.t.mean("time").compute(), want)
         lazy.close()
-        # the worker opened the URL itself (tail and magic), then one request per chunk
+        # the worker opened the URL itself (tail and front), then one request per block
         worker = _gets(server)
-        assert sorted(worker[:2]) == [(-1, 64 * KiB), (0, 64 * KiB - 1)] and len(worker) <= 2 + 4
+        assert sorted(worker[:2]) == [(-1, 64 * KiB), (0, 64 * KiB - 1)] and len(worker) <= 2 + 2
         arr = from_ztensor(url, "t")
         _same(arr.sum(axis=0).compute(), da.from_array(ds.t.values, (6, 30, 40)).sum(0).compute())

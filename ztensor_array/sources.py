@@ -45,7 +45,7 @@ from .errors import (
 MAX_GAP = 256 << 10  # spans closer than this are fetched as one range
 MAX_BLOCK = 256 << 20  # merged ranges grow no larger (big reads stay concurrent)
 MAX_CONCURRENT = 16  # range requests in flight per read
-SPLIT = 16 << 20  # ranges larger than this are fetched in concurrent parts
+SPLIT = 256 << 20  # ranges larger than this are fetched in concurrent parts
 HEAD_READ = 64 << 10  # bytes an HTTP or S3 open asks for from the start, with the tail
 WHOLE_FILE_LIMIT = 256 << 20  # largest file fetched whole from a server that ignores Range
 _PATH_MAX = 4096  # bytes longer than any path are file contents

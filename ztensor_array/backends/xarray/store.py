@@ -214,7 +214,7 @@ class ZTensorStore(WritableCFDataStore):
         array = ZTensorBackendArray(
             self._state.files, self._state.refs[full], obj.shape, dtype, char
         )
-        encoding = reported_encoding(obj, dims, array.dtype)
+        encoding = reported_encoding(obj, dims, array.dtype, remote=self.target is not None)
         return Variable(dims, indexing.LazilyIndexedArray(array), variable_attrs(stored), encoding)
 
     def get_variables(self) -> dict[str, Variable]:

@@ -6,6 +6,7 @@ store reports back about a stored object, so the rules live in one place.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -248,9 +249,31 @@ def stored_chunks(obj) -> tuple[int, ...] | None:
     return chunk_grid(obj).chunk_shape if obj.format == "chunked" else None
 
 
-def reported_encoding(obj, dims: tuple[str, ...], dtype: np.dtype) -> dict[str, Any]:
+REMOTE_BLOCK = 32 << 20  # decoded bytes a preferred block of a remote file grows to
+
+
+def adjacent_block(shape, chunk_shape, itemsize: int, limit: int = REMOTE_BLOCK) -> tuple:
+    """Whole chunks that lie next to each other in the file (C order of the grid): the
+    trailing axes taken whole while the block stays within ``limit`` bytes, then as many
+    chunks of the next axis as fit. Over a URL such a block is one range request."""
+    block = list(chunk_shape)
+    size = math.prod(chunk_shape) * itemsize
+    for axis in reversed(range(len(shape))):
+        per = size // max(1, block[axis])  # bytes of one index along this axis
+        fit = max(block[axis], (limit // max(1, per)) // chunk_shape[axis] * chunk_shape[axis])
+        block[axis] = min(shape[axis], fit)
+        size = per * block[axis]
+        if block[axis] < shape[axis]:
+            break
+    return tuple(block)
+
+
+def reported_encoding(
+    obj, dims: tuple[str, ...], dtype: np.dtype, *, remote: bool = False
+) -> dict[str, Any]:
     """The encoding an opened variable reports: compress when every component is zstd, the
-    digest algorithm when all agree, and a chunked object's grid as preferred chunks."""
+    digest algorithm when all agree, and a chunked object's grid as preferred chunks; of a
+    remote file, blocks of adjacent chunks (``adjacent_block``: one request each)."""
     encoding: dict[str, Any] = {"dtype": dtype}
     level, checksum = layouts.stored_encoding(obj)
     if level:
@@ -260,6 +283,8 @@ def reported_encoding(obj, dims: tuple[str, ...], dtype: np.dtype) -> dict[str, 
     chunk_shape = stored_chunks(obj)
     if chunk_shape is not None:
         encoding["chunks"] = chunk_shape
+        if remote and all(chunk_shape):
+            chunk_shape = adjacent_block(obj.shape, chunk_shape, dtype.itemsize)
         encoding["preferred_chunks"] = dict(zip(dims, chunk_shape))
     return encoding
 
