@@ -51,6 +51,7 @@ class RangeServer:
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 128  # socketserver's 5 drops bursts of concurrent connects
+
             def handle_error(self, request, client_address) -> None:  # a client gone: quiet
                 pass
 

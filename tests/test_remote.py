@@ -616,7 +616,7 @@ def test_s3_object_changed_between_requests(tmp_path, s3):
 def test_distributed_workers_open_the_url_themselves(tmp_path, server):
     distributed = pytest.importorskip("distributed")
     ds = _dataset()
-    zt.to_ztensor(ds, tmp_path / "a.zt", encoding={"t": {"chunks": (6, 30, 40), "compress": True}})
+    zt.to_ztensor(ds, tmp_path / "a.zt", encoding={"t": {"chunks": (6, 30, 20), "compress": True}})
     url = server.url("a.zt")
     with (
         distributed.LocalCluster(
@@ -624,13 +624,16 @@ def test_distributed_workers_open_the_url_themselves(tmp_path, server):
         ) as cluster,
         distributed.Client(cluster),
     ):
-        lazy = xr.open_dataset(url, engine="ztensor", chunks={"time": 12})
+        lazy = xr.open_dataset(url, engine="ztensor", chunks={})
+        blocks = dict(zip(lazy.t.dims, lazy.t.chunks))
+        assert blocks == {"time": (24,), "y": (30,), "x": (40,)}  # adjacent chunks merged
+        lazy = lazy.chunk({"time": 12, "x": 20})  # smaller tasks, from the one block read
         server.reset()
-        want = ds.t.chunk({"time": 12}).mean("time").compute(scheduler="threads")
+        want = ds.t.chunk({"time": 12, "x": 20}).mean("time").compute(scheduler="threads")
         xr.testing.assert_identical(lazy.t.mean("time").compute(), want)
         lazy.close()
         # the worker opened the URL itself (tail and front), then one request per block
         worker = _gets(server)
-        assert sorted(worker[:2]) == [(-1, 64 * KiB), (0, 64 * KiB - 1)] and len(worker) <= 2 + 2
+        assert sorted(worker[:2]) == [(-1, 64 * KiB), (0, 64 * KiB - 1)] and len(worker) <= 2 + 4
         arr = from_ztensor(url, "t")
         _same(arr.sum(axis=0).compute(), da.from_array(ds.t.values, (6, 30, 40)).sum(0).compute())
