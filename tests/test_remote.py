@@ -123,6 +123,7 @@ def test_every_source_reads_every_layout_as_the_local_file(layouts_file, server)
             server.url("all.zt"),
             "memory://ztensor-test/all.zt",
             "simplecache::" + server.url("all.zt"),
+            "blockcache::" + server.url("all.zt"),
             f"file://{layouts_file}",
             data,
             bytearray(data),
@@ -179,6 +180,26 @@ def test_safe_open_reads_a_url(tmp_path, server):
         assert list(f.keys()) == ["a"]
         _same(f.get_tensor("a"), np.arange(6.0).reshape(2, 3))
         _same(f.get_slice("a")[1:, 1:], np.array([[4.0, 5.0]]))
+
+
+def test_info_and_verify_take_a_url(layouts_file, server):
+    from click.testing import CliRunner
+
+    from ztensor_array.cli import cli
+
+    url = server.url("all.zt")
+    shown = CliRunner().invoke(cli, ["info", "--json", url])
+    assert shown.exit_code == 0, shown.output
+    assert '"path": "' + url in shown.output and '"name": "chunked"' in shown.output
+    checked = CliRunner().invoke(cli, ["verify", "--deep", url])
+    assert checked.exit_code == 0 and "OK (deep)" in checked.output
+    data = bytearray(layouts_file.read_bytes())
+    with zt.Reader(layouts_file) as r:
+        small = r.metadata("small").object.components["data"]
+    data[small.offset] ^= 1  # a digest no longer matches
+    (layouts_file.parent / "bad.zt").write_bytes(bytes(data))
+    bad = CliRunner().invoke(cli, ["verify", server.url("bad.zt")])
+    assert bad.exit_code == 1 and "'small'" in bad.output
 
 
 def test_without_fsspec_a_url_names_the_remote_extra(tmp_path):

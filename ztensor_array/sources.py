@@ -449,7 +449,7 @@ class FsspecSource(Source):
     def __init__(self, fs, path: str, name: str, tail: int) -> None:
         self.fs, self.path = fs, path
         try:
-            info = fs.info(path)
+            info = _info(fs, path)
         except FileNotFoundError:
             raise MissingFileError("no such file", path=name) from None
         except Exception as exc:
@@ -470,6 +470,18 @@ class FsspecSource(Source):
         paths = [self.path] * len(ranges)
         starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
         return self.fs.cat_ranges(paths, starts, ends, on_error="raise")
+
+
+def _info(fs, path: str) -> dict:
+    """``fs.info(path)``; for a caching wrapper (``blockcache::``) whose own ``info`` cannot
+    place the path, the wrapped filesystem's."""
+    try:
+        return fs.info(path)
+    except FileNotFoundError:
+        inner = getattr(fs, "fs", None)
+        if inner is None or inner is fs:
+            raise
+        return inner.info(path)
 
 
 _TAG_KEYS = ("ETag", "etag", "VersionId", "version_id", "generation", "mtime", "LastModified")
