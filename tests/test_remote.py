@@ -145,6 +145,29 @@ def test_every_source_reads_every_layout_as_the_local_file(layouts_file, server)
         _same(got[name], value)
 
 
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+@pytest.mark.parametrize("folder", ["legacy", "v12"])
+def test_fixture_files_read_over_http_as_locally(folder):
+    """The v0.1 files (their own container) and the v1.2 ones, good and bad alike: the same
+    tensors, or the same error."""
+    root = os.path.join(DATA, folder)
+    with RangeServer(root) as srv:
+        for name in sorted(f for f in os.listdir(root) if f.endswith(".zt")):
+            path = os.path.join(root, name)
+            try:
+                want = _local(path)
+            except ZTensorError as exc:
+                with pytest.raises(type(exc)):
+                    _local(srv.url(name))
+                continue
+            got = _local(srv.url(name))
+            assert set(got) == set(want), name
+            for key, value in want.items():
+                _same(got[key], value)
+
+
 def test_selections_of_a_remote_file_match_the_local_ones(layouts_file, server):
     keys = [
         (slice(3, 90, 7), slice(None, None, -5)),
