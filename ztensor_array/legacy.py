@@ -38,7 +38,10 @@ def locate(size: int, tail: bytes, path) -> tuple[int, int]:
         raise TornFileError(f"v0.1 file of {size} bytes is too short", path=path)
     length = int.from_bytes(tail, "little")
     if length > constants.MAX_MANIFEST_SIZE:
-        raise FormatError(f"v0.1 index size {length} exceeds the 1 GiB limit", path=path)
+        raise FormatError(
+            f"v0.1 index size {length} exceeds the {constants.MAX_MANIFEST_SIZE >> 20} MiB limit",
+            path=path,
+        )
     start = size - LENGTH_SIZE - length
     if start < len(constants.LEGACY_MAGIC):
         raise FormatError(

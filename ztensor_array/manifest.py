@@ -19,7 +19,7 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from . import dtypes
+from . import constants, dtypes
 from .codecs import ENCODINGS, RAW
 from .constants import FOOTER_SIZE, MAGIC, MAX_MANIFEST_SIZE, WRITE_VERSION
 from .errors import FormatError, TornFileError, UnsupportedError, ZTensorError
@@ -458,7 +458,10 @@ def locate(size: int, tail: bytes, path: Path | None) -> tuple[int, int]:
         )
     length = int.from_bytes(tail[:8], "little")
     if length > MAX_MANIFEST_SIZE:
-        raise FormatError(f"manifest size {length} exceeds the 1 GiB limit", path=path)
+        raise FormatError(
+            f"manifest size {length} exceeds the {MAX_MANIFEST_SIZE >> 20} MiB limit (SPEC §8)",
+            path=path,
+        )
     start = size - FOOTER_SIZE - length
     if start < len(MAGIC):
         raise FormatError(
@@ -573,11 +576,30 @@ def _parse_object_checked(raw: Any, path, name: str) -> Object:
     return Object(tuple(shape), fmt, components, attrs)
 
 
-def load_cbor(data: bytes, path: Path | None = None) -> Any:
-    """Exactly one CBOR item filling ``data`` (also used for the v0.1 index)."""
+def load_cbor(data: bytes, path: Path | None = None, *, manifest: bool = False) -> Any:
+    """Exactly one CBOR item filling ``data`` (also used for the v0.1 index). For a
+    ``manifest``, a root map of a few entries is decoded entry by entry, so that the
+    declared size of its ``objects`` map is checked before that map is decoded."""
     stream = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
+        decoder = cbor2.CBORDecoder(stream)
+        root = _root_entries(data) if manifest else None
+        if root is None:
+            value = decoder.decode()
+        else:
+            stream.seek(root[1])
+            value = {}
+            for _ in range(root[0]):
+                key = decoder.decode()
+                if not isinstance(key, str):  # decoded as a map key it would differ
+                    stream.seek(0)
+                    value = decoder.decode()
+                    break
+                if key == "objects":
+                    _check_objects(_map_size(data, stream.tell()), path)
+                value[key] = decoder.decode()
+    except FormatError:
+        raise
     except RecursionError:
         raise FormatError("manifest CBOR is nested too deeply", path=path) from None
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
@@ -590,10 +612,46 @@ def load_cbor(data: bytes, path: Path | None = None) -> Any:
     return value
 
 
+_ROOT_ENTRIES_ONE_BY_ONE = 16  # root maps of more entries (none we know of) decode at once
+
+
+def _map_size(data: bytes, pos: int) -> int | None:
+    """The entry count a definite-length CBOR map header at ``pos`` declares; None for
+    anything else (then the decoded value is checked instead)."""
+    if pos >= len(data) or data[pos] >> 5 != 5:
+        return None
+    info = data[pos] & 31
+    if info < 24:
+        return info
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if width is None or pos + 1 + width > len(data):
+        return None
+    return int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+
+
+def _root_entries(data: bytes) -> tuple[int, int] | None:
+    """(entries, where they start) of a definite-length root map of a few entries."""
+    count = _map_size(data, 0)
+    if count is None or count > _ROOT_ENTRIES_ONE_BY_ONE:
+        return None
+    info = data[0] & 31
+    return count, 1 + (0 if info < 24 else {24: 1, 25: 2, 26: 4, 27: 8}[info])
+
+
+def _check_objects(count: int | None, path) -> None:
+    """At most ``MAX_OBJECTS`` objects: decoding costs memory per object (SPEC §8)."""
+    if count is not None and count > constants.MAX_OBJECTS:
+        raise FormatError(
+            f"manifest holds {count} objects, more than the {constants.MAX_OBJECTS} a "
+            "file may hold (SPEC §8)",
+            path=path,
+        )
+
+
 def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     """Manifest from CBOR bytes. Objects are parsed (and type-checked) on first access;
     ``validation.validate`` checks them all, so call it before handing the manifest out."""
-    root = load_cbor(data, path)
+    root = load_cbor(data, path, manifest=True)
     expect(isinstance(root, Mapping), "manifest root is not a map", path)
     # both keys are required, as the reference requires them (an empty file has "objects": {})
     expect("version" in root, "manifest has no version", path)
@@ -607,6 +665,7 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     expect("objects" in root, "manifest has no objects map", path)
     raw_objects = root["objects"]
     expect(isinstance(raw_objects, Mapping), "objects is not a map", path)
+    _check_objects(len(raw_objects), path)  # an indefinite-length map, or many root entries
     for name in raw_objects:
         if not isinstance(name, str):
             raise FormatError(f"object name {name!r} is not text", path=path)

@@ -865,6 +865,13 @@ class Writer:
                 mbytes, kept = self._appended_manifest(attrs)
             else:
                 mbytes = manifest.encode(Manifest(self._objects, attrs))
+            count = len(kept.objects) if self.mode == "a" else len(self._objects)
+            if count > constants.MAX_OBJECTS:
+                raise ZTensorError(
+                    f"the file would hold {count} objects, over the {constants.MAX_OBJECTS} "
+                    "every reader of this package opens (SPEC §8)",
+                    path=self.path,
+                )
             if len(mbytes) > constants.MAX_MANIFEST_SIZE:
                 raise ZTensorError(
                     f"the manifest would be {len(mbytes)} bytes, over the "
