@@ -172,6 +172,44 @@ def test_unknown_root_and_object_keys_survive_an_append(tmp_path):
         np.testing.assert_array_equal(ref.read_tensor("w"), np.arange(4, dtype=np.float32))
 
 
+@pytest.mark.parametrize("memo", ["fresh open", "kept from the last append"])
+def test_a_1_2_file_stays_1_2_with_every_unknown_key_through_appends(tmp_path, memo):
+    """Version 1.2.0 stays 1.2.0, and unknown root, object and component keys stay as they
+    were, whether the append decodes the manifest or splices the one it kept; through an
+    add, a replace of another object and a removal (issue 15, item 19)."""
+    path = tmp_path / "v.zt"
+    zt.save_file({"w": np.arange(4, dtype=np.float32), "z": np.zeros(2), "gone": np.ones(1)}, path)
+    data = open(path, "rb").read()
+    n = int.from_bytes(data[-16:-8], "little")
+    root = cbor2.loads(data[-16 - n : -16])
+    root["version"] = "1.2.0"
+    root["x-root"] = {"k": [1, 2]}
+    root["objects"]["w"]["x-object"] = "keep me"
+    root["objects"]["w"]["components"]["data"]["x-component"] = [7, {"deep": True}]
+    mbytes = cbor2.dumps(root)
+    with open(path, "wb") as f:
+        f.write(data[: -16 - n] + mbytes + len(mbytes).to_bytes(8, "little") + data[-8:])
+    validation.forget_memo()
+    for step in range(2):
+        if memo == "fresh open":
+            validation.forget_memo()
+        with zt.Writer(path, "a") as w:
+            w.add_tensor(f"v{step}", np.ones(3))
+            w.replace("z", np.full(2, float(step)))
+            if step == 0:
+                w.remove("gone")
+        again = cbor2.loads(_manifest_bytes(path))
+        assert again["version"] == "1.2.0"
+        assert again["x-root"] == {"k": [1, 2]}
+        assert again["objects"]["w"]["x-object"] == "keep me"
+        assert again["objects"]["w"]["components"]["data"]["x-component"] == [7, {"deep": True}]
+        assert sorted(again["objects"]) == sorted(["w", "z", *(f"v{i}" for i in range(step + 1))])
+    validation.forget_memo()
+    with zt.Reader(path) as r:
+        np.testing.assert_array_equal(r.read_tensor("w"), np.arange(4, dtype=np.float32))
+        np.testing.assert_array_equal(r.read_tensor("z"), np.full(2, 1.0))
+
+
 def test_appended_object_overlapping_the_file_is_refused_before_writing(tmp_path):
     """The splice validates the added objects: a component pointing into bytes an object
     already owns fails, and the file keeps its previous state."""
