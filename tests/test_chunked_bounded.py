@@ -14,6 +14,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import build_file, component
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_chunked import chunked_file
@@ -21,11 +22,9 @@ from test_chunked import chunked_file
 import ztensor_array as zt
 from ztensor_array.errors import FormatError
 from ztensor_array.layouts import chunked
-from ztensor_array.layouts.chunked import layout as chunked_layout
 from ztensor_array.layouts.chunked import read as chunked_read
+from ztensor_array.layouts.chunked.grid import MAX_UNLOCATED_CHUNKS as CAP
 from ztensor_array.manifest import Object
-
-CAP = chunked_layout.MAX_UNLOCATED_CHUNKS
 
 
 @pytest.fixture
@@ -99,6 +98,33 @@ def test_points_across_a_wide_sparse_grid_decode_only_stored_chunks(tmp_path, co
     assert sorted(counted["decoded"]) == sorted(stored * 2)
 
 
+def _old_form(path, n: int) -> None:
+    """A hand-built file of the one-component-per-chunk form: shape [n], chunks of one
+    element, only chunks 5 and n - 1 written."""
+    grid = {"chunk_shape": [1], "dtype": "f64", "fill_value": -2.0}
+    comps = {"c.5": component("f64", 64, 8), f"c.{n - 1}": component("f64", 128, 8)}
+    obj = {"shape": [n], "format": "chunked", "attributes": {"chunk_grid": grid}}
+    obj["components"] = comps
+    blobs = {64: np.float64(5).tobytes(), 128: np.float64(9).tobytes()}
+    build_file(path, {"c": obj}, blobs)
+
+
+def test_the_old_one_component_per_chunk_form_is_bounded_alike(tmp_path, counted):
+    p = tmp_path / "old.zt"
+    n = CAP + 2  # two chunks located: two cells more than the cap allows an empty grid
+    _old_form(p, n)
+    want = np.full(n, -2.0)
+    want[5], want[-1] = 5, 9
+    with zt.Reader(p) as r:
+        np.testing.assert_array_equal(r.read_tensor("c"), want)
+        np.testing.assert_array_equal(r.read_points("c", np.array([n - 1, 0, 5])), [9, -2, 5])
+    assert counted["locate"] == 3  # the three points' own chunks, none for the whole read
+    assert sorted(counted["decoded"]) == sorted([(5,), (n - 1,)] * 2)  # each once per read
+    _old_form(p, n + 1)
+    with pytest.raises(FormatError, match=rf"{p}, object 'c': grid of {n + 1} chunks"):
+        zt.Reader(p)
+
+
 def test_a_grid_beyond_the_cap_is_refused_at_open_naming_file_and_object(tmp_path):
     p = tmp_path / "big.zt"
     _empty(p, (CAP,), (1,))
@@ -125,6 +151,11 @@ def test_writers_refuse_a_grid_beyond_the_cap_and_keep_the_file(tmp_path):
         with zt.Writer(p, "a") as w:
             w.write_chunked("c", obj, obj.shape, ((0, 5),), np.ones(5))
     assert p.read_bytes() == before
+    new = tmp_path / "new.zt"
+    with pytest.raises(FormatError, match=r"object 'c'.*beyond the 5 it locates") as err:
+        with zt.Writer(new, "w") as w:
+            w.write_chunked("c", obj, obj.shape, ((0, 5),), np.ones(5))
+    assert str(new) in str(err.value) and not new.exists()
     # written chunks count as located: a dense grid of many chunks is fine
     zt.to_ztensor(np.arange(CAP + 10, dtype="f4"), tmp_path / "ok.zt", "x", chunks=(1 << 12,))
 

@@ -796,7 +796,16 @@ class Writer:
                 inflight.append((write.index, fut))
                 drain(2 * self._workers)
             drain(0)
-            update = chunked.updated(base, grid, box, written, attributes=attributes, get=old_parts)
+            update = chunked.updated(
+                base,
+                grid,
+                box,
+                written,
+                attributes=attributes,
+                get=old_parts,
+                path=self.path,
+                name=name,
+            )
             comps = [self.put_blob(e, checksum=seg.digest) for seg, e in update.new]
         except BaseException:
             for _, fut in inflight:

@@ -557,6 +557,8 @@ def _commit(plan: parallel.ParallelPlan, writes: list[CommitSpec], offsets, resu
                     new,
                     attributes=w.attributes,
                     get=Parts(r, name, False) if r is not None and name in r else None,
+                    path=plan.path,
+                    name=name,
                 )
                 for name, (w, new) in updates.items()
             },

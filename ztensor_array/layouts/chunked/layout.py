@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -20,12 +19,8 @@ from ..base import (
     refuse,
     require_known_types,
 )
-from .grid import FORMAT, chunk_grid, parse_chunk_role
+from .grid import FORMAT, check_cells, chunk_grid, parse_chunk_role
 from .read import read_points, read_region
-
-# Grid cells an object may have beyond the chunk locations it records (index entries and
-# chunk components): room for sparse arrays, while a tiny file cannot declare a huge grid.
-MAX_UNLOCATED_CHUNKS = 1 << 20
 
 
 class Chunked(Layout):
@@ -112,20 +107,8 @@ class Chunked(Layout):
 
 
 def _check_cells(name: str, obj: Object, grid, path) -> None:
-    """At most ``MAX_UNLOCATED_CHUNKS`` grid cells beyond the chunk locations the object
-    records (index entries and chunk components, each costing file bytes): a 150-byte
-    file cannot declare 10^7 never-written chunks that lazy arrays and writers would each
-    give a Python step (SPEC §8)."""
-    cells = math.prod(grid.grid)
     located = sum(seg.size for seg in grid.segments) + len(obj.components) - len(grid.segments)
-    if cells > MAX_UNLOCATED_CHUNKS + located:
-        refuse(
-            f"grid of {cells} chunks (chunk_shape {list(grid.chunk_shape)} over shape "
-            f"{list(obj.shape)}) has more than {MAX_UNLOCATED_CHUNKS} chunks beyond the "
-            f"{located} it locates; use larger chunks",
-            path=path,
-            name=name,
-        )
+    check_cells(grid, located, path=path, name=name)
 
 
 def _check_segment(name: str, obj: Object, grid, seg, path) -> None:
