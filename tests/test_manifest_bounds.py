@@ -168,3 +168,14 @@ def test_writers_refuse_a_manifest_over_the_byte_cap(tmp_path, monkeypatch):
         with zt.Writer(p, "a") as w:
             w.add_tensor("u", np.zeros(2), attributes={"note": "x" * 2000})
     assert str(p) in str(err.value) and p.read_bytes() == before
+
+
+def test_a_legacy_index_declaring_too_many_tensors_is_refused_before_decoding(tmp_path):
+    """v0.1 files: the index is a CBOR array; its header is checked the same way (here it
+    declares 2^20 + 1 tensors and holds none, so decoding would fail differently)."""
+    p = tmp_path / "old.zt"
+    index = _header(4, constants.MAX_OBJECTS + 1)
+    p.write_bytes(constants.LEGACY_MAGIC + index + struct.pack("<Q", len(index)))
+    with pytest.raises(FormatError, match=r"holds 1048577 objects, more than the 1048576") as err:
+        zt.Reader(p)
+    assert str(p) in str(err.value)

@@ -114,8 +114,10 @@ def _csr_ranges(name: str, shape: tuple[int, ...], blob: Component, path) -> Obj
 
 def parse(data: bytes, blob_end: int, *, path=None) -> Manifest:
     """Manifest from the CBOR index bytes; ``blob_end`` is where the index starts."""
+    manifest.check_object_count(manifest.declared_length(data, 0, major=4), path)
     root = manifest.load_cbor(data, path)
     expect(isinstance(root, list), "v0.1 index is not a CBOR array", path)
+    manifest.check_object_count(len(root), path)
     objects: dict[str, Object] = {}
     for i, raw in enumerate(root):
         name, obj = _entry(raw, i, path)

@@ -596,7 +596,7 @@ def load_cbor(data: bytes, path: Path | None = None, *, manifest: bool = False) 
                     value = decoder.decode()
                     break
                 if key == "objects":
-                    _check_objects(_map_size(data, stream.tell()), path)
+                    check_object_count(declared_length(data, stream.tell()), path)
                 value[key] = decoder.decode()
     except FormatError:
         raise
@@ -615,10 +615,10 @@ def load_cbor(data: bytes, path: Path | None = None, *, manifest: bool = False) 
 _ROOT_ENTRIES_ONE_BY_ONE = 16  # root maps of more entries (none we know of) decode at once
 
 
-def _map_size(data: bytes, pos: int) -> int | None:
-    """The entry count a definite-length CBOR map header at ``pos`` declares; None for
-    anything else (then the decoded value is checked instead)."""
-    if pos >= len(data) or data[pos] >> 5 != 5:
+def declared_length(data: bytes, pos: int, major: int = 5) -> int | None:
+    """The entry count a definite-length CBOR header of ``major`` type at ``pos`` declares
+    (5: map, 4: array); None for anything else (then the decoded value is checked)."""
+    if pos >= len(data) or data[pos] >> 5 != major:
         return None
     info = data[pos] & 31
     if info < 24:
@@ -631,14 +631,14 @@ def _map_size(data: bytes, pos: int) -> int | None:
 
 def _root_entries(data: bytes) -> tuple[int, int] | None:
     """(entries, where they start) of a definite-length root map of a few entries."""
-    count = _map_size(data, 0)
+    count = declared_length(data, 0)
     if count is None or count > _ROOT_ENTRIES_ONE_BY_ONE:
         return None
     info = data[0] & 31
     return count, 1 + (0 if info < 24 else {24: 1, 25: 2, 26: 4, 27: 8}[info])
 
 
-def _check_objects(count: int | None, path) -> None:
+def check_object_count(count: int | None, path) -> None:
     """At most ``MAX_OBJECTS`` objects: decoding costs memory per object (SPEC §8)."""
     if count is not None and count > constants.MAX_OBJECTS:
         raise FormatError(
@@ -665,7 +665,7 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     expect("objects" in root, "manifest has no objects map", path)
     raw_objects = root["objects"]
     expect(isinstance(raw_objects, Mapping), "objects is not a map", path)
-    _check_objects(len(raw_objects), path)  # an indefinite-length map, or many root entries
+    check_object_count(len(raw_objects), path)  # an indefinite-length map, or many root entries
     for name in raw_objects:
         if not isinstance(name, str):
             raise FormatError(f"object name {name!r} is not text", path=path)
