@@ -100,10 +100,11 @@ class AxisChunks:
     once) and what each one takes (``piece``). Nothing is done per chunk that is not asked
     for, so a selection over millions of never-written chunks costs no Python step each."""
 
-    __slots__ = ("c", "count", "n", "sel", "_order", "_sorted", "_unique")
+    __slots__ = ("c", "count", "n", "sel", "_order", "_pieces", "_sorted", "_unique")
 
     def __init__(self, sel: Axis, c: int, n: int) -> None:
         self.sel, self.n = sel, n
+        self._pieces: dict[int, tuple | None] = {}  # asked for once per chunk of the axis
         self.c = max(1, min(c, n))  # a chunk wider than the axis is the whole axis
         if isinstance(sel, range):
             first, last = (sel[0], sel[-1]) if sel else (0, -1)
@@ -160,6 +161,13 @@ class AxisChunks:
     def piece(self, k: int):
         """(key into chunk ``k``, key into the output) of what the selection takes from it;
         None when it takes nothing."""
+        try:
+            return self._pieces[k]
+        except KeyError:
+            out = self._pieces[k] = self._piece(k)
+            return out
+
+    def _piece(self, k: int):
         c = self.c
         if not isinstance(self.sel, range):
             lo = int(np.searchsorted(self._sorted, k, "left"))
