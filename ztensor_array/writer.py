@@ -133,6 +133,7 @@ class Writer:
         self._objects: dict[str, Object] = {}  # added (or replacing) since opening
         self._base = Manifest({})  # append mode: the finalized file's manifest, as it was read
         self._removed: set[str] = set()  # append mode: objects of the base dropped
+        self._base_span = (0, 0)  # append mode: where the base's manifest bytes are
         self._base_attributes: dict[str, Any] = {}
         self._incoming: dict[str, dict[str, Component]] = {}
         self._planned: dict[str, tuple] = {}  # name -> (shape, format, attributes, roles)
@@ -200,6 +201,8 @@ class Writer:
                         path=self.path,
                     )
                 self._base = r.manifest  # kept as it is: no object is parsed to append
+                # where its bytes are: the append copies its entries from there
+                self._base_span = (r.manifest_offset, r.size - constants.FOOTER_SIZE)
                 self.attributes = r.attributes
                 self._base_attributes = r.attributes
                 same = files.same_file(self._fd, self.path)
@@ -889,31 +892,25 @@ class Writer:
         return size
 
     def _appended_manifest(self, attrs) -> tuple[bytes, Manifest]:
-        """The manifest of an append: the objects kept are written as they are stored (their
-        entries' bytes when this process wrote them, else their maps as decoded, unknown keys
-        and all; never re-parsed), the added ones encoded; and that manifest as a table, the
-        added objects validated, ready for the memo."""
+        """The manifest of an append: the entries of the objects kept are copied from the
+        base's bytes as they are (``manifest.splice``; when the base is laid out otherwise,
+        every entry is encoded from its decoded map, unknown keys and all), the added ones
+        encoded after them; and that manifest as a table, the added objects validated,
+        ready for the memo."""
         base = self._base
         table = base.objects
-        gone = self._removed | set(self._objects)
-        names = list(
-            heapq.merge(
-                (n for n in table.sorted_names() if n not in gone),
-                sorted(self._objects),
-            )
-        )
         added = self._objects
-        entries = ((n, added[n] if n in added else table.entry(n)) for n in names)
-        mbytes, spans = manifest.encode_entries(
-            base.version, attrs, base.extra, len(names), entries
-        )
-        kept = Manifest(
-            table.derived(added, self._removed, names, mbytes, spans),
-            attrs,
-            base.version,
-            base.extra,
-        )
-        validation.validate_appended(kept, table, added, gone, self._pos, self.path)
+        dropped = self._removed | {n for n in added if n in table}
+        start, end = self._base_span
+        source = files.read_at(self._fd, end - start, start)
+        mbytes = manifest.splice(source, base, attrs, dropped, added)
+        if mbytes is None:
+            names = [n for n in table.sorted_names() if n not in dropped]
+            names = list(heapq.merge(names, sorted(added)))
+            entries = ((n, added[n] if n in added else table.entry(n)) for n in names)
+            mbytes = manifest.encode_entries(base.version, attrs, base.extra, len(names), entries)
+        kept = Manifest(table.derived(added, self._removed), attrs, base.version, base.extra)
+        validation.validate_appended(kept, table, added, dropped, self._pos, self.path)
         return mbytes, kept
 
     def _fsync(self) -> None:
