@@ -57,6 +57,7 @@ _GATHER_BYTES = 64 << 20
 # Compressed blobs queued at most, beyond 2 per worker, under copy_inputs=False (see _drain)
 _QUEUE_ITEMS = 64
 _QUEUE_BYTES = 64 << 20
+INLINE_BYTES = 64 << 10  # data up to this is encoded in the calling thread, not on the pool
 _ZEROS = bytes(64)  # padding up to the next 64-byte boundary
 
 
@@ -525,14 +526,30 @@ class Writer:
 
     def _encode_later(self, data: np.ndarray, codec: StoredCodec, checksum: str | None) -> Future:
         """Encode (and digest) ``data`` on the writer's thread pool."""
+        if data.nbytes <= INLINE_BYTES:  # encoded now: nothing to copy
+            return self._run(_encode, data, codec, checksum, now=True)
+        # The caller may reuse its buffer as soon as we return: encode from a copy,
+        # unless it promised (copy_inputs=False) to leave its arrays alone until the end.
+        src = data.copy() if self._copy_inputs and data.flags.writeable else data
+        return self._run(_encode, src, codec, checksum)
+
+    def _run(self, fn, *args, now: bool = False) -> Future:
+        """``fn(*args)`` on the writer's thread pool, or ``now`` in this thread (small
+        work: starting the pool's threads costs more than encoding a few KiB)."""
+        from concurrent.futures import Future
+
+        if now:
+            fut: Future = Future()
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor  # ~15 ms: on first compression
 
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ztensor-compress")
-        # The caller may reuse its buffer as soon as we return: encode from a copy,
-        # unless it promised (copy_inputs=False) to leave its arrays alone until the end.
-        src = data.copy() if self._copy_inputs and data.flags.writeable else data
-        return self._pool.submit(_encode, src, codec, checksum)
+        return self._pool.submit(fn, *args)
 
     def _put_blob(
         self, storage, type_, encoding: str, blob, digest, *, gather: bool = False
@@ -764,6 +781,7 @@ class Writer:
         written: dict[tuple, Component] = {}
         inflight: deque[tuple[tuple, Future]] = deque()
         itemsize = dtypes.itemsize(grid.dtype)
+        small = math.prod(b - a for a, b in box) * itemsize <= INLINE_BYTES
 
         def drain(limit: int) -> None:
             while len(inflight) > limit:
@@ -788,14 +806,9 @@ class Writer:
                 chunked.plan_write(grid, box), source, band_bytes, itemsize
             ):
                 data = chunk_of(write, _as_stored(part, grid.dtype, self.path, name))
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor  # ~15 ms: when first used
-
-                    self._pool = ThreadPoolExecutor(
-                        self._workers, thread_name_prefix="ztensor-compress"
-                    )
-                data = np.array(data) if self._copy_inputs and data.base is not None else data
-                fut = self._pool.submit(chunked.encode_chunk, data, level, checksum)
+                if not small:
+                    data = np.array(data) if self._copy_inputs and data.base is not None else data
+                fut = self._run(chunked.encode_chunk, data, level, checksum, now=small)
                 inflight.append((write.index, fut))
                 drain(2 * self._workers)
             drain(0)
