@@ -114,6 +114,9 @@ class ChunkTable:
         return self._scan(axes)
 
     def _scan(self, axes: list[AxisChunks]) -> list[tuple[tuple[int, ...], str | Component]]:
+        """``within`` from the stored side: every segment's present entries filtered with
+        numpy (the newest segment wins, as in ``locate``), then the chunk components that no
+        entry overrides."""
         ndim = self._ndim
         rows: list[np.ndarray] = []  # grid indices found, newest segment first
         where: list[tuple[Segment, np.ndarray]] = []
