@@ -22,7 +22,8 @@ class RangeServer:
     """Serve ``root`` on 127.0.0.1 (a free port). Knobs, changeable while it runs:
     ``ignore_range``, ``truncate`` (send half of each body), ``shift`` (answer a range
     request with the bytes that many further on, labelled as asked), ``misplace`` (answer
-    with the range that many bytes further on, labelled as what it is), ``delay`` (seconds
+    with the range that many bytes further on, labelled as what it is), ``widen`` (answer a
+    suffix request with that many bytes more, labelled as what it is), ``delay`` (seconds
     before each answer). ``headers`` holds each request's headers."""
 
     def __init__(self, root: str, *, delay: float = 0.0) -> None:
@@ -32,6 +33,7 @@ class RangeServer:
         self.truncate = False
         self.shift = 0
         self.misplace = 0
+        self.widen = 0
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range)
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -115,8 +117,8 @@ class RangeServer:
             if not m or (not m.group(1) and not m.group(2)):
                 return self._status(h, 416, size)
             first, last = m.groups()
-            if not first:  # suffix: the last N bytes
-                start, end = max(0, size - int(last)), size
+            if not first:  # suffix: the last N bytes (``widen`` more when lying)
+                start, end = max(0, size - int(last) - self.widen), size
             else:
                 start = int(first)
                 end = min(size, int(last) + 1) if last else size

@@ -446,6 +446,13 @@ def test_a_misbehaving_server_is_an_error_never_data(tmp_path, server, how):
     ] in str(exc.value)
 
 
+def test_an_answer_larger_than_asked_is_refused_unread(tmp_path, server):
+    zt.to_ztensor(np.arange(100_000.0), tmp_path / "a.zt", "x")
+    server.widen = 1 << 20
+    with pytest.raises(RemoteError, match="asked for the last 65536 bytes"):
+        zt.Reader(server.url("a.zt"))
+
+
 def test_a_lying_server_is_caught_by_the_digests(tmp_path, server):
     x = np.arange(100_000.0)
     zt.to_ztensor(x, tmp_path / "a.zt", "x", checksum="crc32c")

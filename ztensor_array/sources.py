@@ -611,6 +611,12 @@ class HTTPSource(_AsyncRangeSource):
                 first, last, total = _content_range(r.headers.get("Content-Range"))
                 if first is None or total is None or last != total - 1:
                     raise RemoteError("the server sent no valid Content-Range", path=self.name)
+                if last - first + 1 != min(tail, total):  # never more than asked for
+                    raise RemoteError(
+                        f"asked for the last {tail} bytes, the server sent "
+                        f"{r.headers.get('Content-Range')!r}",
+                        path=self.name,
+                    )
                 data = await _body(r, last - first + 1, self.name)
                 return total, tag, data
             # 200: the server ignored Range; the whole file is in this answer
@@ -709,7 +715,8 @@ class S3Source(_AsyncRangeSource):
         length = int(resp.get("ContentLength") or 0)
         if total is None:  # the whole (small) object
             total, first, last = length, 0, length - 1
-        data = await _s3_body(resp, length, self.name)
+        # never more than asked for: _s3_body refuses any other length unread
+        data = await _s3_body(resp, min(tail, total), self.name)
         if first is None or last != total - 1 or len(data) != last - first + 1:
             raise RemoteError("the server sent no valid tail of the object", path=self.name)
         return total, tag, data
