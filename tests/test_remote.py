@@ -675,14 +675,14 @@ def test_distributed_workers_open_the_url_themselves(tmp_path, server):
         ) as cluster,
         distributed.Client(cluster),
     ):
-        lazy = xr.open_dataset(url, engine="ztensor", chunks={})
-        blocks = dict(zip(lazy.t.dims, lazy.t.chunks))
+        opened = xr.open_dataset(url, engine="ztensor", chunks={})
+        blocks = dict(zip(opened.t.dims, opened.t.chunks))
         assert blocks == {"time": (24,), "y": (30,), "x": (40,)}  # adjacent chunks merged
-        lazy = lazy.chunk({"time": 12, "x": 20})  # smaller tasks, from the one block read
+        lazy = opened.chunk({"time": 12, "x": 20})  # smaller tasks, from the one block read
         server.reset()
         want = ds.t.chunk({"time": 12, "x": 20}).mean("time").compute(scheduler="threads")
         xr.testing.assert_identical(lazy.t.mean("time").compute(), want)
-        lazy.close()
+        opened.close()
         # the worker opened the URL itself (tail and front), then one request per block
         worker = _gets(server)
         assert sorted(worker[:2]) == [(-1, 64 * KiB), (0, 64 * KiB - 1)] and len(worker) <= 2 + 4
