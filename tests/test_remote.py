@@ -395,20 +395,6 @@ def test_chunks_of_a_remote_variable_are_blocks_of_adjacent_chunks(tmp_path, ser
         assert len(server.requests) == 1
 
 
-def test_a_large_range_is_fetched_in_concurrent_parts(tmp_path, server, monkeypatch):
-    x = np.random.default_rng(1).random(200_000)  # 1.6 MB
-    zt.to_ztensor({"x": x, "pad": np.zeros(10_000)}, tmp_path / "a.zt")
-    monkeypatch.setattr(sources, "SPLIT", 256 * KiB)
-    with zt.Reader(server.url("a.zt"), verify=True) as r:
-        server.reset()
-        _same(r.read_tensor("x"), x)
-        comp = r.metadata("x").object.components["data"]
-    parts = sorted(_gets(server))
-    assert len(parts) == 7  # 1.6 MB in 256 KiB parts, end to end
-    assert parts[0][0] == comp.offset and parts[-1][1] == comp.offset + comp.length - 1
-    assert all(b[0] == a[1] + 1 for a, b in zip(parts, parts[1:]))
-
-
 # --------------------------------------------------------------------------- bad servers
 
 

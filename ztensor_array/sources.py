@@ -45,7 +45,6 @@ from .errors import (
 MAX_GAP = 256 << 10  # spans closer than this are fetched as one range
 MAX_BLOCK = 256 << 20  # merged ranges grow no larger (big reads stay concurrent)
 MAX_CONCURRENT = 16  # range requests in flight per read
-SPLIT = 256 << 20  # ranges larger than this are fetched in concurrent parts
 HEAD_READ = 64 << 10  # bytes an HTTP or S3 open asks for from the start, with the tail
 WHOLE_FILE_LIMIT = 256 << 20  # largest file fetched whole from a server that ignores Range
 _PATH_MAX = 4096  # bytes longer than any path are file contents
@@ -289,7 +288,7 @@ class Source:
                 todo.append(i)
         if todo:
             groups = merge([spans[i] for i in todo])
-            blobs = self._fetch_split([(g[0], g[1]) for g in groups])
+            blobs = self._checked_fetch([(g[0], g[1]) for g in groups])
             for (start, _, members), blob in zip(groups, blobs):
                 view = memoryview(blob).toreadonly()
                 for m in members:
@@ -300,33 +299,6 @@ class Source:
     def held(self, offset: int, n: int) -> bool:
         """Whether these bytes came with the open (the tail, or the front)."""
         return offset >= self.tail_start or offset + n <= self._front.nbytes
-
-    def _fetch_split(self, ranges: list[tuple[int, int]]) -> list:
-        """``_checked_fetch`` with ranges over ``SPLIT`` bytes cut into concurrent parts
-        (one connection's throughput is less than several's), joined again."""
-        if all(end - start <= SPLIT for start, end in ranges):
-            return self._checked_fetch(ranges)
-        parts, owners = [], []
-        for k, (start, end) in enumerate(ranges):
-            count = -(-(end - start) // SPLIT) if end - start > SPLIT else 1
-            step = -(-(end - start) // count)
-            for lo in range(start, end, step):
-                parts.append((lo, min(end, lo + step)))
-                owners.append(k)
-        blobs = self._checked_fetch(parts)
-        out: list = [None] * len(ranges)
-        for k, (start, end) in enumerate(ranges):
-            mine = [b for b, o in zip(blobs, owners) if o == k]
-            if len(mine) == 1:
-                out[k] = mine[0]
-                continue
-            joined = bytearray(end - start)
-            pos = 0
-            for b in mine:
-                joined[pos : pos + len(b)] = b
-                pos += len(b)
-            out[k] = joined
-        return out
 
     def _checked_fetch(self, ranges: list[tuple[int, int]]) -> list:
         if self.closed:
