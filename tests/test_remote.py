@@ -15,12 +15,15 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 
 import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from range_server import RangeServer
 from test_chunked import chunked_file
 from test_quantized import make, pack_columns
@@ -183,6 +186,90 @@ def test_selections_of_a_remote_file_match_the_local_ones(layouts_file, server):
                 _same(r.read_slice(name, key), local.read_slice(name, key))
         points = (np.array([1, 50, 63]), np.array([0, 9, 63]))
         _same(r.read_points("chunked", points), local.read_points("chunked", points))
+
+
+class _CountingFile(io.BytesIO):
+    """A file object that records the (offset, length) of every read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads: list[tuple[int, int]] = []
+
+    def readinto(self, buffer) -> int:
+        self.reads.append((self.tell(), len(buffer)))
+        return super().readinto(buffer)
+
+
+@st.composite
+def _window_case(draw):
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(draw(st.integers(1, 9)) for _ in range(ndim))
+    key = []
+    for n in shape:
+        step = st.none() | st.sampled_from([1, 2, -1, -3])
+        bound = st.none() | st.integers(-n - 2, n + 2)
+        key.append(
+            draw(
+                st.one_of(
+                    st.builds(slice, bound, bound, step),
+                    st.integers(-n, n - 1),
+                    st.lists(st.integers(-n, n - 1), max_size=4),
+                )
+            )
+        )
+    return shape, tuple(key)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_window_case())
+def test_a_window_of_a_dense_tensor_reads_exactly_its_bounding_bytes(case):
+    shape, key = case
+    x = np.arange(int(np.prod(shape)), dtype="<f8").reshape(shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "w.zt")
+        zt.to_ztensor({"x": x, "pad": np.zeros(10_000)}, path)  # x outside the tail read
+        with open(path, "rb") as f:
+            data = f.read()
+    want = x
+    for axis, k in reversed(list(enumerate(key))):  # orthogonal selection, by numpy
+        want = want[(slice(None),) * axis + (k if not isinstance(k, list) else np.array(k, int),)]
+    f = _CountingFile(data)
+    with zt.Reader(f) as r:
+        offset = r.metadata("x").object.components["data"].offset
+        f.reads.clear()
+        got = r.read_slice("x", key)
+    _same(got, want)
+    picked = [
+        np.arange(n)[k if not isinstance(k, list) else np.array(k, int)] for n, k in zip(shape, key)
+    ]
+    picked = [np.atleast_1d(p) for p in picked]
+    if any(p.size == 0 for p in picked):
+        assert f.reads == []  # nothing selected: nothing read
+        return
+    lo = np.ravel_multi_index(tuple(int(p.min()) for p in picked), shape)
+    hi = np.ravel_multi_index(tuple(int(p.max()) for p in picked), shape) + 1
+    assert f.reads == [(offset + 8 * lo, 8 * (hi - lo))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3_000_000), st.integers(0, 400_000)), max_size=12),
+    st.integers(0, 300_000),
+)
+def test_merged_ranges_cover_each_span_once_and_stay_apart(spans, gap):
+    groups = sources.merge(spans, gap)
+    members = sorted(m for g in groups for m in g[2])
+    assert members == list(range(len(spans)))  # every span in exactly one range
+    for start, end, mine in groups:
+        assert all(start <= spans[m][0] and spans[m][0] + spans[m][1] <= end for m in mine)
+        assert start == min(spans[m][0] for m in mine)
+        assert end == max(spans[m][0] + spans[m][1] for m in mine)  # nothing beyond them
+    for (prev_start, end, _), (start, _, mine) in zip(groups, groups[1:]):
+        # ranges are sorted and disjoint, and apart by more than the gap unless taking in
+        # the next span would have made a range over MAX_BLOCK
+        assert end <= start
+        first_end = spans[mine[0]][0] + spans[mine[0]][1]
+        assert start - end > gap or first_end - prev_start > sources.MAX_BLOCK
 
 
 def test_storage_options_reach_the_server(tmp_path, server):
