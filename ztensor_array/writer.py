@@ -145,6 +145,9 @@ class Writer:
         self._done = False
         self._append_base = 0
         self._streaming: str | None = None
+        self._flock: files.FileLock | None = None  # mode "a": the writers' lock, held
+        self._marker: files.Marker | None = None  # mode "a": our append marker
+        self._held: files.FileLock | None = None  # mode "w": the caller's lock (compact)
         if mode == "a":
             self._open_append()
         else:
@@ -160,14 +163,15 @@ class Writer:
         base_size: int = 0,
         attributes: Mapping[str, Any] | None = None,
         durable: bool = False,
+        token: str = "",
     ) -> Writer:
         """A Writer that finishes a file whose blobs other processes wrote (the parallel
         write protocol, ``parallel.py``): mode "w"/"x" takes over the temp file ``target``,
         mode "a" the file at ``path`` whose finalized state ended at ``base_size`` (its
-        objects are read there). Record the new objects with ``put_object``, then
-        ``finalize``."""
+        objects are read there) and whose append marker holds ``token``. Record the new
+        objects with ``put_object``, then ``finalize``."""
         self = cls.__new__(cls)
-        self._adopted = (target, base_size)
+        self._adopted = (target, base_size, token)
         cls.__init__(self, path, mode, durable=durable)
         self.attributes = dict(attributes or {})
         return self
@@ -186,35 +190,49 @@ class Writer:
         self._write_all(constants.MAGIC)
 
     def _open_append(self) -> None:
-        # one appender at a time: two would interleave blobs and lose a manifest
-        self._fd = files.open_locked(self.path, missing="no such file to append to")
+        # One writer at a time (SPEC §9.3): the lock first, then the marker check; two
+        # appenders would interleave blobs and lose a manifest
+        self._flock = files.FileLock.acquire(self.path, missing="no such file to append to")
+        self._fd = self._flock.fd
         adopted = getattr(self, "_adopted", None)
         try:
-            size = os.fstat(self._fd).st_size
+            size = self._flock.size
+            if adopted is not None:  # a parallel append's commit: its marker must be there
+                marker = self._flock.marker()
+                if marker is None or marker.token != adopted[2] or marker.kind != "parallel":
+                    raise ZTensorError(
+                        "the parallel append was aborted (its marker is gone)", path=self.path
+                    )
+            else:
+                self._flock.refuse_marker()
+                marker = None
             # a parallel append's workers wrote after the finalized state: read it there
-            end = adopted[1] if adopted is not None else None
+            end = adopted[1] if adopted is not None else size
             with Reader(self.path, end=end) as r:
                 if r.manifest_offset is None:
                     raise UnsupportedError(
                         "legacy v0.1 files cannot be appended to; migrate them first",
                         path=self.path,
                     )
+                if (r.identity.dev, r.identity.ino) != self._flock.ident:
+                    raise ZTensorError("file changed while opening for append", path=self.path)
                 self._base = r.manifest  # kept as it is: no object is parsed to append
                 self.attributes = r.attributes
                 self._base_attributes = r.attributes
-                same = files.same_file(self._fd, self.path)
-                same &= adopted is not None or r.size == size
-            if not same:
-                raise ZTensorError("file changed while opening for append", path=self.path)
+            if marker is None:  # before any byte after the finalized state is written
+                marker = self._flock.begin_append("append", size, durable=self.durable)
+            self._marker = marker
         except BaseException:
-            self._close_fd()
+            self._unlock()
             raise
         self._pos = size
-        self._append_base = end if end is not None else size
+        self._append_base = end
 
-    def _close_fd(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
+    def _unlock(self) -> None:
+        """Close the file and let go of the writers' lock."""
+        if self._flock is not None:
+            self._flock.release()
+            self._flock = None
             self._fd = -1
 
     def _write_all(self, data, *, gather: bool = False) -> None:
@@ -873,6 +891,8 @@ class Writer:
                 )
             if self.durable:
                 self._fsync()
+            if self._flock is not None:
+                self._flock.check_named()  # compact or a rename replaced the file: fail
             start = self._pos
             self._write_all(mbytes + manifest.footer(mbytes))
             size = self._pos
@@ -883,6 +903,8 @@ class Writer:
             self.abort()
             raise
         self._done = True
+        if self._marker is not None:  # the new state is complete: the append is over
+            self._flock.end_append(self._marker)
         self._release()
         if self.mode == "a":  # the next open of this state in this process decodes nothing
             validation.remember(self.path, start, mbytes, kept)
@@ -904,14 +926,14 @@ class Writer:
         )
         added = self._objects
         entries = ((n, added[n] if n in added else table.entry(n)) for n in names)
-        mbytes, spans = manifest.encode_entries(
-            base.version, attrs, base.extra, len(names), entries
-        )
+        # the marker's token: the manifest that ends this append says so (SPEC §9.3)
+        extra = {**(base.extra or {}), files.APPEND_KEY: self._marker.token}
+        mbytes, spans = manifest.encode_entries(base.version, attrs, extra, len(names), entries)
         kept = Manifest(
             table.derived(added, self._removed, names, mbytes, spans),
             attrs,
             base.version,
-            base.extra,
+            extra,
         )
         validation.validate_appended(kept, table, added, gone, self._pos, self.path)
         return mbytes, kept
@@ -925,9 +947,21 @@ class Writer:
     def _commit(self) -> None:
         if self.mode == "a":
             return
-        files.commit(
-            self._fd, self._tmp_name, self.path, exclusive=self.mode == "x", durable=self.durable
-        )
+        held = None
+        if self.mode == "w" and self._held is None:
+            # a file replaced is replaced between writers, never in the middle of one
+            held = files.lock_to_replace(self.path)
+        try:
+            files.commit(
+                self._fd,
+                self._tmp_name,
+                self.path,
+                exclusive=self.mode == "x",
+                durable=self.durable,
+            )
+        finally:
+            if held is not None:
+                held.release()
         self._tmp_name = None
 
     def abort(self) -> None:
@@ -943,7 +977,10 @@ class Writer:
             try:
                 os.ftruncate(self._fd, self._append_base)
             except OSError:
-                pass  # repair() cuts a torn tail back to the last footer
+                pass  # the marker stays: repair() cuts the tail back to its base
+            else:
+                if self._marker is not None and getattr(self, "_adopted", None) is None:
+                    self._flock.end_append(self._marker)  # (a parallel one: its abort)
         if self._tmp_name is not None:
             files.unlink_quietly(self._tmp_name)
             self._tmp_name = None
@@ -953,7 +990,9 @@ class Writer:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        if self._fd >= 0:
+        if self._flock is not None:
+            self._unlock()
+        elif self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
