@@ -283,6 +283,22 @@ def read_marker(path: str, ident) -> Marker | None:
     return marker if marker is not None and marker.names(ident) else None
 
 
+def remove_marker(path: str, token: str) -> None:
+    """Remove the append marker of the file at ``path`` if it holds ``token`` (ours)."""
+    where = marker_path(path)
+    try:
+        fd = os.open(where, _READ_FLAGS)
+    except OSError:
+        return
+    try:
+        marker = Marker.decode(os.pread(fd, 4096, 0))
+        ours = marker is not None and marker.token == token and same_file(fd, where)
+    finally:
+        os.close(fd)
+    if ours:
+        unlink_quietly(where)
+
+
 def marker_error(marker: Marker, path: str) -> ZTensorError:
     """What a writer meeting ``marker`` while holding the file's lock is told: a parallel
     append may still run; a Writer's append marker under a lock we hold is a dead one."""
@@ -406,17 +422,7 @@ class FileLock:
 
     def end_append(self, marker: Marker) -> None:
         """Remove the append marker if it is still ``marker`` (ours)."""
-        where = marker_path(self.path)
-        try:
-            fd = os.open(where, _READ_FLAGS)
-        except OSError:
-            return
-        try:
-            ours = Marker.decode(os.pread(fd, 4096, 0)) == marker and same_file(fd, where)
-        finally:
-            os.close(fd)
-        if ours:
-            unlink_quietly(where)
+        remove_marker(self.path, marker.token)
 
     def clear_leftover_marker(self) -> None:
         """Remove a marker file that names no append of this file: one left by a process

@@ -366,6 +366,8 @@ def commit(
         w.abort()
         abort(plan)
         raise
+    if plan.mode == "a":  # an append that recorded nothing left the file as it was
+        files.remove_marker(plan.path, plan.token)
     return size
 
 
