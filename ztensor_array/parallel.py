@@ -33,6 +33,7 @@ import numpy as np
 from . import constants, files
 from .codecs import byte_view, digests
 from .errors import (
+    FileBusyError,
     FileExistsZTError,
     InvalidArgumentError,
     UnsupportedError,
@@ -166,10 +167,11 @@ def begin(plan: ParallelPlan, regions: list[int]) -> list[int]:
             raise
     with files.FileLock.acquire(plan.path, missing="the file to append to vanished") as held:
         size = held.size
-        if size != plan.base_size:
-            raise ZTensorError(
+        held.refuse_marker()  # another parallel append began since the plan
+        if size != plan.base_size:  # another writer finished meanwhile: plan again
+            raise FileBusyError(
                 f"file changed since the write was planned ({size} bytes, expected "
-                f"{plan.base_size})",
+                f"{plan.base_size}): another writer changed it; nothing was written",
                 path=plan.path,
             )
         marker = held.begin_append("parallel", size, token=plan.token, durable=plan.durable)
