@@ -337,3 +337,34 @@ def test_index_is_written_without_following_a_planted_symlink(hub, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["model-00001-of-00002.zt", "model-00002-of-00002.zt", "model.zt.index.json", planted.name]
     )
+
+
+def test_without_o_tmpfile_the_index_goes_through_a_random_o_excl_name(hub, tmp_path, monkeypatch):
+    """Where the filesystem has no O_TMPFILE (simulated: the flag is absent), the index is
+    written to a hidden name with 12 random hex digits, created with O_CREAT | O_EXCL (so a
+    file or symlink already there is never opened), a new name each time, none left."""
+    import re
+
+    monkeypatch.delattr(os, "O_TMPFILE")
+    opened: list[tuple[str, int]] = []
+    real_open = os.open
+
+    def recording_open(path, flags, *args, **kwargs):  # records, then really opens
+        opened.append((os.fspath(path), flags))
+        return real_open(path, flags, *args, **kwargs)
+
+    from ztensor_array.convert.hf import download
+
+    monkeypatch.setattr(os, "open", recording_open)
+    out, cache = str(tmp_path / "out"), str(tmp_path / "cache")
+    for _ in range(2):
+        download("tiny/sharded", out, quiet=True, endpoint=hub.url, cache_dir=cache, overwrite=True)
+    temps = [(p, f) for p, f in opened if "model.zt.index.json.tmp-" in p]
+    assert len(temps) == 2 and temps[0][0] != temps[1][0]
+    for path, flags in temps:
+        assert re.fullmatch(r"\.model\.zt\.index\.json\.tmp-[0-9a-f]{12}", os.path.basename(path))
+        assert flags & os.O_CREAT and flags & os.O_EXCL
+    folder = tmp_path / "out" / "sharded"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["model-00001-of-00002.zt", "model-00002-of-00002.zt", "model.zt.index.json"]
+    )

@@ -686,6 +686,7 @@ def test_compressed_save_keeps_a_bounded_queue(tmp_path, monkeypatch):
     from ztensor_array import writer as zw
 
     monkeypatch.setattr(zw, "_QUEUE_BYTES", 3 << 20)
+    monkeypatch.setattr(zw, "INLINE_BYTES", 0)  # every tensor goes through the pool
     rng = np.random.default_rng(0)
     arrays = {f"t{i:02d}": rng.integers(0, 16, 1 << 18, dtype=np.uint8) for i in range(24)}
     seen = []

@@ -38,7 +38,10 @@ def locate(size: int, tail: bytes, path) -> tuple[int, int]:
         raise TornFileError(f"v0.1 file of {size} bytes is too short", path=path)
     length = int.from_bytes(tail, "little")
     if length > constants.MAX_MANIFEST_SIZE:
-        raise FormatError(f"v0.1 index size {length} exceeds the 1 GiB limit", path=path)
+        raise FormatError(
+            f"v0.1 index size {length} exceeds the {constants.MAX_MANIFEST_SIZE >> 20} MiB limit",
+            path=path,
+        )
     start = size - LENGTH_SIZE - length
     if start < len(constants.LEGACY_MAGIC):
         raise FormatError(
@@ -111,8 +114,10 @@ def _csr_ranges(name: str, shape: tuple[int, ...], blob: Component, path) -> Obj
 
 def parse(data: bytes, blob_end: int, *, path=None) -> Manifest:
     """Manifest from the CBOR index bytes; ``blob_end`` is where the index starts."""
+    manifest.check_object_count(manifest.declared_length(data, 0, major=4), path)
     root = manifest.load_cbor(data, path)
     expect(isinstance(root, list), "v0.1 index is not a CBOR array", path)
+    manifest.check_object_count(len(root), path)
     objects: dict[str, Object] = {}
     for i, raw in enumerate(root):
         name, obj = _entry(raw, i, path)

@@ -9,6 +9,7 @@ dataclass. What the fields must agree on (offsets, sizes, each format's rules) i
 
 from __future__ import annotations
 
+import bisect
 import io
 import math
 import os
@@ -19,7 +20,7 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from . import dtypes
+from . import constants, dtypes
 from .codecs import ENCODINGS, RAW
 from .constants import FOOTER_SIZE, MAGIC, MAX_MANIFEST_SIZE, WRITE_VERSION
 from .errors import FormatError, TornFileError, UnsupportedError, ZTensorError
@@ -110,8 +111,11 @@ class PlainColumns:
         starts = np.zeros(len(ndims) + 1, dtype=np.int64)
         np.cumsum(ndims, out=starts[1:])
         if order is not None:  # rows follow the sorted names; dims are regrouped
-            rows = [dims[starts[i] : starts[i + 1]] for i in order]
-            dims = np.concatenate(rows) if rows else dims
+            counts = ndims[order]
+            first = np.zeros(len(order) + 1, dtype=np.int64)
+            np.cumsum(counts, out=first[1:])
+            within = np.arange(int(first[-1]), dtype=np.int64) - np.repeat(first[:-1], counts)
+            dims = dims[np.repeat(starts[:-1][order], counts) + within]
             ndims, dtypes, encodings = ndims[order], dtypes[order], encodings[order]
             offsets, lengths = offsets[order], lengths[order]
             digests = None if digests is None else [digests[i] for i in order]
@@ -216,55 +220,48 @@ class ObjectTable(Mapping):
         self.spans = None
         self.blob_end = 0
         self._sorted: list[str] | None = None
-        # Set when this process wrote the manifest (``derived``): its bytes, and where each
-        # entry is in them, so the next append writes the entries it keeps as they are.
-        self.source: bytes | None = None
-        self.plain_spans: np.ndarray | None = None  # (len(plain), 2)
-        self.raw_spans: dict[str, tuple[int, int]] = {}
 
-    def entry(self, name: str) -> Entry:
-        """What an append writes for an object it keeps: the entry's bytes when this table
-        knows them, else its decoded CBOR map (unknown keys and all), or for a plain dense
-        object the map its columns make."""
+    def entry(self, name: str) -> Mapping[str, Any]:
+        """What a full re-encoding writes for an object it keeps: its decoded CBOR map
+        (unknown keys and all), or for a plain dense object the map its columns make."""
         raw = self._raw.get(name)
         if raw is not None:
-            span = self.raw_spans.get(name)
-            return raw if span is None else memoryview(self.source)[span[0] : span[1]]
+            return raw
         i = self.plain.row(name)
-        if self.plain_spans is not None:
-            start, end = self.plain_spans[i]
-            return memoryview(self.source)[start:end]
         return _object_to_cbor(
             Object(self.plain.shape(i), "dense", {"data": self.plain.component(i)})
         )
 
-    def derived(
-        self, added: Mapping[str, Object], removed, names: list[str], source: bytes, spans
-    ) -> ObjectTable:
-        """The table of the manifest an append wrote (``source``, its entries at ``spans``
-        in ``names`` order): this one's objects less ``removed`` and those ``added`` replace,
-        plus ``added``. Not validated: ``validation.validate_appended`` checks the added."""
+    def derived(self, added: Mapping[str, Object], removed) -> ObjectTable:
+        """The table of the manifest an append wrote: this one's objects less ``removed``
+        and those ``added`` replace, plus ``added``; work in proportion to what changed
+        (dict and array copies aside). Not validated: ``validation.validate_appended``
+        checks the added objects."""
         gone = set(removed) | set(added)
-        out = ObjectTable({}, self._path)
-        where = dict(zip(names, map(tuple, spans.tolist())))
-        raw = {n: r for n, r in self._raw.items() if n not in gone}
-        raw.update((n, _object_to_cbor(obj)) for n, obj in added.items())
-        out._raw = raw
-        out._parsed = {n: o for n, o in self._parsed.items() if n not in gone}
+        out = ObjectTable(dict(self._raw), self._path)
+        out._parsed = dict(self._parsed)
+        for n in gone:
+            out._raw.pop(n, None)
+            out._parsed.pop(n, None)
+        out._raw.update((n, _object_to_cbor(obj)) for n, obj in added.items())
         out._parsed.update(added)
         plain = self.plain
         if plain is not None:
-            keep = np.ones(len(plain), dtype=bool)
+            rows = [i for i in map(plain.row, gone) if i >= 0]
+            if rows:
+                keep = np.ones(len(plain), dtype=bool)
+                keep[rows] = False
+                plain = plain.subset(keep)
+        out.plain = plain
+        if self._sorted is not None:
+            names = list(self._sorted)
             for n in gone:
-                i = plain.row(n)
-                if i >= 0:
-                    keep[i] = False
-            out.plain = plain.subset(keep)
-            out.plain_spans = np.array(
-                [where[plain.name(i)] for i in np.flatnonzero(keep)], dtype=np.int64
-            ).reshape(-1, 2)
-        out.raw_spans = {n: where[n] for n in raw}
-        out.source = source
+                i = bisect.bisect_left(names, n)
+                if i < len(names) and names[i] == n:
+                    del names[i]
+            for n in added:
+                bisect.insort(names, n)
+            out._sorted = names
         return out
 
     def raw_items(self):
@@ -387,10 +384,10 @@ def encode(manifest: Manifest) -> bytes:
         manifest.extra,
         len(names),
         ((name, manifest.objects[name]) for name in names),
-    )[0]
+    )
 
 
-Entry = Object | Mapping[str, Any] | bytes  # a parsed object, a CBOR map as decoded, or its bytes
+Entry = Object | Mapping[str, Any]  # a parsed object, or a CBOR map as decoded
 
 
 def encode_entries(
@@ -399,11 +396,31 @@ def encode_entries(
     extra: Mapping[str, Any] | None,
     count: int,
     entries,
-) -> tuple[bytes, np.ndarray]:
+) -> bytes:
     """CBOR bytes of a manifest whose ``count`` objects come as (name, entry) pairs in the
-    order to write (sorted bytewise, as the reference writes them), and the byte span of
-    each entry in them, (count, 2). An entry given as bytes is written as it is: an append
-    reuses the bytes of the objects it keeps instead of encoding them again."""
+    order to write (sorted bytewise, as the reference writes them)."""
+    out = io.BytesIO()
+    out.write(_root_head(version, attributes, extra, count))
+    enc = cbor2.CBOREncoder(out)
+    written = 0
+    try:
+        for name, entry in entries:
+            enc.encode(name)
+            enc.encode(_object_to_cbor(entry) if isinstance(entry, Object) else entry)
+            written += 1
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}") from None
+    if written != count:
+        raise ValueError(f"{written} objects given for a manifest of {count}")
+    return out.getvalue()
+
+
+def _root_head(
+    version: str, attributes: Mapping[str, Any] | None, extra: Mapping[str, Any] | None, count: int
+) -> bytes:
+    """The bytes before the first object entry: the root map's header, its keys other
+    than ``objects`` with their values, then ``objects`` (always the last key) and the
+    header of its map of ``count`` entries."""
     out = io.BytesIO()
     enc = cbor2.CBOREncoder(out)
     root: dict[str, Any] = {"version": version}
@@ -411,28 +428,83 @@ def encode_entries(
         root["attributes"] = dict(attributes)
     for key, value in (extra or {}).items():
         root.setdefault(key, value)
-    spans = np.empty((count, 2), dtype=np.int64)
     try:
-        enc.encode_length(5, len(root) + 1)  # the root map, "objects" its last key
+        enc.encode_length(5, len(root) + 1)
         for key, value in root.items():
             enc.encode(key)
             enc.encode(value)
         enc.encode("objects")
         enc.encode_length(5, count)
-        i = -1
-        for i, (name, entry) in enumerate(entries):
-            enc.encode(name)
-            spans[i, 0] = out.tell()
-            if isinstance(entry, bytes | memoryview):
-                enc.write(entry)
-            else:
-                enc.encode(_object_to_cbor(entry) if isinstance(entry, Object) else entry)
-            spans[i, 1] = out.tell()
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
         raise ZTensorError(f"attributes cannot be encoded as CBOR: {exc}") from None
-    if i + 1 != count:
-        raise ValueError(f"{i + 1} objects given for a manifest of {count}")
-    return out.getvalue(), spans
+    return out.getvalue()
+
+
+def splice(
+    source: bytes,
+    before: Manifest,
+    attributes: Mapping[str, Any] | None,
+    dropped: set[str],
+    added: Mapping[str, Object],
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> bytes | None:
+    """The manifest of an append, made from the bytes of the one before (``source``,
+    which decoded to ``before``) without encoding its objects again: the root head is
+    written anew (new attributes, ``extra`` root keys if given, and count), the old
+    entries are copied as they are
+    (less those ``dropped``: removed or replaced), the ``added`` entries follow them.
+    Object order in the map carries no meaning (SPEC §3), so the bytes of the kept
+    entries stay one block. None when ``source`` is not laid out as ``encode`` lays a
+    manifest out (the caller then encodes every object), or a dropped entry cannot be
+    located."""
+    objects = before.objects
+    count = len(objects)
+    head = _root_head(before.version, before.attributes, before.extra, count)
+    if not source.startswith(head):
+        return None
+    body = memoryview(source)[len(head) :]
+    pieces: list = []
+    if dropped:
+        spans = _entry_spans(source, len(head), count, dropped)
+        if spans is None:
+            return None
+        pos = len(head)
+        for start, end in spans:
+            pieces.append(memoryview(source)[pos:start])
+            pos = end
+        pieces.append(memoryview(source)[pos:])
+    else:
+        pieces.append(body)
+    new_count = count - len(dropped) + len(added)
+    extra = before.extra if extra is None else extra
+    out = [_root_head(before.version, attributes, extra, new_count), *pieces]
+    out += [_dumps(name) + _dumps(_object_to_cbor(added[name])) for name in sorted(added)]
+    return b"".join(out)
+
+
+def _entry_spans(source: bytes, first: int, count: int, names: set[str]) -> list | None:
+    """Byte spans (key and value) of the entries named ``names`` in the objects map whose
+    ``count`` entries start at ``first`` and run to the end of ``source``; None unless
+    exactly those entries are found and the map ends where ``source`` does. Decodes every
+    entry (cbor2, item by item) to learn where each ends: for removals and replacements
+    only."""
+    stream = io.BytesIO(source)
+    stream.seek(first)
+    dec = cbor2.CBORDecoder(stream)
+    spans = []
+    try:
+        for _ in range(count):
+            start = stream.tell()
+            key = dec.decode()
+            dec.decode()
+            if key in names:
+                spans.append((start, stream.tell()))
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError):
+        return None
+    if stream.tell() != len(source) or len(spans) != len(names):
+        return None
+    return spans
 
 
 def footer(manifest_bytes: bytes) -> bytes:
@@ -458,7 +530,10 @@ def locate(size: int, tail: bytes, path: Path | None) -> tuple[int, int]:
         )
     length = int.from_bytes(tail[:8], "little")
     if length > MAX_MANIFEST_SIZE:
-        raise FormatError(f"manifest size {length} exceeds the 1 GiB limit", path=path)
+        raise FormatError(
+            f"manifest size {length} exceeds the {MAX_MANIFEST_SIZE >> 20} MiB limit (SPEC §8)",
+            path=path,
+        )
     start = size - FOOTER_SIZE - length
     if start < len(MAGIC):
         raise FormatError(
@@ -573,11 +648,30 @@ def _parse_object_checked(raw: Any, path, name: str) -> Object:
     return Object(tuple(shape), fmt, components, attrs)
 
 
-def load_cbor(data: bytes, path: Path | None = None) -> Any:
-    """Exactly one CBOR item filling ``data`` (also used for the v0.1 index)."""
+def load_cbor(data: bytes, path: Path | None = None, *, manifest: bool = False) -> Any:
+    """Exactly one CBOR item filling ``data`` (also used for the v0.1 index). For a
+    ``manifest``, a root map of a few entries is decoded entry by entry, so that the
+    declared size of its ``objects`` map is checked before that map is decoded."""
     stream = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
+        decoder = cbor2.CBORDecoder(stream)
+        root = _root_entries(data) if manifest else None
+        if root is None:
+            value = decoder.decode()
+        else:
+            stream.seek(root[1])
+            value = {}
+            for _ in range(root[0]):
+                key = decoder.decode()
+                if not isinstance(key, str):  # decoded as a map key it would differ
+                    stream.seek(0)
+                    value = decoder.decode()
+                    break
+                if key == "objects":
+                    check_object_count(declared_length(data, stream.tell()), path)
+                value[key] = decoder.decode()
+    except FormatError:
+        raise
     except RecursionError:
         raise FormatError("manifest CBOR is nested too deeply", path=path) from None
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
@@ -590,10 +684,46 @@ def load_cbor(data: bytes, path: Path | None = None) -> Any:
     return value
 
 
+_ROOT_ENTRIES_ONE_BY_ONE = 16  # root maps of more entries (none we know of) decode at once
+
+
+def declared_length(data: bytes, pos: int, major: int = 5) -> int | None:
+    """The entry count a definite-length CBOR header of ``major`` type at ``pos`` declares
+    (5: map, 4: array); None for anything else (then the decoded value is checked)."""
+    if pos >= len(data) or data[pos] >> 5 != major:
+        return None
+    info = data[pos] & 31
+    if info < 24:
+        return info
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if width is None or pos + 1 + width > len(data):
+        return None
+    return int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+
+
+def _root_entries(data: bytes) -> tuple[int, int] | None:
+    """(entries, where they start) of a definite-length root map of a few entries."""
+    count = declared_length(data, 0)
+    if count is None or count > _ROOT_ENTRIES_ONE_BY_ONE:
+        return None
+    info = data[0] & 31
+    return count, 1 + (0 if info < 24 else {24: 1, 25: 2, 26: 4, 27: 8}[info])
+
+
+def check_object_count(count: int | None, path) -> None:
+    """At most ``MAX_OBJECTS`` objects: decoding costs memory per object (SPEC §8)."""
+    if count is not None and count > constants.MAX_OBJECTS:
+        raise FormatError(
+            f"manifest holds {count} objects, more than the {constants.MAX_OBJECTS} a "
+            "file may hold (SPEC §8)",
+            path=path,
+        )
+
+
 def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     """Manifest from CBOR bytes. Objects are parsed (and type-checked) on first access;
     ``validation.validate`` checks them all, so call it before handing the manifest out."""
-    root = load_cbor(data, path)
+    root = load_cbor(data, path, manifest=True)
     expect(isinstance(root, Mapping), "manifest root is not a map", path)
     # both keys are required, as the reference requires them (an empty file has "objects": {})
     expect("version" in root, "manifest has no version", path)
@@ -607,6 +737,7 @@ def decode(data: bytes, *, path: Path | None = None) -> Manifest:
     expect("objects" in root, "manifest has no objects map", path)
     raw_objects = root["objects"]
     expect(isinstance(raw_objects, Mapping), "objects is not a map", path)
+    check_object_count(len(raw_objects), path)  # an indefinite-length map, or many root entries
     for name in raw_objects:
         if not isinstance(name, str):
             raise FormatError(f"object name {name!r} is not text", path=path)

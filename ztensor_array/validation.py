@@ -457,8 +457,12 @@ def validate_appended(
     if dropped:
         old = old[~np.isin(old[:, 0], np.array(dropped, dtype=np.int64))]
     new = np.array([(s, e) for s, e, *_ in spans], dtype=np.int64).reshape(-1, 2)
-    every = np.concatenate([old, new])
-    every = every[np.argsort(every[:, 0], kind="stable")]
+    new = new[np.argsort(new[:, 0], kind="stable")]
+    if len(old) and len(new) and new[0, 0] < old[-1, 1]:  # not all after the kept ones
+        every = np.concatenate([old, new])
+        every = every[np.argsort(every[:, 0], kind="stable")]
+    else:  # both sorted, one after the other: no sort of the whole file's spans
+        every = np.concatenate([old, new])
     clash = np.flatnonzero(every[1:, 0] < every[:-1, 1])
     if len(clash):
         a, b = every[clash[0]], every[clash[0] + 1]
@@ -635,8 +639,7 @@ def _held_bytes(m: Manifest) -> int:
     if not isinstance(objects, ObjectTable):
         return 1024 * len(objects)
     plain = objects.plain
-    source = len(objects.source) if objects.source is not None else 0
-    return (plain.nbytes() if plain is not None else 0) + 1024 * len(objects._raw) + source
+    return (plain.nbytes() if plain is not None else 0) + 1024 * len(objects._raw)
 
 
 def forget_memo() -> None:

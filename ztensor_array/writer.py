@@ -57,6 +57,7 @@ _GATHER_BYTES = 64 << 20
 # Compressed blobs queued at most, beyond 2 per worker, under copy_inputs=False (see _drain)
 _QUEUE_ITEMS = 64
 _QUEUE_BYTES = 64 << 20
+INLINE_BYTES = 64 << 10  # data up to this is encoded in the calling thread, not on the pool
 _ZEROS = bytes(64)  # padding up to the next 64-byte boundary
 
 
@@ -133,6 +134,7 @@ class Writer:
         self._objects: dict[str, Object] = {}  # added (or replacing) since opening
         self._base = Manifest({})  # append mode: the finalized file's manifest, as it was read
         self._removed: set[str] = set()  # append mode: objects of the base dropped
+        self._base_span = (0, 0)  # append mode: where the base's manifest bytes are
         self._base_attributes: dict[str, Any] = {}
         self._incoming: dict[str, dict[str, Component]] = {}
         self._planned: dict[str, tuple] = {}  # name -> (shape, format, attributes, roles)
@@ -217,6 +219,8 @@ class Writer:
                 if (r.identity.dev, r.identity.ino) != self._flock.ident:
                     raise ZTensorError("file changed while opening for append", path=self.path)
                 self._base = r.manifest  # kept as it is: no object is parsed to append
+                # where its bytes are: the append copies its entries from there
+                self._base_span = (r.manifest_offset, r.size - constants.FOOTER_SIZE)
                 self.attributes = r.attributes
                 self._base_attributes = r.attributes
             if marker is None:  # before any byte after the finalized state is written
@@ -540,14 +544,30 @@ class Writer:
 
     def _encode_later(self, data: np.ndarray, codec: StoredCodec, checksum: str | None) -> Future:
         """Encode (and digest) ``data`` on the writer's thread pool."""
+        if data.nbytes <= INLINE_BYTES:  # encoded now: nothing to copy
+            return self._run(_encode, data, codec, checksum, now=True)
+        # The caller may reuse its buffer as soon as we return: encode from a copy,
+        # unless it promised (copy_inputs=False) to leave its arrays alone until the end.
+        src = data.copy() if self._copy_inputs and data.flags.writeable else data
+        return self._run(_encode, src, codec, checksum)
+
+    def _run(self, fn, *args, now: bool = False) -> Future:
+        """``fn(*args)`` on the writer's thread pool, or ``now`` in this thread (small
+        work: starting the pool's threads costs more than encoding a few KiB)."""
+        from concurrent.futures import Future
+
+        if now:
+            fut: Future = Future()
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor  # ~15 ms: on first compression
 
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ztensor-compress")
-        # The caller may reuse its buffer as soon as we return: encode from a copy,
-        # unless it promised (copy_inputs=False) to leave its arrays alone until the end.
-        src = data.copy() if self._copy_inputs and data.flags.writeable else data
-        return self._pool.submit(_encode, src, codec, checksum)
+        return self._pool.submit(fn, *args)
 
     def _put_blob(
         self, storage, type_, encoding: str, blob, digest, *, gather: bool = False
@@ -779,6 +799,7 @@ class Writer:
         written: dict[tuple, Component] = {}
         inflight: deque[tuple[tuple, Future]] = deque()
         itemsize = dtypes.itemsize(grid.dtype)
+        small = math.prod(b - a for a, b in box) * itemsize <= INLINE_BYTES
 
         def drain(limit: int) -> None:
             while len(inflight) > limit:
@@ -803,18 +824,22 @@ class Writer:
                 chunked.plan_write(grid, box), source, band_bytes, itemsize
             ):
                 data = chunk_of(write, _as_stored(part, grid.dtype, self.path, name))
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor  # ~15 ms: when first used
-
-                    self._pool = ThreadPoolExecutor(
-                        self._workers, thread_name_prefix="ztensor-compress"
-                    )
-                data = np.array(data) if self._copy_inputs and data.base is not None else data
-                fut = self._pool.submit(chunked.encode_chunk, data, level, checksum)
+                if not small:
+                    data = np.array(data) if self._copy_inputs and data.base is not None else data
+                fut = self._run(chunked.encode_chunk, data, level, checksum, now=small)
                 inflight.append((write.index, fut))
                 drain(2 * self._workers)
             drain(0)
-            update = chunked.updated(base, grid, box, written, attributes=attributes, get=old_parts)
+            update = chunked.updated(
+                base,
+                grid,
+                box,
+                written,
+                attributes=attributes,
+                get=old_parts,
+                path=self.path,
+                name=name,
+            )
             comps = [self.put_blob(e, checksum=seg.digest) for seg, e in update.new]
         except BaseException:
             for _, fut in inflight:
@@ -883,6 +908,13 @@ class Writer:
                 mbytes, kept = self._appended_manifest(attrs)
             else:
                 mbytes = manifest.encode(Manifest(self._objects, attrs))
+            count = len(kept.objects) if self.mode == "a" else len(self._objects)
+            if count > constants.MAX_OBJECTS:
+                raise ZTensorError(
+                    f"the file would hold {count} objects, over the {constants.MAX_OBJECTS} "
+                    "every reader of this package opens (SPEC §8)",
+                    path=self.path,
+                )
             if len(mbytes) > constants.MAX_MANIFEST_SIZE:
                 raise ZTensorError(
                     f"the manifest would be {len(mbytes)} bytes, over the "
@@ -911,31 +943,27 @@ class Writer:
         return size
 
     def _appended_manifest(self, attrs) -> tuple[bytes, Manifest]:
-        """The manifest of an append: the objects kept are written as they are stored (their
-        entries' bytes when this process wrote them, else their maps as decoded, unknown keys
-        and all; never re-parsed), the added ones encoded; and that manifest as a table, the
-        added objects validated, ready for the memo."""
+        """The manifest of an append: the entries of the objects kept are copied from the
+        base's bytes as they are (``manifest.splice``; when the base is laid out otherwise,
+        every entry is encoded from its decoded map, unknown keys and all), the added ones
+        encoded after them; and that manifest as a table, the added objects validated,
+        ready for the memo."""
         base = self._base
         table = base.objects
-        gone = self._removed | set(self._objects)
-        names = list(
-            heapq.merge(
-                (n for n in table.sorted_names() if n not in gone),
-                sorted(self._objects),
-            )
-        )
         added = self._objects
-        entries = ((n, added[n] if n in added else table.entry(n)) for n in names)
+        dropped = self._removed | {n for n in added if n in table}
+        start, end = self._base_span
+        source = files.read_at(self._fd, end - start, start)
         # the marker's token: the manifest that ends this append says so (SPEC §9.3)
         extra = {**(base.extra or {}), files.APPEND_KEY: self._marker.token}
-        mbytes, spans = manifest.encode_entries(base.version, attrs, extra, len(names), entries)
-        kept = Manifest(
-            table.derived(added, self._removed, names, mbytes, spans),
-            attrs,
-            base.version,
-            extra,
-        )
-        validation.validate_appended(kept, table, added, gone, self._pos, self.path)
+        mbytes = manifest.splice(source, base, attrs, dropped, added, extra=extra)
+        if mbytes is None:
+            names = [n for n in table.sorted_names() if n not in dropped]
+            names = list(heapq.merge(names, sorted(added)))
+            entries = ((n, added[n] if n in added else table.entry(n)) for n in names)
+            mbytes = manifest.encode_entries(base.version, attrs, extra, len(names), entries)
+        kept = Manifest(table.derived(added, self._removed), attrs, base.version, extra)
+        validation.validate_appended(kept, table, added, dropped, self._pos, self.path)
         return mbytes, kept
 
     def _fsync(self) -> None:

@@ -94,57 +94,119 @@ def _in_bounds(arr: np.ndarray, n: int, axis: int) -> np.ndarray:
     return arr
 
 
-def _range_pieces(r: range, c: int) -> list[tuple[int, slice, slice]]:
-    """(chunk index, slice within the chunk, slice of the output) along one axis."""
-    if len(r) == 0:
-        return []
-    step = r.step
-    asc = r if step > 0 else r[::-1]  # walk ascending, place by output position
-    pieces = []
-    pos = 0
-    n = len(asc)
-    while pos < n:
-        first = asc[pos]
-        k = first // c
-        count = min(n - pos, -(-((k + 1) * c - first) // abs(step)))
-        last = first + (count - 1) * abs(step)
-        local = slice(first - k * c, last - k * c + 1, abs(step))
-        if step > 0:
-            out = slice(pos, pos + count)
+class AxisChunks:
+    """The chunks one axis selection touches, along an axis of ``n`` cut into chunks of
+    ``c``: how many (``count``), which (``indices``, ascending; ``touched`` tests many at
+    once) and what each one takes (``piece``). Nothing is done per chunk that is not asked
+    for, so a selection over millions of never-written chunks costs no Python step each."""
+
+    __slots__ = ("c", "count", "n", "sel", "_order", "_pieces", "_sorted", "_unique")
+
+    def __init__(self, sel: Axis, c: int, n: int) -> None:
+        self.sel, self.n = sel, n
+        self._pieces: dict[int, tuple | None] = {}  # asked for once per chunk of the axis
+        self.c = max(1, min(c, n))  # a chunk wider than the axis is the whole axis
+        if isinstance(sel, range):
+            first, last = (sel[0], sel[-1]) if sel else (0, -1)
+            lo, hi = min(first, last), max(first, last)
+            if not sel:
+                self.count = 0
+            elif abs(sel.step) >= self.c:  # one element per chunk at most
+                self.count = len(sel)
+            else:
+                self.count = hi // self.c - lo // self.c + 1
+        else:
+            which = sel // self.c
+            self._order = np.argsort(which, kind="stable")
+            self._sorted = which[self._order]
+            self._unique = np.unique(self._sorted)
+            self.count = int(self._unique.size)
+
+    def _walk(self) -> tuple[int, int, int]:
+        """(first, step, length) of a range selection walked in ascending order."""
+        r = self.sel
+        lo = min(r[0], r[-1])
+        return lo, abs(r.step), len(r)
+
+    def indices(self) -> Iterator[int]:
+        """The touched chunk indices, ascending."""
+        if not isinstance(self.sel, range):
+            yield from self._unique.tolist()
+            return
+        if not self.sel:
+            return
+        first, step, length = self._walk()
+        if step >= self.c:
+            for j in range(length):
+                yield (first + j * step) // self.c
+        else:
+            yield from range(first // self.c, (first + (length - 1) * step) // self.c + 1)
+
+    def touched(self, ks: np.ndarray) -> np.ndarray:
+        """Whether each chunk index of ``ks`` (int64, inside the grid) holds a selected
+        element."""
+        if not isinstance(self.sel, range):
+            return np.isin(ks, self._unique)
+        if not self.sel:
+            return np.zeros(ks.shape, dtype=bool)
+        first, step, length = self._walk()
+        start = ks * self.c
+        # the last position of each chunk; the edge chunk ends at the axis end
+        edge = start > self.n - self.c
+        end = np.where(edge, self.n - 1, start + (self.c - 1))
+        j_lo = np.maximum(0, -((first - start) // step))  # ceil((start - first) / step)
+        j_hi = np.minimum(length - 1, (end - first) // step)
+        return (j_hi >= j_lo) & (end >= first)
+
+    def piece(self, k: int):
+        """(key into chunk ``k``, key into the output) of what the selection takes from it;
+        None when it takes nothing."""
+        try:
+            return self._pieces[k]
+        except KeyError:
+            out = self._pieces[k] = self._piece(k)
+            return out
+
+    def _piece(self, k: int):
+        c = self.c
+        if not isinstance(self.sel, range):
+            lo = int(np.searchsorted(self._sorted, k, "left"))
+            hi = int(np.searchsorted(self._sorted, k, "right"))
+            if lo == hi:
+                return None
+            group = self._order[lo:hi]
+            return self.sel[group] - k * c, group
+        if not self.sel:
+            return None
+        first, step, length = self._walk()
+        start, end = k * c, min(k * c + c, self.n) - 1
+        j_lo = max(0, -((first - start) // step))
+        j_hi = min(length - 1, (end - first) // step)
+        if end < first or j_hi < j_lo:
+            return None
+        a, b = first + j_lo * step, first + j_hi * step
+        local = slice(a - start, b - start + 1, step)
+        if self.sel.step > 0:
+            out = slice(j_lo, j_hi + 1)
         else:  # the output runs backwards over the ascending walk
-            stop = n - 1 - pos - count
-            out = slice(n - 1 - pos, stop if stop >= 0 else None, -1)
-        pieces.append((k, local, out))
-        pos += count
-    return pieces
+            stop = length - 2 - j_hi
+            out = slice(length - 1 - j_lo, stop if stop >= 0 else None, -1)
+        return local, out
 
 
-def _array_pieces(arr: np.ndarray, c: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(chunk index, indices within the chunk, output positions) along one axis."""
-    which = arr // c
-    order = np.argsort(which, kind="stable")
-    bounds = np.flatnonzero(np.diff(which[order])) + 1
-    return [
-        (int(which[group[0]]), arr[group] - int(which[group[0]]) * c, group)
-        for group in np.split(order, bounds)
-        if group.size
-    ]
+def piece(axes: list[AxisChunks], index) -> tuple[tuple, tuple]:
+    """(key into the chunk, key into the output) of the chunk at grid ``index``, which
+    holds a selected element. Keys with several arrays are open meshes (``np.ix_``), so
+    they pick orthogonally."""
+    parts = [a.piece(k) for a, k in zip(axes, index)]
+    local = tuple(p[0] for p in parts)
+    where = tuple(p[1] for p in parts)
+    return _orthogonal(local), _orthogonal(where)
 
 
-def axis_pieces(sel: Axis, c: int) -> list:
-    return _range_pieces(sel, c) if isinstance(sel, range) else _array_pieces(sel, c)
-
-
-def pieces(chunk_shape, axes: list[Axis]) -> Iterator[tuple[tuple, tuple, tuple]]:
-    """(grid index, key into the chunk, key into the output) of every chunk holding a
-    selected element. Keys with several arrays are open meshes (``np.ix_``), so they pick
-    orthogonally."""
-    per_axis = [axis_pieces(sel, c) for sel, c in zip(axes, chunk_shape)]
-    for combo in itertools.product(*per_axis):
-        index = tuple(p[0] for p in combo)
-        local = tuple(p[1] for p in combo)
-        where = tuple(p[2] for p in combo)
-        yield index, _orthogonal(local), _orthogonal(where)
+def grid_indices(axes: list[AxisChunks]) -> Iterator[tuple[int, ...]]:
+    """Every grid index a selection touches (``prod(a.count)`` of them)."""
+    return itertools.product(*(list(a.indices()) for a in axes))
 
 
 def _orthogonal(key: tuple) -> tuple:

@@ -136,6 +136,27 @@ class ChunkGrid(NamedTuple):
         return self._replace(shape=tuple(shape))
 
 
+# Grid cells an object may have beyond the chunk locations it records (index entries and
+# chunk components): room for sparse arrays, while a tiny file cannot declare a huge grid.
+MAX_UNLOCATED_CHUNKS = 1 << 20
+
+
+def check_cells(grid: ChunkGrid, located: int, *, path=None, name=None) -> None:
+    """At most ``MAX_UNLOCATED_CHUNKS`` grid cells beyond the ``located`` chunk locations
+    the object records (index entries and chunk components, each costing file bytes): a
+    150-byte file cannot declare 10^7 never-written chunks that lazy arrays and writers
+    would each give a Python step (SPEC §8). Checked at open and by every writer."""
+    cells = math.prod(grid.grid)
+    if cells > MAX_UNLOCATED_CHUNKS + located:
+        raise FormatError(
+            f"grid of {cells} chunks (chunk_shape {list(grid.chunk_shape)} over shape "
+            f"{list(grid.shape)}) has more than {MAX_UNLOCATED_CHUNKS} chunks beyond the "
+            f"{located} it locates; use larger chunks",
+            path=path,
+            obj=name,
+        )
+
+
 def _is_fill(v: Any) -> bool:
     if isinstance(v, (bool, int, float)):
         return True

@@ -19,7 +19,7 @@ from ..base import (
     refuse,
     require_known_types,
 )
-from .grid import FORMAT, chunk_grid, parse_chunk_role
+from .grid import FORMAT, check_cells, chunk_grid, parse_chunk_role
 from .read import read_points, read_region
 
 
@@ -36,6 +36,7 @@ class Chunked(Layout):
             refuse("two index segments name the same component", path=path, name=name)
         for seg in grid.segments:
             _check_segment(name, obj, grid, seg, path)
+        _check_cells(name, obj, grid, path)
         for role, comp in obj.components.items():
             if role in segments:
                 continue
@@ -103,6 +104,11 @@ class Chunked(Layout):
     def read_points(self, obj: Object, get: Getter, key: Any, *, path=None, name=None):
         """``array`` at a point-wise selection, decoding only the chunks holding a point."""
         return read_points(obj, get, key, path=path, name=name)
+
+
+def _check_cells(name: str, obj: Object, grid, path) -> None:
+    located = sum(seg.size for seg in grid.segments) + len(obj.components) - len(grid.segments)
+    check_cells(grid, located, path=path, name=name)
 
 
 def _check_segment(name: str, obj: Object, grid, seg, path) -> None:

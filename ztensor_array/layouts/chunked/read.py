@@ -4,7 +4,6 @@ written read as the grid's fill value."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from typing import Any
@@ -18,7 +17,7 @@ from .. import select
 from ..base import Getter
 from ..dense import as_logical
 from .grid import ChunkGrid, chunk_grid, chunk_role, fill_array
-from .table import ChunkTable
+from .table import SMALL_SELECTION, ChunkTable
 
 MIN_PARALLEL_CHUNKS = 2
 
@@ -42,18 +41,17 @@ def read_region(
     axes, keep = select.normalize(selection, obj.shape)
     shape = select.out_shape(axes)
     final = tuple(s for s, k in zip(shape, keep) if k)
-    tasks = []
-    missing = False
-    for index, local, where in select.pieces(grid.chunk_shape, axes):
-        where_stored = table.locate(index)
-        if where_stored is None:
-            missing = True
-        else:
-            tasks.append((index, where_stored, local, where))
+    per_axis = [select.AxisChunks(a, c, n) for a, c, n in zip(axes, grid.chunk_shape, obj.shape)]
+    # stored chunks only: the cells never written are the fill value, set in one go
+    tasks = [
+        (index, where_stored, *select.piece(per_axis, index))
+        for index, where_stored in table.within(per_axis)
+    ]
+    missing = len(tasks) < math.prod(a.count for a in per_axis)
     if not copy and not missing and len(tasks) == 1:
-        index, stored, local, _ = tasks[0]
+        index, stored_at, local, _ = tasks[0]
         if _whole(local, grid.extent(index)):
-            return _chunk(obj, grid, get, index, stored, path, name).reshape(final)
+            return _chunk(obj, grid, get, index, stored_at, path, name).reshape(final)
     if missing:
         out = fill_array(grid, shape, path=path, name=name)
     else:
@@ -81,35 +79,55 @@ def read_points(
         return read_region(
             obj, get, tuple(select.as_slice(a) for a in axes), path=path, name=name, workers=workers
         )
-    cs = grid.chunk_shape
+    cs, n = grid.chunk_shape, obj.shape
     coords = [axes[i].ravel() for i in picked]
     which = np.stack([c // cs[i] for c, i in zip(coords, picked)])  # chunk per point, (k, P)
     flat = np.ravel_multi_index(tuple(which), tuple(grid.grid[i] for i in picked))
     order = np.argsort(flat, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(flat[order])) + 1)
-    per_slice = [select.axis_pieces(axes[i], cs[i]) for i in sliced]
+    # the points of each chunk along the picked axes, by its grid index there
+    by_chunk = {tuple(which[:, m[0]].tolist()): m for m in groups if m.size}
+    per_slice = [select.AxisChunks(axes[i], cs[i], n[i]) for i in sliced]
     table = ChunkTable(obj, get, grid.segments)
     shape = (coords[0].size, *(len(axes[i]) for i in sliced))
-    tasks, missing = [], False
-    for members in groups:
-        if not members.size:
-            continue
-        at = which[:, members[0]]
-        local_points = tuple(c[members] - int(k) * cs[i] for c, k, i in zip(coords, at, picked))
-        for combo in itertools.product(*per_slice):
-            index = [0] * len(axes)
-            for i, k in zip(picked, at):
-                index[i] = int(k)
-            for i, piece in zip(sliced, combo):
-                index[i] = piece[0]
-            index = tuple(index)
-            stored = table.locate(index)
-            if stored is None:
-                missing = True
-                continue
-            local = local_points + tuple(p[1] for p in combo)
-            where = (members, *(p[2] for p in combo))
-            tasks.append((index, stored, local, where))
+    cells = len(by_chunk) * math.prod(a.count for a in per_slice)
+
+    def index_of(at, combo) -> tuple[int, ...]:
+        index = [0] * len(axes)
+        for i, k in zip(picked, at):
+            index[i] = k
+        for i, k in zip(sliced, combo):
+            index[i] = k
+        return tuple(index)
+
+    if cells <= max(SMALL_SELECTION, table.locations()):
+        found = []
+        for at, members in by_chunk.items():
+            for combo in select.grid_indices(per_slice):
+                index = index_of(at, combo)
+                stored = table.locate(index)
+                if stored is not None:
+                    found.append((index, at, members, stored))
+    else:  # stored chunks only, scanned in bulk: never-written cells cost nothing each
+        outer = [None] * len(axes)
+        for i, c in zip(picked, coords):
+            outer[i] = select.AxisChunks(c, cs[i], n[i])
+        for i, a in zip(sliced, per_slice):
+            outer[i] = a
+        found = []
+        for index, stored in table.within(outer):
+            at = tuple(index[i] for i in picked)
+            members = by_chunk.get(at)
+            if members is not None:
+                found.append((index, at, members, stored))
+    tasks = []
+    for index, at, members, stored in found:
+        local_points = tuple(c[members] - k * cs[i] for c, k, i in zip(coords, at, picked))
+        parts = [a.piece(index[i]) for a, i in zip(per_slice, sliced)]
+        local = local_points + tuple(p[0] for p in parts)
+        where = (members, *(p[1] for p in parts))
+        tasks.append((index, stored, local, where))
+    missing = len(tasks) < cells
     if missing:
         out = fill_array(grid, shape, path=path, name=name)
     else:

@@ -17,6 +17,7 @@ O(segments); every other part of the package asks it where a chunk is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -25,9 +26,11 @@ from ... import dtypes
 from ...errors import FormatError
 from ...manifest import Component, Object
 from ..base import Getter
+from ..select import AxisChunks, grid_indices
 from .grid import Segment, chunk_grid, chunk_role, parse_chunk_role
 
 MISSING = np.uint64(0xFFFF_FFFF_FFFF_FFFF)  # an entry word of a chunk a segment lacks
+SMALL_SELECTION = 1024  # grid cells a selection may touch before stored chunks are scanned
 
 
 def entry_digest(algorithm: str | None, words: np.ndarray) -> str | None:
@@ -88,6 +91,70 @@ class ChunkTable:
                     return self._component(seg, e)
         role = chunk_role(index)
         return role if role in self._components else None
+
+    def locations(self) -> int:
+        """How many chunk locations the object records (index entries, whether they locate
+        a chunk or not, and chunk components): bounded by the file's size."""
+        return sum(seg.size for seg in self.segments) + len(self._components) - len(self.segments)
+
+    def within(self, axes: list[AxisChunks]) -> list[tuple[tuple[int, ...], str | Component]]:
+        """(grid index, location) of every stored chunk that holds an element of the
+        selection ``axes`` (one ``select.AxisChunks`` per axis). The work is bounded by
+        the stored locations, not by the grid: when the selection touches more grid cells
+        than the object records locations, the index entries are scanned in bulk instead
+        of asking for every cell (a grid of 10^7 never-written chunks costs nothing)."""
+        cells = math.prod(a.count for a in axes)
+        if cells <= max(SMALL_SELECTION, self.locations()):
+            found = []
+            for index in grid_indices(axes):
+                stored = self.locate(index)
+                if stored is not None:
+                    found.append((index, stored))
+            return found
+        return self._scan(axes)
+
+    def _scan(self, axes: list[AxisChunks]) -> list[tuple[tuple[int, ...], str | Component]]:
+        """``within`` from the stored side: every segment's present entries filtered with
+        numpy (the newest segment wins, as in ``locate``), then the chunk components that no
+        entry overrides."""
+        ndim = self._ndim
+        rows: list[np.ndarray] = []  # grid indices found, newest segment first
+        where: list[tuple[Segment, np.ndarray]] = []
+        for seg in reversed(self.segments):
+            e = self.entries(seg)
+            present = np.flatnonzero(e[:, 0] != MISSING)
+            if not present.size:
+                continue
+            # a 0-d grid has one cell: never scanned
+            at = np.stack(np.unravel_index(present, seg.shape), axis=1).astype(np.int64)
+            at += np.asarray(seg.start, dtype=np.int64)
+            keep = np.ones(present.size, dtype=bool)
+            for axis, a in enumerate(axes):
+                keep &= a.touched(at[:, axis])
+            present, at = present[keep], at[keep]
+            rows.append(at)
+            where.append((seg, present))
+        found: list[tuple[tuple[int, ...], str | Component]] = []
+        if rows:
+            every = np.concatenate(rows)
+            _, first = np.unique(every, axis=0, return_index=True)  # the newest of each index
+            take = np.zeros(every.shape[0], dtype=bool)
+            take[first] = True
+            pos = 0
+            for seg, present in where:
+                mine = take[pos : pos + present.size]
+                entries = self.entries(seg)
+                for p, index in zip(present[mine].tolist(), every[pos : pos + present.size][mine]):
+                    found.append((tuple(index.tolist()), self._component(seg, entries[p])))
+                pos += present.size
+        seen = {index for index, _ in found}
+        for role in self._components:
+            index = parse_chunk_role(role, ndim)
+            if index is None or index in seen:
+                continue
+            if all(a.piece(k) is not None for a, k in zip(axes, index)):
+                found.append((index, role))
+        return found
 
     def _component(self, seg: Segment, e: np.ndarray) -> Component:
         storage, type_ = self.storage

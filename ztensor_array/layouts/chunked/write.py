@@ -28,6 +28,7 @@ from .grid import (
     INDEX_KEY,
     ChunkGrid,
     Segment,
+    check_cells,
     chunk_grid,
     parse_chunk_role,
 )
@@ -250,6 +251,8 @@ def updated(
     *,
     attributes: dict[str, Any] | None = None,
     get: Getter | None = None,
+    path=None,
+    name: str | None = None,
 ) -> Update:
     """The write of ``new`` chunks (by grid index; every chunk of ``box``'s chunk span, all
     with one encoding and digest algorithm) into ``obj`` grown to ``grid``: one new index
@@ -279,6 +282,8 @@ def updated(
     }
     attrs = dict(obj.attributes or {}) if attributes is None else dict(attributes)
     attrs.setdefault(CHUNK_GRID_KEY, dict((obj.attributes or {})[CHUNK_GRID_KEY]))
+    chunk_roles = len(kept) - len(segments)
+    check_cells(grid, sum(s.size for s in segments) + seg.size + chunk_roles, path=path, name=name)
     return Update(grid._replace(segments=tuple(segments)), ((seg, entries),), kept, attrs)
 
 
