@@ -330,10 +330,13 @@ def test_an_append_killed_after_its_footer_is_complete(tmp_path):
     """The manifest that carries the marker's token is the append's own: complete."""
     p, before = _killed_append(tmp_path, "after-footer")
     assert sorted(zt.load_file(p)) == ["stored_file", "x", "y"]
+    with zt.Writer(p, "a") as w:  # the dead marker of a complete append is cleared
+        w.add_tensor("more", np.arange(2))
+    assert sorted(zt.load_file(p)) == ["more", "stored_file", "x", "y"]
     report = zt.repair(p)
     assert not report.changed
     assert sorted(os.listdir(tmp_path)) == ["f.zt", "nested.zt"]  # the marker is gone
-    assert sorted(reference.Reader(str(p)).get_tensor_names()) == ["stored_file", "x", "y"]
+    assert sorted(reference.Reader(str(p)).get_tensor_names()) == ["more", "stored_file", "x", "y"]
 
 
 def test_appended_files_stay_readable_by_the_reference(tmp_path):

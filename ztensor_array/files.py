@@ -366,12 +366,6 @@ class FileLock:
         """The append marker of the locked file, if any."""
         return read_marker(self.path, self.ident)
 
-    def refuse_marker(self) -> None:
-        """Refuse a file with an append under way (parallel) or interrupted (a Writer's)."""
-        marker = self.marker()
-        if marker is not None:
-            raise marker_error(marker, self.path)
-
     def check_named(self) -> None:
         """Fail loudly if the path no longer names the locked file (compact or a rename
         replaced it): what was written went to a file nobody will find."""

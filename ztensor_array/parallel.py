@@ -40,7 +40,7 @@ from .errors import (
     ZTensorError,
 )
 from .manifest import Object
-from .reader import Reader
+from .reader import Reader, refuse_marker
 from .writer import Writer
 
 MODES = ("w", "x", "a")
@@ -134,7 +134,7 @@ def plan(path: str | os.PathLike, mode: str = "w", *, durable: bool = False) -> 
         target = files.temp_name(path)
         return ParallelPlan(path, target, mode, 0, {}, durable, locked_appends=locked)
     with files.FileLock.acquire(path, write=False, missing="no such file to append to") as held:
-        held.refuse_marker()
+        refuse_marker(held)
         with Reader(path) as r:
             if r.manifest_offset is None:
                 raise UnsupportedError(
@@ -167,7 +167,7 @@ def begin(plan: ParallelPlan, regions: list[int]) -> list[int]:
             raise
     with files.FileLock.acquire(plan.path, missing="the file to append to vanished") as held:
         size = held.size
-        held.refuse_marker()  # another parallel append began since the plan
+        refuse_marker(held)  # another parallel append began since the plan
         if size != plan.base_size:  # another writer finished meanwhile: plan again
             raise FileBusyError(
                 f"file changed since the write was planned ({size} bytes, expected "

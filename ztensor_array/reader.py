@@ -961,3 +961,20 @@ def _appended_to(ref: TensorRef, now: files.FileIdentity) -> bool:
             _appends_seen.clear()
         _appends_seen[key] = seen
     return seen
+
+
+def refuse_marker(held: files.FileLock) -> None:
+    """For a writer holding ``held``: refuse the file while an append marker names it (a
+    parallel append in progress, or a dead appender's torn tail), except the marker of an
+    append that died after its footer was complete (its manifest carries the token, so the
+    file is whole): that marker is removed and the file is free (SPEC §9.3)."""
+    marker = held.marker()
+    if marker is None:
+        return
+    if marker.kind == "append":
+        with Reader(held.path) as r:
+            complete = (r.identity.dev, r.identity.ino) == held.ident and r.size == held.size
+        if complete:
+            held.end_append(marker)
+            return
+    raise files.marker_error(marker, held.path)

@@ -40,7 +40,7 @@ from .errors import (
 from .interop import as_array
 from .layouts import dense, ggml, layout_for, quantized, sparse
 from .manifest import Component, Manifest, Object
-from .reader import Parts, Reader
+from .reader import Parts, Reader, refuse_marker
 
 if TYPE_CHECKING:  # concurrent.futures costs ~15 ms at import: loaded when first compressing
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -206,7 +206,7 @@ class Writer:
                         "the parallel append was aborted (its marker is gone)", path=self.path
                     )
             else:
-                self._flock.refuse_marker()
+                refuse_marker(self._flock)
                 marker = None
             # a parallel append's workers wrote after the finalized state: read it there
             end = adopted[1] if adopted is not None else size
