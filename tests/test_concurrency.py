@@ -138,6 +138,19 @@ def test_parallel_appends_through_a_symlink_exclude_each_other(tmp_path, short_w
     assert _names(link) == ["new", "x", "y"]
 
 
+def test_appenders_through_a_symlink_exclude_each_other(tmp_path, short_wait):
+    p = _base(tmp_path)
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "sub" / "link.zt"
+    link.symlink_to(p)
+    with zt.Writer(p, "a") as w:
+        w.add_tensor("a", np.arange(2))
+        for attempt in (lambda: zt.Writer(link, "a"), lambda: zt.repair(link)):
+            with pytest.raises(zt.FileBusyError):
+                attempt()
+    assert _names(link) == ["a", "x", "y"]
+
+
 def test_dask_append_in_progress_meets_readers_and_writers(tmp_path, short_wait):
     """A real ``to_ztensor`` append, paused inside its first chunk task: readers see the
     previous state; Writer "a", compact and repair are refused; the append then commits."""

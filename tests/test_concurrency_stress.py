@@ -1,7 +1,7 @@
-"""Many processes write one file at once (issue 15 acceptance; SPEC §9.3): appends, parallel
-Dask appends, compacts, repairs and reads for a fixed time. Afterwards every object whose
-writer reported success reads back identically, no other object is there, and no reader
-ever saw wrong data or an error other than "busy"."""
+"""Many processes write one file at once, half of them through a symlink (issue 15
+acceptance; SPEC §9.3): appends, parallel Dask appends, compacts, repairs and reads for a
+fixed time. Afterwards every object whose writer reported success reads back identically,
+no other object is there, and no reader ever saw wrong data or an error other than "busy"."""
 
 from __future__ import annotations
 
@@ -83,9 +83,12 @@ def _value(name: str) -> np.ndarray:
 def test_many_processes_write_one_file(tmp_path):
     path = tmp_path / "shared.zt"
     zt.save_file({"base": np.arange(100.0)}, path)
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "sub" / "link.zt"  # half the processes write through a symlink
+    link.symlink_to(path)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(path), str(k), str(SECONDS)],
+            [sys.executable, "-c", _WORKER, str(link if k % 2 else path), str(k), str(SECONDS)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -109,4 +112,5 @@ def test_many_processes_write_one_file(tmp_path):
         assert set(r.tensor_names) == reported | {"base"}
         for name in reported:
             np.testing.assert_array_equal(r.read_tensor(name), _value(name))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.zt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.zt", "sub"]
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["link.zt"]
