@@ -121,17 +121,22 @@ def write_chunked(lib: str, x: np.ndarray, path: str) -> None:
 
         zt.to_ztensor(x, path, "v", mode="w", encoding={"chunks": CHUNK, "compress": LEVEL})
         return
-    import zarr
-    from zarr.codecs import ZstdCodec
-
     shards = None
     if lib == SHARDED:
         shards = (SHARD_CHUNK_ROWS * CHUNK[0], GRID_COLS * CHUNK[1])
+    write_zarr(x, path, CHUNK, shards)
+
+
+def write_zarr(x: np.ndarray, path: str, chunks, shards) -> None:
+    """``x`` as variable ``v`` (dims t, y) of a zarr 3 group, zstd at our level."""
+    import zarr
+    from zarr.codecs import ZstdCodec
+
     group = zarr.open_group(path, mode="w")
     arr = group.create_array(
         "v",
         shape=x.shape,
-        chunks=CHUNK,
+        chunks=chunks,
         shards=shards,
         dtype=x.dtype,
         compressors=ZstdCodec(level=LEVEL),
@@ -614,17 +619,7 @@ class Run:
             ds, paths[OURS], mode="w", encoding={"v": {"chunks": FANCY_CHUNKS, "compress": LEVEL}}
         )
         for lib, shards in ((ZARR, None), (SHARDED, FANCY_SHARDS)):
-            g = zarr.open_group(paths[lib], mode="w")
-            arr = g.create_array(
-                "v",
-                shape=x.shape,
-                chunks=FANCY_CHUNKS,
-                shards=shards,
-                dtype=x.dtype,
-                compressors=ZstdCodec(level=LEVEL),
-                dimension_names=("t", "y"),
-            )
-            arr[...] = x
+            write_zarr(x, paths[lib], FANCY_CHUNKS, shards)
 
         counts = {"n": 0}
         real_chunk, real_zstd = chunked_read._chunk, ZstdCodec._decode_single

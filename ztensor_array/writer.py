@@ -799,7 +799,9 @@ class Writer:
         written: dict[tuple, Component] = {}
         inflight: deque[tuple[tuple, Future]] = deque()
         itemsize = dtypes.itemsize(grid.dtype)
-        small = math.prod(b - a for a, b in box) * itemsize <= INLINE_BYTES
+        # small work is encoded in this thread: a pool's hand-off costs more than a few KiB
+        small = min(math.prod(b - a for a, b in box), math.prod(grid.chunk_shape)) * itemsize
+        small = small <= INLINE_BYTES
 
         def drain(limit: int) -> None:
             while len(inflight) > limit:
@@ -807,7 +809,7 @@ class Writer:
                 blob, comp = fut.result()
                 self._pad()
                 written[index] = comp.moved(self._pos)
-                self._write_all(blob)
+                self._write_all(blob, gather=True)  # sent by the index's put_blob at the latest
 
         def empty_of(write):
             return lambda: chunked.fill_array(grid, write.extent, path=self.path, name=name)
@@ -841,6 +843,7 @@ class Writer:
                 name=name,
             )
             comps = [self.put_blob(e, checksum=seg.digest) for seg, e in update.new]
+            self._write_gathered()  # nothing of the caller's arrays is held past the call
         except BaseException:
             for _, fut in inflight:
                 fut.cancel()

@@ -24,6 +24,7 @@ from .abc import StoredCodec, check_size
 from .policy import DEFAULT_LEVEL, check_level
 
 _local = threading.local()
+SMALL_FRAME = 1 << 20  # chunk frames below this use zstandard's reused contexts
 
 
 @cache
@@ -47,6 +48,21 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     if d is None:
         d = _local.decompressor = zstandard.ZstdDecompressor()
     return d
+
+
+def _decode_small(src, out: np.ndarray) -> np.ndarray:
+    """A small frame that declares ``out``'s size, decoded with this thread's reused
+    context (numcodecs makes one per call: 26 us against 0.5 us for 256 bytes); bytes
+    after the frame or a frame cut short are refused, as numcodecs refuses them."""
+    dobj = _decompressor().decompressobj()
+    try:
+        data = dobj.decompress(src)
+    except zstandard.ZstdError as exc:
+        raise _corrupt(exc) from None
+    if not dobj.eof or dobj.unused_data or len(data) != out.nbytes:
+        raise CodecError("zstd frame does not hold exactly the bytes it declares")
+    out[:] = np.frombuffer(data, dtype=np.uint8)
+    return out
 
 
 def _corrupt(exc: Exception) -> CodecError:
@@ -73,8 +89,13 @@ class ZstdCodec(StoredCodec):
     def encode_chunk(self, buf) -> bytes:
         """A frame that records its decoded size (checked against the manifest before
         decoding). numcodecs' Zstd, the codec zarr uses, compresses float data 20-45% faster
-        here than zstandard's one-shot call (1-64 MiB float32 blocks at level 3)."""
-        return _sized(self.level).encode(byte_view(buf))
+        here than zstandard's one-shot call (1-64 MiB float32 blocks at level 3); below
+        1 MiB this thread's reused zstandard context is faster (it makes no context per
+        call: 4 us instead of 98 us for 256 bytes)."""
+        data = byte_view(buf)
+        if data.nbytes < SMALL_FRAME:
+            return _compressor(self.level).compress(data)
+        return _sized(self.level).encode(data)
 
     def stream_encoder(self):
         return zstandard.ZstdCompressor(level=self.level).compressobj()
@@ -100,6 +121,8 @@ class ZstdCodec(StoredCodec):
 
     def decode_exact(self, src, nbytes: int) -> np.ndarray:
         out = np.empty(nbytes, dtype=np.uint8)
+        if nbytes and nbytes < SMALL_FRAME and _declared_size(src) == nbytes:
+            return _decode_small(src, out)
         if nbytes and _declared_size(src) == nbytes:
             # A frame that declares the expected size decodes in one shot straight into the
             # output (chunk frames do; the reference's do not). numcodecs refuses trailing
