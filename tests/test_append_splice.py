@@ -232,7 +232,9 @@ def test_appended_object_overlapping_the_file_is_refused_before_writing(tmp_path
 def _objects_body(mbytes: bytes) -> bytes:
     """The bytes of the entries of a manifest laid out as ours are (``objects`` last)."""
     root = cbor2.loads(mbytes)
-    head = manifest._root_head(root["version"], root.get("attributes"), None, len(root["objects"]))
+    extra = {k: v for k, v in root.items() if k not in ("version", "attributes", "objects")}
+    count = len(root["objects"])
+    head = manifest._root_head(root["version"], root.get("attributes"), extra or None, count)
     assert mbytes.startswith(head)
     return mbytes[len(head) :]
 

@@ -146,23 +146,27 @@ def test_missing_folder_is_ztensor_error(tmp_path):
         za.Writer(tmp_path / "no" / "such" / "dir.zt")
 
 
-def test_the_append_lock_belongs_to_the_file_not_its_name(tmp_path):
+def test_the_append_lock_belongs_to_the_file_not_its_name(tmp_path, monkeypatch):
     """One appender per file: the lock follows the open file through a rename, and a new
-    file at the old name is a different file."""
+    file at the old name is a different file. The appender whose path now names another
+    file fails loudly instead of finalizing into a file nobody finds (issue 15, item 2)."""
+    monkeypatch.setattr(files, "LOCK_WAIT", 0.05)
     p, moved = tmp_path / "a.zt", tmp_path / "moved.zt"
     _write(p, {"x": np.arange(3)})
-    with za.Writer(p, "a") as w:
-        os.rename(p, moved)
-        with pytest.raises(ZTensorError, match="another writer"):
-            za.Writer(moved, "a")
-        with pytest.raises(ZTensorError, match="another writer"):
-            files.truncate_file(str(moved), 64)  # what repair would do
-        _write(p, {"y": np.arange(4)})
-        with za.Writer(p, "a") as other:
-            other.add_tensor("z", np.arange(5))
-        w.add_tensor("late", np.arange(6))
+    w = za.Writer(p, "a")
+    os.rename(p, moved)
+    with pytest.raises(za.FileBusyError, match="another writer"):
+        za.Writer(moved, "a")
+    with pytest.raises(za.FileBusyError, match="another writer"):
+        files.truncate_file(str(moved), 64)  # what repair would do
+    _write(p, {"y": np.arange(4)})
+    with za.Writer(p, "a") as other:
+        other.add_tensor("z", np.arange(5))
+    w.add_tensor("late", np.arange(6))
+    with pytest.raises(za.FileReplacedError):
+        w.finalize()
     with za.Reader(moved) as r:
-        assert r.tensor_names == ["late", "x"]
+        assert r.tensor_names == ["x"]
     with za.Reader(p) as r:
         assert r.tensor_names == ["y", "z"]
 

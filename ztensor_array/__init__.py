@@ -11,8 +11,11 @@ import importlib
 import sys
 
 from .errors import (
+    AppendInProgressError,
     ChecksumError,
     DecodeError,
+    FileBusyError,
+    FileReplacedError,
     FormatError,
     InvalidIndexError,
     TensorNotFoundError,
@@ -25,8 +28,11 @@ from .reader import Reader, TensorMetadata
 __version__ = "0.1.0"
 
 __all__ = [
+    "AppendInProgressError",
     "ChecksumError",
     "DecodeError",
+    "FileBusyError",
+    "FileReplacedError",
     "FormatError",
     "InvalidIndexError",
     "Reader",

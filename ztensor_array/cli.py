@@ -523,12 +523,17 @@ def migrate(src, out, compress, level, checksum, force, quiet) -> None:
     default=None,
     help="Write the repaired file here instead of repairing in place.",
 )
+@click.option(
+    "--abandon",
+    is_flag=True,
+    help="Undo a parallel append whose processes died (refused otherwise while it runs).",
+)
 @force_option
 @quiet_option
-def repair(file, out, force, quiet) -> None:
+def repair(file, out, abandon, force, quiet) -> None:
     """Cut a torn tail back to the last complete state and report what was cut."""
 
-    _echo(str(repairing.repair(file, out, overwrite=force)))
+    _echo(str(repairing.repair(file, out, overwrite=force, abandon=abandon)))
 
 
 # --------------------------------------------------------------------------- hub

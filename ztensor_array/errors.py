@@ -62,6 +62,22 @@ class TornFileError(FormatError):
     """The file ends in an incomplete write (a torn tail); `ztensor_array.repair` can fix it."""
 
 
+class FileBusyError(ZTensorError):
+    """Another writer holds the file (an append, compact, repair or parallel write of it):
+    nothing was changed; try again when it is done (SPEC.md §9.3)."""
+
+
+class AppendInProgressError(FileBusyError):
+    """A parallel append of the file is in progress (or its processes died: then
+    ``repair(path, abandon=True)`` undoes it). Not a torn file: do not repair it while the
+    append may still run."""
+
+
+class FileReplacedError(ZTensorError):
+    """The path no longer names the file a writer opened (compact, a rename or a new file
+    replaced it): what the writer added is not in the file at the path, so it fails."""
+
+
 class ChecksumError(ZTensorError, ValueError):
     """A component's stored bytes do not match its recorded digest."""
 

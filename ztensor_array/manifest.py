@@ -446,10 +446,13 @@ def splice(
     attributes: Mapping[str, Any] | None,
     dropped: set[str],
     added: Mapping[str, Object],
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> bytes | None:
     """The manifest of an append, made from the bytes of the one before (``source``,
     which decoded to ``before``) without encoding its objects again: the root head is
-    written anew (new attributes and count), the old entries are copied as they are
+    written anew (new attributes, ``extra`` root keys if given, and count), the old
+    entries are copied as they are
     (less those ``dropped``: removed or replaced), the ``added`` entries follow them.
     Object order in the map carries no meaning (SPEC §3), so the bytes of the kept
     entries stay one block. None when ``source`` is not laid out as ``encode`` lays a
@@ -474,7 +477,8 @@ def splice(
     else:
         pieces.append(body)
     new_count = count - len(dropped) + len(added)
-    out = [_root_head(before.version, attributes, before.extra, new_count), *pieces]
+    extra = before.extra if extra is None else extra
+    out = [_root_head(before.version, attributes, extra, new_count), *pieces]
     out += [_dumps(name) + _dumps(_object_to_cbor(added[name])) for name in sorted(added)]
     return b"".join(out)
 

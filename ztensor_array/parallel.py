@@ -2,15 +2,20 @@
 tasks, distributed workers), with no Dask import here.
 
 1. ``plan`` (client; touches no file, so an uncomputed graph costs nothing): the temp file's
-   name for modes "w"/"x", or the finalized file's state for mode "a".
-2. ``begin`` (once, before any worker writes): create the temp file, or in mode "a" create
-   the append lock file and pad the file to an aligned end; preallocate one aligned region
-   per raw dense object.
+   name for modes "w"/"x", or the finalized file's state for mode "a"; whether the folder is
+   on a network filesystem (then appends reserve their offsets under a lock, see 3).
+2. ``begin`` (once, before any worker writes): create the temp file, or in mode "a", under
+   the writers' lock (files.FileLock), create the append marker (kind "parallel", holding
+   the plan's token: from now on every other writer refuses the file) and pad the file to
+   an aligned end; preallocate one aligned region per raw dense object. A failure undoes
+   all of it.
 3. Workers: ``pwrite_block`` fills raw regions (disjoint, no lock); ``append_blob`` appends a
-   compressed or chunked blob where the kernel puts it (O_APPEND); in mode "a" each write
-   holds the plan's ``WriteFence``.
-4. ``commit`` (one task, any process): the manifest of the old objects plus the new ones,
-   through ``Writer.adopt`` (footer, atomic rename for "w"/"x"); or ``abort``.
+   compressed or chunked blob where the kernel puts it (O_APPEND), or on a network
+   filesystem at the end of file read under an exclusive flock of the file; in mode "a"
+   each write holds the plan's ``WriteFence`` (a shared flock of the marker).
+4. ``commit`` (one task, any process): under the writers' lock, the manifest of the old
+   objects plus the new ones (carrying the marker's token), through ``Writer.adopt``
+   (footer, atomic rename for "w"/"x"), then the marker goes; or ``abort``.
 
 Workers know nothing but a path and offsets, so every piece pickles small. SPEC §9.1.
 """
@@ -27,9 +32,15 @@ import numpy as np
 
 from . import constants, files
 from .codecs import byte_view, digests
-from .errors import FileExistsZTError, InvalidArgumentError, UnsupportedError, ZTensorError
+from .errors import (
+    FileBusyError,
+    FileExistsZTError,
+    InvalidArgumentError,
+    UnsupportedError,
+    ZTensorError,
+)
 from .manifest import Object
-from .reader import Reader
+from .reader import Reader, refuse_marker
 from .writer import Writer
 
 MODES = ("w", "x", "a")
@@ -45,13 +56,13 @@ class ParallelPlan:
     base_size: int  # mode "a": size of the finalized file before this write
     attributes: Mapping[str, Any]
     durable: bool = False
-    token: str = ""  # names this write in the append lock file (mode "a")
+    token: str = ""  # names this write in the append marker (mode "a")
+    locked_appends: bool = False  # network filesystem: appends reserve offsets under flock
 
     @property
     def lock_path(self) -> str:
-        """Mode "a": a hidden file that marks a parallel append in progress (one at a time)."""
-        folder, base = os.path.split(os.path.abspath(self.path))
-        return os.path.join(folder, f".{base}.parallel-append")
+        """Mode "a": the append marker that says a parallel append is in progress."""
+        return files.marker_path(self.path)
 
     @property
     def fence(self) -> WriteFence | None:
@@ -68,17 +79,18 @@ class ParallelPlan:
 
 
 def _lock_token(fd: int) -> str:
-    """The append token written in a parallel-append lock file."""
-    return os.pread(fd, 64, 0).decode("ascii", "replace")
+    """The token of the append marker open as ``fd`` ("" if it is not one)."""
+    marker = files.Marker.decode(os.pread(fd, 4096, 0))
+    return marker.token if marker is not None else ""
 
 
 @dataclass(frozen=True)
 class WriteFence:
     """Keeps late workers from writing into a finalized file after an aborted append.
 
-    Workers hold a shared lock on the append lock file while they write, and write only if
+    Workers hold a shared lock on the append marker while they write, and write only if
     it still exists and names their append; ``abort`` takes the exclusive lock, so it waits
-    for writes in flight, then removes the lock file before cutting the file back. (Modes
+    for writes in flight, then removes the marker before cutting the file back. (Modes
     "w"/"x" need no fence: a late write lands in a removed temp file or fails.)"""
 
     path: str
@@ -114,61 +126,72 @@ def plan(path: str | os.PathLike, mode: str = "w", *, durable: bool = False) -> 
     if mode not in MODES:
         raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
     path = os.fspath(path)
+    locked = files.on_network_filesystem(os.path.dirname(files.target(path)) or ".")
     if mode != "a":
         if mode == "x" and os.path.lexists(path):
             raise FileExistsZTError("path exists (mode='x')", path=path)
         files.check_replaceable(path)  # a device or FIFO is refused before any work
-        return ParallelPlan(path, files.temp_name(path), mode, 0, {}, durable)
-    fd = files.open_locked(path, missing="no such file to append to")
-    try:
+        target = files.temp_name(path)
+        return ParallelPlan(path, target, mode, 0, {}, durable, locked_appends=locked)
+    with files.FileLock.acquire(path, write=False, missing="no such file to append to") as held:
+        refuse_marker(held)
         with Reader(path) as r:
             if r.manifest_offset is None:
                 raise UnsupportedError(
                     "legacy v0.1 files cannot be appended to; migrate them first", path=path
                 )
             attrs, size = r.attributes, r.size
-    finally:
-        os.close(fd)
-    return ParallelPlan(path, path, "a", size, attrs, durable, files.token(8))
+    return ParallelPlan(path, path, "a", size, attrs, durable, files.token(8), locked)
 
 
 def begin(plan: ParallelPlan, regions: list[int]) -> list[int]:
-    """Create the temp file (modes "w"/"x") or pad the finalized file to an aligned end
-    (mode "a"), then preallocate one aligned region per entry of ``regions`` (byte sizes);
-    returns their offsets. Runs once, before any worker writes (the first graph task)."""
+    """Create the temp file (modes "w"/"x") or, in mode "a", the append marker and pad the
+    finalized file to an aligned end, then preallocate one aligned region per entry of
+    ``regions`` (byte sizes); returns their offsets. Runs once, before any worker writes
+    (the first graph task). A failure (disk full, the file size limit) undoes it all: no
+    temp file, no marker, the file at its previous size."""
     if plan.mode != "a":
         try:
             fd = os.open(plan.target, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise ZTensorError(f"cannot create: {exc.strerror}", path=plan.path) from None
         try:
-            files.write_at(fd, constants.MAGIC, 0)
-            os.ftruncate(fd, constants.ALIGNMENT)
-        finally:
-            os.close(fd)
-    else:
-        fd = files.open_locked(plan.path, missing="the file to append to vanished")
-        try:
-            size = os.fstat(fd).st_size
-            if size != plan.base_size:
-                raise ZTensorError(
-                    f"file changed since the write was planned ({size} bytes, expected "
-                    f"{plan.base_size})",
-                    path=plan.path,
-                )
             try:
-                with open(plan.lock_path, "x") as lock:
-                    lock.write(plan.token)
-            except FileExistsError:
-                raise ZTensorError(
-                    f"another parallel append is in progress (or crashed: then run repair "
-                    f"and delete {plan.lock_path})",
-                    path=plan.path,
-                ) from None
-            os.ftruncate(fd, size + (-size % constants.ALIGNMENT))
-        finally:
-            os.close(fd)
-    return [reserve_region(plan, n) for n in regions]
+                files.write_at(fd, constants.MAGIC, 0, path=plan.path)
+                _grow(fd, constants.ALIGNMENT, plan.path)
+            finally:
+                os.close(fd)
+            return [reserve_region(plan, n) for n in regions]
+        except BaseException:
+            files.unlink_quietly(plan.target)
+            raise
+    with files.FileLock.acquire(plan.path, missing="the file to append to vanished") as held:
+        size = held.size
+        refuse_marker(held)  # another parallel append began since the plan
+        if size != plan.base_size:  # another writer finished meanwhile: plan again
+            raise FileBusyError(
+                f"file changed since the write was planned ({size} bytes, expected "
+                f"{plan.base_size}): another writer changed it; nothing was written",
+                path=plan.path,
+            )
+        marker = held.begin_append("parallel", size, token=plan.token, durable=plan.durable)
+        try:
+            _grow(held.fd, size + (-size % constants.ALIGNMENT), plan.path)
+            return [reserve_region(plan, n) for n in regions]
+        except BaseException:
+            try:
+                held.truncate(size, durable=False)
+            finally:
+                held.end_append(marker)
+            raise
+
+
+def _grow(fd: int, size: int, path: str) -> None:
+    """ftruncate up to ``size``; a refusal (file size limit, disk quota) names the file."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError as exc:
+        raise files.system_error(exc, path, "extend") from None
 
 
 def reserve_region(plan: ParallelPlan, nbytes: int) -> int:
@@ -179,7 +202,7 @@ def reserve_region(plan: ParallelPlan, nbytes: int) -> int:
         size = os.fstat(fd).st_size
         offset = size + (-size % constants.ALIGNMENT)
         end = offset + nbytes
-        os.ftruncate(fd, end + (-end % constants.ALIGNMENT))  # append_blob needs an aligned end
+        _grow(fd, end + (-end % constants.ALIGNMENT), plan.path)  # appends need an aligned end
     finally:
         os.close(fd)
     return offset
@@ -219,25 +242,31 @@ def pwrite_block(
         os.close(fd)
 
 
-def append_blob(target: str, blob) -> int:
+def append_blob(target: str, blob, *, locked: bool = False) -> int:
     """Append one blob at the next aligned offset of ``target`` and return that offset."""
-    return append_blobs(target, [blob])[0]
+    return append_blobs(target, [blob], locked=locked)[0]
 
 
 _APPEND_BUFFERS = 512  # buffers per writev (the system allows 1024)
 _APPEND_BYTES = 64 << 20
 
 
-def append_blobs(target: str, blobs) -> list[int]:
+def append_blobs(target: str, blobs, *, locked: bool = False) -> list[int]:
     """Append blobs, each at the next aligned offset of ``target``; returns their offsets.
 
     Any number of processes may call this at once: blobs go out in O_APPEND writevs, each
     blob with its zero padding to the next multiple of 64 and never split between two
     calls, so the kernel assigns offsets in completion order and the end of file stays
-    aligned (local filesystems; O_APPEND is not atomic on NFS). Several blobs share one
-    writev (up to 256 blobs or 64 MiB), so a task writing many small chunks makes few
-    system calls."""
+    aligned. Several blobs share one writev (up to 256 blobs or 64 MiB), so a task writing
+    many small chunks makes few system calls.
+
+    ``locked`` (network filesystems, where O_APPEND of two clients may overwrite each
+    other): the offsets are reserved under an exclusive flock of ``target`` instead; the
+    end of file is read after taking it (taking a lock revalidates NFS's cached size) and
+    the bytes are flushed to the server before it is let go."""
     views = [byte_view(b) for b in blobs]
+    if locked:
+        return _append_locked(target, views)
     offsets: list[int] = []
     fd = files.open_target(target, os.O_WRONLY | os.O_APPEND, target)
     try:
@@ -272,6 +301,29 @@ def append_blobs(target: str, blobs) -> list[int]:
     return offsets
 
 
+def _append_locked(target: str, views: list[memoryview]) -> list[int]:
+    """``append_blobs`` by offsets reserved under the file's flock (network filesystems)."""
+    fd = files.open_target(target, os.O_RDWR, target)
+    try:
+        files.lock(fd)  # the writers' lock of the file: held for the appends only
+        pos = os.fstat(fd).st_size
+        pos += -pos % constants.ALIGNMENT
+        offsets = []
+        for view in views:
+            offsets.append(pos)
+            pos = files.write_at(fd, view, pos, path=target)
+            pad = -view.nbytes % constants.ALIGNMENT
+            if pad:
+                pos = files.write_at(fd, bytes(pad), pos, path=target)
+        try:
+            os.fsync(fd)  # on the server before the next client reads the size
+        except OSError as exc:
+            raise files.system_error(exc, target, "sync") from None
+    finally:
+        os.close(fd)  # releases the lock
+    return offsets
+
+
 def region_digest(target: str, offset: int, length: int, algorithm: str) -> str:
     """Digest of a byte range of the target (raw regions filled by many writers)."""
     h = digests.Hasher(algorithm)
@@ -303,6 +355,7 @@ def commit(
         base_size=plan.base_size,
         attributes=plan.attributes,
         durable=plan.durable,
+        token=plan.token,
     )
     try:
         for name, obj in objects.items():
@@ -310,33 +363,45 @@ def commit(
         for name, update in dict(chunked_updates).items():
             comps = [w.put_blob(e, checksum=seg.digest) for seg, e in update.new]
             w.put_object(name, update.finish(comps))
-        size = w.finalize()
+        size = w.finalize()  # mode "a": removes the marker once the footer is written
     except BaseException:
         w.abort()
         abort(plan)
         raise
-    if plan.mode == "a":
-        files.unlink_quietly(plan.lock_path)
+    if plan.mode == "a":  # an append that recorded nothing left the file as it was
+        files.remove_marker(plan.path, plan.token)
     return size
 
 
 def abort(plan: ParallelPlan) -> None:
-    """Undo a parallel write that will not be committed: the previous file stays as it was."""
-    if plan.mode == "a":
-        try:
-            fd = os.open(plan.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return  # our first task never ran: the file was not touched by this write
-        try:
-            files.lock(fd)  # waits for the writes in flight (WriteFence)
-            if _lock_token(fd) != plan.token:
-                return  # another append's lock: not ours to undo
-            files.unlink_quietly(plan.lock_path)  # from now on no worker writes
-            try:
-                files.truncate_file(plan.path, plan.base_size)
-            except (OSError, ZTensorError):
-                pass  # repair() cuts a torn tail back to the last footer
-        finally:
-            os.close(fd)
-    else:
+    """Undo a parallel write that will not be committed: the previous file stays as it was.
+
+    Mode "a" takes the marker's flock first (waiting for the writes in flight), then the
+    writers' lock of the file: the order every holder of both follows (SPEC §9.3)."""
+    if plan.mode != "a":
         files.unlink_quietly(plan.target)
+        return
+    try:
+        fd = os.open(plan.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # our first task never ran, or the write was committed or undone
+    try:
+        files.lock(fd)  # waits for the writes in flight (WriteFence)
+        if _lock_token(fd) != plan.token or not files.same_file(fd, plan.lock_path):
+            return  # another append's marker, or ours is gone: not ours to undo
+        marker = files.Marker.decode(os.pread(fd, 4096, 0))
+        try:
+            held = files.FileLock.acquire(plan.path, wait=60.0)
+        except ZTensorError:
+            held = None  # the file is gone or busy: the marker still names the tail
+        if held is None:
+            return
+        with held:
+            if marker is not None and marker.names(held.ident):
+                try:
+                    held.truncate(marker.base, durable=plan.durable)
+                except ZTensorError:
+                    return  # the marker stays: repair(abandon=True) cuts the tail
+            files.unlink_quietly(plan.lock_path)  # from now on no worker writes
+    finally:
+        os.close(fd)

@@ -28,6 +28,7 @@ from .errors import (
     ObjectChangedError,
     ObjectIndexError,
     TensorNotFoundError,
+    TornFileError,
     UnsupportedError,
     ZTensorError,
 )
@@ -189,7 +190,9 @@ class Reader:
                         path=self.path,
                     )
                 self.size = end
-            self.manifest, self.manifest_offset = self._load_manifest()
+                self.manifest, self.manifest_offset = self._load_manifest()
+            else:
+                self.manifest, self.manifest_offset = self._load_last_complete()
         except OSError as exc:  # e.g. EIO while reading the footer
             os.close(self._fd)
             self._fd = -1
@@ -220,6 +223,39 @@ class Reader:
                 f"unexpected end of file at byte {offset + len(data)}", path=self.path
             )
         return data
+
+    def _load_last_complete(self) -> tuple[Manifest, int]:
+        """The manifest of the file's last complete state (SPEC §9.3): while an append
+        marker names the file, that is the state the marker's append started from, unless
+        the manifest at the end is the one that append wrote (it carries the marker's
+        token): a tail that merely looks complete (a stored .zt file as the last blob of a
+        killed append) is never taken for a state. A torn end without a marker is looked
+        at again if the file grew or a marker appeared meanwhile (an append that began, or
+        ended, while we looked)."""
+        for attempt in range(3):
+            marker = files.read_marker(self.path, self.identity)
+            if marker is not None and marker.base <= self.size:
+                try:
+                    found = self._load_manifest()
+                except ZTensorError:
+                    found = None
+                if found is not None and found[0].extra is not None:
+                    if found[0].extra.get(files.APPEND_KEY) == marker.token:
+                        return found
+                self.size = marker.base
+                return self._load_manifest()
+            try:
+                return self._load_manifest()
+            except TornFileError:
+                now = files.identity(self.path)
+                grew = now is not None and now.ino == self.identity.ino
+                grew = grew and now.size > self.size
+                if attempt == 2 or not (grew or files.read_marker(self.path, self.identity)):
+                    raise
+                if grew:
+                    self.identity = files.FileIdentity.of(os.fstat(self._fd))
+                    self.size = self.identity.size
+        raise AssertionError("unreachable")
 
     def _load_manifest(self) -> tuple[Manifest, int]:
         head = files.read_at(self._fd, 8, 0)
@@ -1248,3 +1284,20 @@ def _appended_to(ref: TensorRef, now: files.FileIdentity) -> bool:
             _appends_seen.clear()
         _appends_seen[key] = seen
     return seen
+
+
+def refuse_marker(held: files.FileLock) -> None:
+    """For a writer holding ``held``: refuse the file while an append marker names it (a
+    parallel append in progress, or a dead appender's torn tail), except the marker of an
+    append that died after its footer was complete (its manifest carries the token, so the
+    file is whole): that marker is removed and the file is free (SPEC §9.3)."""
+    marker = held.marker()
+    if marker is None:
+        return
+    if marker.kind == "append":
+        with Reader(held.path) as r:
+            complete = (r.identity.dev, r.identity.ino) == held.ident and r.size == held.size
+        if complete:
+            held.end_append(marker)
+            return
+    raise files.marker_error(marker, held.path)

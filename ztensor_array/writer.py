@@ -40,7 +40,7 @@ from .errors import (
 from .interop import as_array
 from .layouts import dense, ggml, layout_for, quantized, sparse
 from .manifest import Component, Manifest, Object
-from .reader import Parts, Reader
+from .reader import Parts, Reader, refuse_marker
 
 if TYPE_CHECKING:  # concurrent.futures costs ~15 ms at import: loaded when first compressing
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -162,6 +162,9 @@ class Writer:
         self._done = False
         self._append_base = 0
         self._streaming: str | None = None
+        self._flock: files.FileLock | None = None  # mode "a": the writers' lock, held
+        self._marker: files.Marker | None = None  # mode "a": our append marker
+        self._held: files.FileLock | None = None  # mode "w": the caller's lock (compact)
         if mode == "a":
             self._open_append()
         else:
@@ -177,14 +180,15 @@ class Writer:
         base_size: int = 0,
         attributes: Mapping[str, Any] | None = None,
         durable: bool = False,
+        token: str = "",
     ) -> Writer:
         """A Writer that finishes a file whose blobs other processes wrote (the parallel
         write protocol, ``parallel.py``): mode "w"/"x" takes over the temp file ``target``,
         mode "a" the file at ``path`` whose finalized state ended at ``base_size`` (its
-        objects are read there). Record the new objects with ``put_object``, then
-        ``finalize``."""
+        objects are read there) and whose append marker holds ``token``. Record the new
+        objects with ``put_object``, then ``finalize``."""
         self = cls.__new__(cls)
-        self._adopted = (target, base_size)
+        self._adopted = (target, base_size, token)
         cls.__init__(self, path, mode, durable=durable)
         self.attributes = dict(attributes or {})
         return self
@@ -203,37 +207,51 @@ class Writer:
         self._write_all(constants.MAGIC)
 
     def _open_append(self) -> None:
-        # one appender at a time: two would interleave blobs and lose a manifest
-        self._fd = files.open_locked(self.path, missing="no such file to append to")
+        # One writer at a time (SPEC §9.3): the lock first, then the marker check; two
+        # appenders would interleave blobs and lose a manifest
+        self._flock = files.FileLock.acquire(self.path, missing="no such file to append to")
+        self._fd = self._flock.fd
         adopted = getattr(self, "_adopted", None)
         try:
-            size = os.fstat(self._fd).st_size
+            size = self._flock.size
+            if adopted is not None:  # a parallel append's commit: its marker must be there
+                marker = self._flock.marker()
+                if marker is None or marker.token != adopted[2] or marker.kind != "parallel":
+                    raise ZTensorError(
+                        "the parallel append was aborted (its marker is gone)", path=self.path
+                    )
+            else:
+                refuse_marker(self._flock)
+                marker = None
             # a parallel append's workers wrote after the finalized state: read it there
-            end = adopted[1] if adopted is not None else None
+            end = adopted[1] if adopted is not None else size
             with Reader(self.path, end=end) as r:
                 if r.manifest_offset is None:
                     raise UnsupportedError(
                         "legacy v0.1 files cannot be appended to; migrate them first",
                         path=self.path,
                     )
+                if (r.identity.dev, r.identity.ino) != self._flock.ident:
+                    raise ZTensorError("file changed while opening for append", path=self.path)
                 self._base = r.manifest  # kept as it is: no object is parsed to append
                 # where its bytes are: the append copies its entries from there
                 self._base_span = (r.manifest_offset, r.size - constants.FOOTER_SIZE)
                 self.attributes = r.attributes
                 self._base_attributes = r.attributes
-                same = files.same_file(self._fd, self.path)
-                same &= adopted is not None or r.size == size
-            if not same:
-                raise ZTensorError("file changed while opening for append", path=self.path)
+            if marker is None:  # before any byte after the finalized state is written
+                marker = self._flock.begin_append("append", size, durable=self.durable)
+            self._marker = marker
         except BaseException:
-            self._close_fd()
+            self._unlock()
             raise
         self._pos = size
-        self._append_base = end if end is not None else size
+        self._append_base = end
 
-    def _close_fd(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
+    def _unlock(self) -> None:
+        """Close the file and let go of the writers' lock."""
+        if self._flock is not None:
+            self._flock.release()
+            self._flock = None
             self._fd = -1
 
     def _write_all(self, data, *, gather: bool = False) -> None:
@@ -923,6 +941,8 @@ class Writer:
                 )
             if self.durable:
                 self._fsync()
+            if self._flock is not None:
+                self._flock.check_named()  # compact or a rename replaced the file: fail
             start = self._pos
             self._write_all(mbytes + manifest.footer(mbytes))
             size = self._pos
@@ -933,6 +953,8 @@ class Writer:
             self.abort()
             raise
         self._done = True
+        if self._marker is not None:  # the new state is complete: the append is over
+            self._flock.end_append(self._marker)
         self._release()
         if self._upload is not None:  # the object appears whole, or not at all
             self._upload.commit()
@@ -952,13 +974,15 @@ class Writer:
         dropped = self._removed | {n for n in added if n in table}
         start, end = self._base_span
         source = files.read_at(self._fd, end - start, start)
-        mbytes = manifest.splice(source, base, attrs, dropped, added)
+        # the marker's token: the manifest that ends this append says so (SPEC §9.3)
+        extra = {**(base.extra or {}), files.APPEND_KEY: self._marker.token}
+        mbytes = manifest.splice(source, base, attrs, dropped, added, extra=extra)
         if mbytes is None:
             names = [n for n in table.sorted_names() if n not in dropped]
             names = list(heapq.merge(names, sorted(added)))
             entries = ((n, added[n] if n in added else table.entry(n)) for n in names)
-            mbytes = manifest.encode_entries(base.version, attrs, base.extra, len(names), entries)
-        kept = Manifest(table.derived(added, self._removed), attrs, base.version, base.extra)
+            mbytes = manifest.encode_entries(base.version, attrs, extra, len(names), entries)
+        kept = Manifest(table.derived(added, self._removed), attrs, base.version, extra)
         validation.validate_appended(kept, table, added, dropped, self._pos, self.path)
         return mbytes, kept
 
@@ -971,9 +995,21 @@ class Writer:
     def _commit(self) -> None:
         if self.mode == "a":
             return
-        files.commit(
-            self._fd, self._tmp_name, self.path, exclusive=self.mode == "x", durable=self.durable
-        )
+        held = None
+        if self.mode == "w" and self._held is None:
+            # a file replaced is replaced between writers, never in the middle of one
+            held = files.lock_to_replace(self.path)
+        try:
+            files.commit(
+                self._fd,
+                self._tmp_name,
+                self.path,
+                exclusive=self.mode == "x",
+                durable=self.durable,
+            )
+        finally:
+            if held is not None:
+                held.release()
         self._tmp_name = None
 
     def abort(self) -> None:
@@ -989,7 +1025,10 @@ class Writer:
             try:
                 os.ftruncate(self._fd, self._append_base)
             except OSError:
-                pass  # repair() cuts a torn tail back to the last footer
+                pass  # the marker stays: repair() cuts the tail back to its base
+            else:
+                if self._marker is not None and getattr(self, "_adopted", None) is None:
+                    self._flock.end_append(self._marker)  # (a parallel one: its abort)
         if self._tmp_name is not None:
             files.unlink_quietly(self._tmp_name)
             self._tmp_name = None
@@ -1001,7 +1040,9 @@ class Writer:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        if self._fd >= 0:
+        if self._flock is not None:
+            self._unlock()
+        elif self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 

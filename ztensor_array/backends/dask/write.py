@@ -108,6 +108,7 @@ class ChunkTask:
     level: int
     checksum: str | None
     fence: parallel.WriteFence | None
+    locked: bool = False  # network filesystem: appends reserve their offsets under flock
 
 
 def write_arrays(
@@ -443,17 +444,17 @@ def _frame_task(plan, w: ArrayWrite, begin):
     whole = w.data.rechunk(-1) if w.data.ndim else w.data
     block = whole.to_delayed().ravel()[0]
     task = dask.delayed(_write_frame, pure=False)(
-        block, plan.target, w.dtype, w.level, w.checksum, plan.fence, begin
+        block, plan.target, w.dtype, w.level, w.checksum, plan.fence, plan.locked_appends, begin
     )
     return dask.delayed(_collect, pure=False)(w.name, task)
 
 
-def _write_frame(block, target, dtype, level, checksum, fence, _begun):
+def _write_frame(block, target, dtype, level, checksum, fence, locked, _begun):
     """One zstd frame of a whole dense array, byte-identical to the reference's."""
     data = _storage(block, dtype)
     blob = compressor(level).encode(byte_view(data))
     with parallel.held(fence):
-        offset = parallel.append_blob(target, blob)
+        offset = parallel.append_blob(target, blob, locked=locked)
     storage, type_ = dtypes.storage_spelling(dtypes.from_numpy(dtype))
     digest = digests.compute(checksum, blob) if checksum else None
     comp = Component(storage, offset, len(blob), compressor(level).encoding, digest, None, type_)
@@ -472,6 +473,7 @@ def _chunk_tasks(plan, w: ArrayWrite, begin):
         w.level,
         w.checksum,
         plan.fence,
+        plan.locked_appends,
     )
     data = w.data
     if data.ndim:  # blocks of whole chunks: each task writes every chunk its block makes
@@ -530,7 +532,8 @@ def _append_chunks(spec: ChunkTask, pending: list[tuple]) -> list[tuple]:
     if not pending:
         return []
     with parallel.held(spec.fence):
-        offsets = parallel.append_blobs(spec.target, [blob for _, blob, _ in pending])
+        blobs = [blob for _, blob, _ in pending]
+        offsets = parallel.append_blobs(spec.target, blobs, locked=spec.locked)
     return [(index, comp.moved(off)) for (index, _, comp), off in zip(pending, offsets)]
 
 
