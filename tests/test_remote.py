@@ -356,11 +356,11 @@ def test_a_missing_or_foreign_object_is_a_clear_error(tmp_path, server):
 # --------------------------------------------------------------------------- request counts
 
 
-def test_open_is_one_request_for_a_small_file_two_for_a_large_one(tmp_path, server):
+def test_open_is_one_round_trip_of_two_requests(tmp_path, server):
     zt.to_ztensor(np.arange(100), tmp_path / "small.zt", "x")
     zt.to_ztensor({"x": np.arange(100_000.0), "y": np.arange(10)}, tmp_path / "large.zt")
     with zt.Reader(server.url("small.zt")) as r:
-        # one round trip: the suffix request brings it all (the magic asked for alongside)
+        # one round trip: the last and the first 64 KiB, concurrently (here the whole file)
         assert sorted(_gets(server)) == [(-1, 64 * KiB), (0, 64 * KiB - 1)]
         server.reset()
         _same(r.read_tensor("x"), np.arange(100))
