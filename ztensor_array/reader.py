@@ -160,10 +160,11 @@ class Reader:
     target: sources.Target | None = None  # how a SourceReader reaches its file
 
     def __new__(cls, path=None, *args, storage_options=None, **kwargs):
-        if cls is Reader and not (type(path) is str and not sources.is_url(path)):
+        # a plain local path (no ":", as every URL has) skips the dispatch: opens stay fast
+        if cls is Reader and (type(path) is not str or storage_options or ":" in path):
             if not isinstance(sources.target(path, storage_options), str):
                 cls = SourceReader
-        return super().__new__(cls)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -173,7 +174,7 @@ class Reader:
         end: int | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        if type(path) is not str or storage_options or path.startswith(("file:", "local:")):
+        if type(path) is not str or storage_options or ":" in path:
             path = sources.target(path, storage_options)  # a local path: file:// stripped
         self.path = files.fspath(path)
         self.verify = verify
@@ -1067,7 +1068,7 @@ class SourceReader(Reader):
 class Parts:
     """The stored parts of one object as a layout reads them (``layouts.base.Getter``)."""
 
-    __slots__ = ("copy", "fetched", "name", "reader", "verify", "writable")
+    __slots__ = ("copy", "fetched", "fetches", "name", "reader", "verify", "writable")
 
     def __init__(
         self, reader: Reader, name: str, verify: bool | None, *, copy=False, writable=False
@@ -1075,16 +1076,20 @@ class Parts:
         self.reader, self.name, self.verify = reader, name, verify
         self.copy, self.writable = copy, writable
         self.fetched: dict | None = None  # bytes fetched ahead by ``prefetch``
+        self.fetches = reader.target is not None  # a byte source, not a mapped file
 
     def __call__(self, role: str) -> np.ndarray:
-        stored = self.fetched.pop(role, None) if self.fetched else None
+        if self.fetched:  # bytes fetched ahead (a remote file)
+            return self.reader.read_component(
+                self.name,
+                role,
+                verify=self.verify,
+                copy=self.copy,
+                writable_view=self.writable,
+                stored=self.fetched.pop(role, None),
+            )
         return self.reader.read_component(
-            self.name,
-            role,
-            verify=self.verify,
-            copy=self.copy,
-            writable_view=self.writable,
-            stored=stored,
+            self.name, role, verify=self.verify, copy=self.copy, writable_view=self.writable
         )
 
     def prefetch(self, parts: Iterable[str | Component]) -> None:
@@ -1104,8 +1109,9 @@ class Parts:
         )
 
     def window(self, role: str, start: int, stop: int) -> np.ndarray | None:
-        verify = self.reader.verify if self.verify is None else self.verify
-        return None if verify else self.reader.read_window(self.name, role, start, stop)
+        reader = self.reader
+        verify = reader.verify if self.verify is None else self.verify
+        return None if verify else reader.read_window(self.name, role, start, stop)
 
     def scattered(self, role: str) -> np.ndarray:
         return self.reader.read_component(

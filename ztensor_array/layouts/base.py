@@ -43,6 +43,8 @@ class Getter(Protocol):
         reading k chunks costs about one round trip; a mapped file ignores it."""
         ...
 
+    fetches: bool  # True when parts are fetched (a URL...), not mapped: ``window`` may help
+
     def window(self, role: str, start: int, stop: int) -> np.ndarray | None:
         """Bytes ``[start, stop)`` of a raw component as uint8, fetched alone, when the
         file is read through a byte source (a URL): a small selection of a large tensor

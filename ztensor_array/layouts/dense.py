@@ -79,7 +79,7 @@ class Dense(Layout):
             value = read(obj, get)
             return np.array(value) if copy else value
         axes, keep = select.normalize(key, obj.shape)
-        if comp.encoding == RAW:
+        if comp.encoding == RAW and getattr(get, "fetches", False):  # mapped files: no
             out = _read_window(obj, comp, get, axes, keep)
             if out is not None:
                 return out
@@ -92,9 +92,9 @@ class Dense(Layout):
 
 def _read_window(obj: Object, comp: Component, get, axes, keep) -> np.ndarray | None:
     """The selection read from only its bounding bytes (``get.window``: a remote file), an
-    owned array; None when the getter maps the file (or nothing is selected)."""
-    window = getattr(get, "window", None)
-    if window is None or window("data", 0, 0) is None:  # a mapped file: the usual path
+    owned array; None when the getter has no window to give."""
+    window = get.window
+    if window("data", 0, 0) is None:  # the file is in memory, or digests are checked
         return None
     dt = logical_dtype(comp)
     bounds = select.bounding_box(axes, obj.shape)
