@@ -441,7 +441,7 @@ def _root_head(
 
 
 def splice(
-    source: bytes,
+    source: bytes | memoryview,
     before: Manifest,
     attributes: Mapping[str, Any] | None,
     dropped: set[str],
@@ -452,30 +452,24 @@ def splice(
     """The manifest of an append, made from the bytes of the one before (``source``,
     which decoded to ``before``) without encoding its objects again: the root head is
     written anew (new attributes, ``extra`` root keys if given, and count), the old
-    entries are copied as they are
-    (less those ``dropped``: removed or replaced), the ``added`` entries follow them.
-    Object order in the map carries no meaning (SPEC §3), so the bytes of the kept
-    entries stay one block. None when ``source`` is not laid out as ``encode`` lays a
-    manifest out (the caller then encodes every object), or a dropped entry cannot be
-    located."""
-    objects = before.objects
-    count = len(objects)
+    entries are copied as they are (less those ``dropped``: removed or replaced), the
+    ``added`` entries follow them. Object order in the map carries no meaning (SPEC §3),
+    so the bytes of the kept entries stay one block. None when ``source`` is not laid out
+    as ``encode`` lays a manifest out (the caller then encodes every object), or a dropped
+    entry cannot be located."""
+    count = len(before.objects)
     head = _root_head(before.version, before.attributes, before.extra, count)
-    if not source.startswith(head):
+    view = memoryview(source)
+    if view[: len(head)] != head:
         return None
-    body = memoryview(source)[len(head) :]
-    pieces: list = []
-    if dropped:
-        spans = _entry_spans(source, len(head), count, dropped)
-        if spans is None:
-            return None
-        pos = len(head)
-        for start, end in spans:
-            pieces.append(memoryview(source)[pos:start])
-            pos = end
-        pieces.append(memoryview(source)[pos:])
-    else:
-        pieces.append(body)
+    spans = _entry_spans(source, len(head), count, dropped) if dropped else []
+    if spans is None:
+        return None
+    pieces, pos = [], len(head)
+    for start, end in spans:  # the kept runs between the dropped entries
+        pieces.append(view[pos:start])
+        pos = end
+    pieces.append(view[pos:])
     new_count = count - len(dropped) + len(added)
     extra = before.extra if extra is None else extra
     out = [_root_head(before.version, attributes, extra, new_count), *pieces]
@@ -483,7 +477,9 @@ def splice(
     return b"".join(out)
 
 
-def _entry_spans(source: bytes, first: int, count: int, names: set[str]) -> list | None:
+def _entry_spans(
+    source: bytes | memoryview, first: int, count: int, names: set[str]
+) -> list | None:
     """Byte spans (key and value) of the entries named ``names`` in the objects map whose
     ``count`` entries start at ``first`` and run to the end of ``source``; None unless
     exactly those entries are found and the map ends where ``source`` does. Decodes every

@@ -458,11 +458,9 @@ def validate_appended(
         old = old[~np.isin(old[:, 0], np.array(dropped, dtype=np.int64))]
     new = np.array([(s, e) for s, e, *_ in spans], dtype=np.int64).reshape(-1, 2)
     new = new[np.argsort(new[:, 0], kind="stable")]
+    every = np.concatenate([old, new])  # both sorted: in order when new follows old
     if len(old) and len(new) and new[0, 0] < old[-1, 1]:  # not all after the kept ones
-        every = np.concatenate([old, new])
         every = every[np.argsort(every[:, 0], kind="stable")]
-    else:  # both sorted, one after the other: no sort of the whole file's spans
-        every = np.concatenate([old, new])
     clash = np.flatnonzero(every[1:, 0] < every[:-1, 1])
     if len(clash):
         a, b = every[clash[0]], every[clash[0] + 1]

@@ -54,11 +54,15 @@ class ArrayWrite:
     checksum: str | None
     dtype: np.dtype  # little-endian storage dtype of the values
     attributes: Mapping[str, Any] | None
-    from_numpy: bool = False  # the values are in memory: nothing to schedule but the writes
     base: Object | None = None  # CHUNKED: the object written into (empty for a new one)
     grid: chunked.ChunkGrid | None = None  # CHUNKED: its grid after the write
     box: chunked.write.Box | None = None  # CHUNKED: where ``data`` lands in it
     values: np.ndarray | None = None  # the values themselves, when they are in memory
+
+    @property
+    def from_numpy(self) -> bool:
+        """The values are in memory: nothing to schedule but the writes."""
+        return self.values is not None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -162,9 +166,8 @@ def write_arrays(
         )
         for name, value in arrays.items()
     ]
-    in_memory = sum(w.values.nbytes for w in writes if w.values is not None)
     if compute and not attributes and all(w.from_numpy for w in writes):
-        if in_memory <= IN_PROCESS_BYTES:
+        if sum(w.values.nbytes for w in writes) <= IN_PROCESS_BYTES:
             return _write_in_process(path, wmode, writes)
     plan = parallel.plan(path, wmode)
     if attributes:
@@ -233,7 +236,6 @@ def _plan_array(
         )
     want_chunks = enc.get("chunks", chunks)
     arr, values = _as_dask(value, "auto" if want_chunks is None else want_chunks, path, name)
-    from_np = values is not None
     if any(math.isnan(n) for n in arr.shape):
         raise ZTensorError(
             "the dask array has unknown chunk sizes; call compute_chunk_sizes() first",
@@ -254,9 +256,7 @@ def _plan_array(
         csum = stored_checksum if checksum_given is None else normalize_checksum(checksum_given)
         base, grid, box = _update(path, name, old, arr, dtype, append_dim, region)
         attrs = {**(old.attributes or {}), **attrs}
-        return ArrayWrite(
-            name, arr, CHUNKED, level, csum, dtype, attrs, from_np, base, grid, box, values
-        )
+        return ArrayWrite(name, arr, CHUNKED, level, csum, dtype, attrs, base, grid, box, values)
     level = normalize_compress(level_given)
     csum = normalize_checksum(checksum_given)
     layout = enc.get("layout") or ("chunked" if level or want_chunks is not None else "dense")
@@ -266,8 +266,8 @@ def _plan_array(
         )
     if layout == "dense":
         kind = DENSE_FRAME if level else DENSE
-        return ArrayWrite(name, arr, kind, level, csum, dtype, attrs, from_np, values=values)
-    chunk_shape = _chunk_shape_for(arr, want_chunks, from_np, path, name)
+        return ArrayWrite(name, arr, kind, level, csum, dtype, attrs, values=values)
+    chunk_shape = _chunk_shape_for(arr, want_chunks, values is not None, path, name)
     attrs[chunked.CHUNK_GRID_KEY] = chunked.grid_attributes(
         chunk_shape, dtypes.from_numpy(dtype), enc.get("fill_value", 0)
     )
@@ -275,9 +275,7 @@ def _plan_array(
     base = Object(shape, chunked.FORMAT, {}, attrs)
     grid = chunked.chunk_grid(base, path, name)
     box = tuple((0, s) for s in shape)
-    return ArrayWrite(
-        name, arr, CHUNKED, level, csum, dtype, attrs, from_np, base, grid, box, values
-    )
+    return ArrayWrite(name, arr, CHUNKED, level, csum, dtype, attrs, base, grid, box, values)
 
 
 def _update(path, name, old: Object, arr, dtype, append_dim, region):

@@ -52,10 +52,7 @@ def read_region(
         index, stored_at, local, _ = tasks[0]
         if _whole(local, grid.extent(index)):
             return _chunk(obj, grid, get, index, stored_at, path, name).reshape(final)
-    if missing:
-        out = fill_array(grid, shape, path=path, name=name)
-    else:
-        out = np.empty(shape, dtype=dtypes.to_numpy(grid.dtype))
+    out = _output(grid, shape, missing, path, name)
 
     def place(task) -> None:
         index, role, local, where = task
@@ -128,11 +125,7 @@ def read_points(
         local = local_points + tuple(p[0] for p in parts)
         where = (members, *(p[1] for p in parts))
         tasks.append((index, stored, local, where))
-    missing = len(tasks) < cells
-    if missing:
-        out = fill_array(grid, shape, path=path, name=name)
-    else:
-        out = np.empty(shape, dtype=dtypes.to_numpy(grid.dtype))
+    out = _output(grid, shape, len(tasks) < cells, path, name)
 
     def place(task) -> None:
         index, stored, local, where = task
@@ -142,6 +135,14 @@ def read_points(
     get.prefetch(t[1] for t in tasks)  # remote files: one round of merged requests
     _run(place, tasks, workers)
     return out.reshape(points_shape + shape[1:])
+
+
+def _output(grid: ChunkGrid, shape, missing: bool, path, name) -> np.ndarray:
+    """The array a read fills: the fill value everywhere when some selected cells were
+    never written (set in one go), else uninitialized (every element gets a chunk's)."""
+    if missing:
+        return fill_array(grid, shape, path=path, name=name)
+    return np.empty(shape, dtype=dtypes.to_numpy(grid.dtype))
 
 
 def _run(place, tasks: list, workers: int | None) -> None:
