@@ -815,8 +815,8 @@ class Writer:
         inflight: deque[tuple[tuple, Future]] = deque()
         itemsize = dtypes.itemsize(grid.dtype)
         # small work is encoded in this thread: a pool's hand-off costs more than a few KiB
-        small = min(math.prod(b - a for a, b in box), math.prod(grid.chunk_shape)) * itemsize
-        small = small <= INLINE_BYTES
+        cells = min(math.prod(b - a for a, b in box), math.prod(grid.chunk_shape))
+        inline = cells * itemsize <= INLINE_BYTES
 
         def drain(limit: int) -> None:
             while len(inflight) > limit:
@@ -841,9 +841,9 @@ class Writer:
                 chunked.plan_write(grid, box), source, band_bytes, itemsize
             ):
                 data = chunk_of(write, _as_stored(part, grid.dtype, self.path, name))
-                if not small:
+                if not inline:
                     data = np.array(data) if self._copy_inputs and data.base is not None else data
-                fut = self._run(chunked.encode_chunk, data, level, checksum, now=small)
+                fut = self._run(chunked.encode_chunk, data, level, checksum, now=inline)
                 inflight.append((write.index, fut))
                 drain(2 * self._workers)
             drain(0)
@@ -972,8 +972,7 @@ class Writer:
         table = base.objects
         added = self._objects
         dropped = self._removed | {n for n in added if n in table}
-        start, end = self._base_span
-        source = files.read_at(self._fd, end - start, start)
+        source = self._base_manifest_bytes()
         # the marker's token: the manifest that ends this append says so (SPEC §9.3)
         extra = {**(base.extra or {}), files.APPEND_KEY: self._marker.token}
         mbytes = manifest.splice(source, base, attrs, dropped, added, extra=extra)
@@ -985,6 +984,15 @@ class Writer:
         kept = Manifest(table.derived(added, self._removed), attrs, base.version, extra)
         validation.validate_appended(kept, table, added, dropped, self._pos, self.path)
         return mbytes, kept
+
+    def _base_manifest_bytes(self) -> bytes | memoryview:
+        """The base's manifest bytes: those the memo keeps beside it (the open just
+        compared or decoded them: no second read of a manifest of megabytes), else read."""
+        start, end = self._base_span
+        kept = validation.memo_entry(self.path, end + constants.FOOTER_SIZE)
+        if kept is not None and kept[1] is self._base:
+            return memoryview(kept[0])[: end - start]
+        return files.read_at(self._fd, end - start, start)
 
     def _fsync(self) -> None:
         try:
