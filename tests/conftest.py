@@ -117,6 +117,17 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture
+def fresh_memo():
+    """No manifest kept from other tests, nor left for them (modules that count decodes
+    or compare memoized with fresh state use it for every test)."""
+    from ztensor_array import validation
+
+    validation.forget_memo()
+    yield
+    validation.forget_memo()
+
+
 # --------------------------------------------------------------------------- hand-built files
 
 

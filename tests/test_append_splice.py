@@ -25,12 +25,7 @@ import ztensor_array as zt
 from ztensor_array import manifest, validation
 from ztensor_array.constants import FOOTER_SIZE
 
-
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    validation.forget_memo()
-    yield
-    validation.forget_memo()
+pytestmark = pytest.mark.usefixtures("fresh_memo")
 
 
 def _manifest_bytes(path) -> bytes:

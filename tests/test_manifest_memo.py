@@ -16,12 +16,7 @@ import pytest
 import ztensor_array as za
 from ztensor_array import FormatError, Reader, validation
 
-
-@pytest.fixture(autouse=True)
-def _fresh_memo():
-    validation.forget_memo()
-    yield
-    validation.forget_memo()
+pytestmark = pytest.mark.usefixtures("fresh_memo")
 
 
 def _listing(path) -> list:
