@@ -131,6 +131,20 @@ def fresh_memo():
 # --------------------------------------------------------------------------- hand-built files
 
 
+def torn_file(tmp_path):
+    """(path, its bytes before the tear) of a file whose append crashed: blob bytes after
+    the footer, no new footer."""
+    import ztensor_array as zt
+
+    path = tmp_path / "torn.zt"
+    with zt.Writer(path) as w:
+        w.add_tensor("a", np.arange(10, dtype=np.int32))
+    good = path.read_bytes()
+    with open(path, "ab") as f:
+        f.write(b"\x00" * 56 + np.arange(100, dtype=np.float64).tobytes())
+    return path, good
+
+
 def component(dtype: str, offset: int, length: int, **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"dtype": dtype, "offset": offset, "length": length}
     out.update(extra)

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import torn_file
 
 import ztensor_array as zt
 
@@ -523,18 +524,8 @@ def test_migrate_refuses_bad_legacy_checksum(tmp_path):
     assert not out.exists() and no_temp_files(tmp_path)
 
 
-def _torn(tmp_path):
-    path = tmp_path / "torn.zt"
-    with zt.Writer(path) as w:
-        w.add_tensor("a", np.arange(10, dtype=np.int32))
-    good = path.read_bytes()
-    with open(path, "ab") as f:  # a crashed append: blob bytes, no new footer
-        f.write(b"\x00" * 56 + np.arange(100, dtype=np.float64).tobytes())
-    return path, good
-
-
 def test_repair_in_place_reports_the_cut(tmp_path):
-    path, good = _torn(tmp_path)
+    path, good = torn_file(tmp_path)
     assert ztensor("info", path, check=False).returncode != 0
     proc = ztensor("repair", path)
     assert "cut" in proc.stdout and str(os.path.getsize(path)) in proc.stdout
@@ -543,7 +534,7 @@ def test_repair_in_place_reports_the_cut(tmp_path):
 
 
 def test_repair_to_output_leaves_the_original(tmp_path):
-    path, good = _torn(tmp_path)
+    path, good = torn_file(tmp_path)
     torn = path.read_bytes()
     out = tmp_path / "fixed.zt"
     ztensor("repair", path, "-o", out)

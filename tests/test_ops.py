@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import torn_file
 
 import ztensor_array as zt
 from ztensor_array.codecs.policy import DEFAULT_LEVEL
@@ -125,18 +126,8 @@ def test_verify_and_migrate_report_progress(mixed, tmp_path):
         assert bar.started == [("migrate -> m.zt", r.size)] and bar.advanced == stored
 
 
-def _torn(tmp_path):
-    path = tmp_path / "torn.zt"
-    with zt.Writer(path) as w:
-        w.add_tensor("a", np.arange(10, dtype=np.int32))
-    good = path.read_bytes()
-    with open(path, "ab") as f:  # a crashed append: blob bytes, no new footer
-        f.write(b"\x00" * 56 + np.arange(100, dtype=np.float64).tobytes())
-    return path, good
-
-
 def test_repair_to_an_existing_output_needs_overwrite(tmp_path):
-    path, good = _torn(tmp_path)
+    path, good = torn_file(tmp_path)
     torn = path.read_bytes()
     out = tmp_path / "fixed.zt"
     out.write_bytes(b"precious")
