@@ -195,19 +195,6 @@ class Result:
     vs_ztensor_array: float  # time / ztensor_array raw's time for the same op
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.unlink(path)
-
-
-def _file_bytes(path: str) -> int:
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-    return os.path.getsize(path)
-
-
 def _warm(path: str) -> None:
     if os.path.isdir(path):
         for d, _, fs in os.walk(path):
@@ -247,7 +234,7 @@ def _path(workdir: str, peer: Peer, by_name: dict[str, Peer]) -> str:
 def _time_op(op: str, peer: Peer, path: str, tensors: dict, first: bool) -> float:
     """One timed write, or one timed read (open + touch every byte; warm-up untimed)."""
     if op == "write":  # every write starts synced, with the clean cache dropped (reads,
-        _remove(path)  # which all come after the writes, warm their file first)
+        wl.remove(path)  # which all come after the writes, warm their file first)
         wl.drop_dirty(drop_cache=True)
         t0 = time.perf_counter()
         peer.write(tensors, path)
@@ -288,7 +275,7 @@ def run_case(
                     active = [p for p in active if p is not peer]
                     continue
                 times.setdefault((peer.name, op), []).append(dt)
-                sizes[peer.name] = _file_bytes(path)
+                sizes[peer.name] = wl.disk_bytes(path)
     lim = _best(lim, limits(workdir, data, max(args.reps, 3)))
     print(
         f"   limits: memcpy {lim['memcpy'] / 1e9:.2f} GB/s, page-cache read "
@@ -326,7 +313,7 @@ def run_case(
                 flush=True,
             )
     for peer in plist:
-        _remove(_path(workdir, peer, by_name))
+        wl.remove(_path(workdir, peer, by_name))
     return results, lim
 
 

@@ -355,19 +355,6 @@ def fresh_times(specs: dict[str, dict], reps: int, field: str = "t") -> dict[str
 # ---------------------------------------------------------------------------- the run
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.unlink(path)
-
-
-def _disk_bytes(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-
 def _med(xs) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -432,13 +419,13 @@ class Run:
         for rep in range(reps):
             order = CHUNK_LIBS if rep % 2 == 0 else tuple(reversed(CHUNK_LIBS))
             for lib in order:
-                _remove(paths[lib])
+                wl.remove(paths[lib])
                 os.sync()
                 gc.collect()
                 writes[lib].append(_timed(lambda lib=lib: write_chunked(lib, x, paths[lib])))
                 print(f"  write {lib:<14} {writes[lib][-1]:8.2f} s", flush=True)
         res["write"] = writes
-        res["file_bytes"] = {lib: _disk_bytes(p) for lib, p in paths.items()}
+        res["file_bytes"] = {lib: wl.disk_bytes(p) for lib, p in paths.items()}
         os.sync()
         res["write_dataset"] = [_timed(lambda: write_dataset(x, xr_paths[OURS]))]
         print(f"  write xarray Dataset (ours) {res['write_dataset'][0]:8.2f} s", flush=True)
@@ -525,7 +512,7 @@ class Run:
             assert shape[0] == grown, (lib, shape, grown)
             np.testing.assert_array_equal(open_read(lib, paths[lib], key), x[key])
         if not a.keep:
-            _remove(folder)
+            wl.remove(folder)
         return res
 
     def _show(self, what: str, times: dict[str, list], unit: float = 1e3) -> None:
@@ -594,7 +581,7 @@ class Run:
             assert len(rd) == n + len(res["append_fresh"]) + len(res["append_warm"])
             np.testing.assert_array_equal(rd.read_tensor(name), t[name])
         if not self.args.keep:
-            _remove(folder)
+            wl.remove(folder)
         return res
 
     # ------------------------------------------------------------------ fancy indexing
@@ -689,7 +676,7 @@ class Run:
             )
             print(f"  {case:<36} {cells}")
         if not self.args.keep:
-            _remove(folder)
+            wl.remove(folder)
         return out
 
 

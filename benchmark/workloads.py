@@ -11,6 +11,7 @@ import gc
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -206,6 +207,21 @@ def drop_dirty(path: str | None = None, *, drop_cache: bool = False) -> None:
 
 
 # ---------------------------------------------------------------------------- physical limits
+
+
+def remove(path: str) -> None:
+    """Delete a file or a folder (zarr stores) if it is there."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
+def disk_bytes(path: str) -> int:
+    """Size of a file, or of every file under a folder."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
 
 
 def memcpy_bandwidth(size: int, reps: int = 3) -> float:
