@@ -121,12 +121,12 @@ class ZstdCodec(StoredCodec):
 
     def decode_exact(self, src, nbytes: int) -> np.ndarray:
         out = np.empty(nbytes, dtype=np.uint8)
-        if nbytes and nbytes < SMALL_FRAME and _declared_size(src) == nbytes:
-            return _decode_small(src, out)
         if nbytes and _declared_size(src) == nbytes:
             # A frame that declares the expected size decodes in one shot straight into the
             # output (chunk frames do; the reference's do not). numcodecs refuses trailing
             # or missing bytes.
+            if nbytes < SMALL_FRAME:
+                return _decode_small(src, out)
             try:
                 _sized(DEFAULT_LEVEL).decode(src, out)
             except (RuntimeError, ValueError) as exc:
